@@ -1,0 +1,34 @@
+# The two entry points of README.md. Everything they need is installed from this repo's
+# own files: the virtualenv here, the servers of the local stack under ~/.cache/clustertwin.
+VENV ?= .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint install stack-up stack-down bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The live demo: local stack + the simulated Dunkirk cluster, end to end (Ctrl-C stops it).
+demo: install
+	$(VENV)/bin/clustertwin demo
+
+## Lint, type-check, then every test against the real local stack.
+test: lint
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+stack-up: install
+	$(VENV)/bin/clustertwin stack up
+
+stack-down: install
+	$(VENV)/bin/clustertwin stack down

@@ -1,0 +1,93 @@
+"""``clustertwin stack``: the native local stack of real servers (no Docker engine needed)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from clustertwin.stack import SERVICE_NAMES, LocalStack, StackError
+
+
+def _stack(influxdb: str | None) -> LocalStack:
+    return LocalStack(influxdb_version=influxdb)
+
+
+influxdb_option = click.option(
+    "--influxdb",
+    "influxdb",
+    default=None,
+    metavar="VERSION",
+    help="InfluxDB version to build and run (1.8.10 or 2.7.x); "
+    "default from CLUSTERTWIN_INFLUXDB_VERSION.",
+)
+
+
+@click.group()
+def stack() -> None:
+    """Install, start, check and stop the local Kafka, InfluxDB and Mosquitto."""
+
+
+@stack.command()
+@click.argument("services", nargs=-1)
+@influxdb_option
+def up(services: tuple[str, ...], influxdb: str | None) -> None:
+    """Start SERVICES (default: all), building them into ~/.cache/clustertwin first if needed."""
+    began = time.monotonic()
+    try:
+        started = _stack(influxdb).up(services or None)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    what = ", ".join(started) if started else "nothing (already running)"
+    click.echo(f"[stack] up in {time.monotonic() - began:.1f} s; started: {what}")
+
+
+@stack.command()
+@click.argument("services", nargs=-1)
+@influxdb_option
+def down(services: tuple[str, ...], influxdb: str | None) -> None:
+    """Stop SERVICES (default: all). Data stays in the cache for the next `up`."""
+    try:
+        _stack(influxdb).down(services or None)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@stack.command()
+@influxdb_option
+def status(influxdb: str | None) -> None:
+    """Show each service: installed, pid, healthy, address, log file. Exit 1 if any is down."""
+    rows = _stack(influxdb).status()
+    all_up = True
+    for row in rows:
+        state = "healthy" if row["healthy"] else ("unhealthy" if row["pid"] else "stopped")
+        all_up &= state == "healthy"
+        click.echo(
+            f"{row['service']:<10} {state:<9} pid={row['pid'] or '-':<8} "
+            f"installed={'yes' if row['installed'] else 'no':<3} {row['address']:<16} {row['log']}"
+        )
+    sys.exit(0 if all_up else 1)
+
+
+@stack.command()
+@click.argument("service", type=click.Choice(SERVICE_NAMES))
+@click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show.")
+@influxdb_option
+def logs(service: str, lines: int, influxdb: str | None) -> None:
+    """Print the end of SERVICE's log."""
+    click.echo(_stack(influxdb).services[service].process.tail(lines))
+
+
+@stack.command()
+@click.option("--show-secrets", is_flag=True, help="Print tokens instead of masking them.")
+@influxdb_option
+def env(show_secrets: bool, influxdb: str | None) -> None:
+    """Print the settings clients use as `export` lines.
+
+    Use: eval "$(clustertwin stack env --show-secrets)"
+    """
+    for key, value in sorted(_stack(influxdb).settings().items()):
+        if not show_secrets and "TOKEN" in key:
+            value = "****"
+        click.echo(f"export {key}='{value}'")

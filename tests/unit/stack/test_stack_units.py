@@ -1,0 +1,113 @@
+"""The local stack's logic that needs no server: process tracking, configs, settings."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from clustertwin.settings import MissingCredentialError, Settings
+from clustertwin.stack import LocalStack, StackError
+from clustertwin.stack.influxdb import InfluxDB
+from clustertwin.stack.kafka import Kafka
+from clustertwin.stack.process import ManagedProcess
+
+
+def test_managed_process_starts_tracks_and_stops(tmp_path: Path) -> None:
+    marker = str(tmp_path / "marker-xyz")
+    proc = ManagedProcess("sleeper", tmp_path, marker=marker)
+    pid = proc.start([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    assert proc.pid() == pid
+    assert proc.stop(timeout=5) is True
+    assert proc.pid() is None
+    assert not proc.pid_file.exists()
+    assert proc.stop() is False  # a second stop is harmless
+
+
+def test_a_reused_pid_is_not_mistaken_for_ours(tmp_path: Path) -> None:
+    proc = ManagedProcess("ghost", tmp_path, marker=str(tmp_path / "never-in-a-cmdline"))
+    tmp_path.mkdir(exist_ok=True)
+    proc.pid_file.write_text(str(os.getpid()))  # a live process, but not the one we started
+    assert proc.pid() is None
+
+
+def test_kill_is_immediate(tmp_path: Path) -> None:
+    marker = str(tmp_path / "stubborn")
+    proc = ManagedProcess("stubborn", tmp_path, marker=marker)
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    proc.start([sys.executable, "-c", code, marker])
+    assert proc.kill() is True
+    assert proc.pid() is None
+
+
+def test_kafka_config_is_loopback_kraft_with_data_in_the_cache(tmp_path: Path) -> None:
+    kafka = Kafka(port=19092, controller_port=19093, root=tmp_path)
+    config = kafka._write_config().read_text()
+    assert "process.roles=broker,controller" in config
+    assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in config
+    assert f"log.dirs={tmp_path}" in config
+    assert "0.0.0.0" not in config
+
+
+def test_influxdb_1_config_enables_auth_and_flux_on_loopback(tmp_path: Path) -> None:
+    influx = InfluxDB(version="1.8.10", port=18086, root=tmp_path)
+    config = influx._config_v1()
+    assert 'bind-address = "127.0.0.1:18086"' in config
+    assert "auth-enabled = true" in config
+    assert "flux-enabled = true" in config
+    assert str(tmp_path) in config
+
+
+def test_influxdb_rejects_unknown_major(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match="unsupported InfluxDB version"):
+        InfluxDB(version="3.0.0", root=tmp_path)
+
+
+def test_influxdb_settings_follow_the_major_version(tmp_path: Path) -> None:
+    v1 = InfluxDB(version="1.8.10", root=tmp_path)
+    v1._save_credentials({"user": "u", "password": "p"})
+    assert v1.settings()["CLUSTERTWIN_INFLUX_TOKEN"] == "u:p"
+    assert v1.settings()["CLUSTERTWIN_INFLUX_BUCKET"] == "clustertwin/autogen"
+    assert oct(v1.credentials_file.stat().st_mode & 0o777) == "0o600"
+    v2 = InfluxDB(version="2.7.12", root=tmp_path)
+    assert v2.settings() == {}  # not set up yet: no token is invented
+    v2._save_credentials({"user": "u", "password": "p", "token": "tok"})
+    assert v2.settings()["CLUSTERTWIN_INFLUX_TOKEN"] == "tok"
+    assert v2.settings()["CLUSTERTWIN_INFLUX_BUCKET"] == "clustertwin"
+
+
+def test_unknown_service_is_named_with_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match=r"unknown service\(s\) grafanna; known: influxdb"):
+        LocalStack(root=tmp_path).select(["grafanna"])
+
+
+def test_environment_wins_over_the_stack_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / "stack.env"
+    env_file.write_text("CLUSTERTWIN_INFLUX_TOKEN=from-file\nCLUSTERTWIN_MQTT_PORT=1999\n")
+    monkeypatch.setenv("CLUSTERTWIN_INFLUX_TOKEN", "from-env")
+    settings = Settings.load(env_file)
+    assert settings.require_influx_token() == "from-env"
+    assert settings.mqtt_port == 1999
+
+
+def test_missing_token_says_where_to_set_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLUSTERTWIN_INFLUX_TOKEN", raising=False)
+    with pytest.raises(MissingCredentialError, match="CLUSTERTWIN_INFLUX_TOKEN"):
+        Settings.load(tmp_path / "absent.env").require_influx_token()
+
+
+def test_cli_offers_up_down_status_logs() -> None:
+    from click.testing import CliRunner
+
+    from clustertwin.cli import main
+
+    result = CliRunner().invoke(main, ["stack", "--help"])
+    assert result.exit_code == 0, result.output
+    for command in ("up", "down", "status", "logs", "env"):
+        assert f"  {command} " in result.output
