@@ -36,10 +36,13 @@ class LocalStack:
 
     def __init__(self, root: Path | None = None, influxdb_version: str | None = None) -> None:
         self.root = root or cache_dir()
+        # A second stack beside the usual one (a cold-start check, a secured variant) moves
+        # every port by the same offset rather than needing each one configured.
+        offset = int(os.environ.get("CLUSTERTWIN_STACK_PORT_OFFSET", "0"))
         self.services: dict[str, Service] = {
-            "influxdb": InfluxDB(version=influxdb_version, root=self.root),
-            "kafka": Kafka(root=self.root),
-            "mosquitto": Mosquitto(root=self.root),
+            "influxdb": InfluxDB(version=influxdb_version, port=8086 + offset, root=self.root),
+            "kafka": Kafka(port=9092 + offset, controller_port=9093 + offset, root=self.root),
+            "mosquitto": Mosquitto(port=1883 + offset, root=self.root),
         }
 
     def select(self, names: Iterable[str] | None) -> list[Service]:
