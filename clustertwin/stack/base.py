@@ -125,11 +125,7 @@ class Service(ABC):
         self.port = port
         self.cache = root or cache_dir()
         self.run_dir = self.cache / "stack" / self.name
-        self.process = ManagedProcess(self.name, self.run_dir, marker=self.marker())
-
-    def marker(self) -> str:
-        """A string unique to our command line, so a reused pid is never mistaken for ours."""
-        return str(self.cache / "stack" / self.name)
+        self.process = ManagedProcess(self.name, self.run_dir)
 
     @abstractmethod
     def install(self, progress: Progress) -> None:

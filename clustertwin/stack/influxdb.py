@@ -62,9 +62,6 @@ class InfluxDB(Service):
     def major(self) -> int:
         return int(self.version.split(".")[0])
 
-    def marker(self) -> str:
-        return str(self.cache / "stack" / "influxdb-")
-
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"

@@ -137,7 +137,6 @@ class Kafka(Service):
             "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{self.run_dir / 'log4j.properties'}",
-            f"-Dclustertwin.stack={self.marker()}",
             "-cp",
             self._classpath(),
             "kafka.Kafka",

@@ -1,8 +1,9 @@
 """Start, find and stop the detached server processes of the local stack.
 
 Servers outlive the ``clustertwin stack up`` that started them, so each one is tracked by a
-pid file next to its data. A pid file alone is not trusted (pids are reused): a process
-counts as ours only if its command line still contains the marker we started it with.
+pid file next to its data. A pid alone is not trusted (pids are reused): the file also keeps
+the process's start time from ``/proc/PID/stat``, and a process counts as ours only if both
+match. (The command line is no good for this: it reads empty while the child is mid-exec.)
 """
 
 from __future__ import annotations
@@ -18,31 +19,22 @@ from pathlib import Path
 class ManagedProcess:
     """One long-running server process, tracked through ``<run_dir>/<name>.pid``."""
 
-    def __init__(self, name: str, run_dir: Path, marker: str) -> None:
+    def __init__(self, name: str, run_dir: Path) -> None:
         self.name = name
         self.run_dir = run_dir
-        self.marker = marker
         self.pid_file = run_dir / f"{name}.pid"
         self.log_file = run_dir / f"{name}.log"
 
     def pid(self) -> int | None:
         """The pid of our running process, or None if it is not running."""
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid_text, started_text = self.pid_file.read_text().split()
+            pid, started = int(pid_text), int(started_text)
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            return None
-        if self.marker.encode() not in cmdline:
-            return None
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().split(") ", 1)[1].startswith("Z"):
-                    return None  # a zombie has exited; it only awaits its parent
-        except (FileNotFoundError, IndexError):
-            return None
+        stat = _stat(pid)
+        if stat is None or stat[1] != started or stat[0] == "Z":
+            return None  # gone, a zombie awaiting its parent, or a stranger reusing the pid
         return pid
 
     def running(self) -> bool:
@@ -68,7 +60,9 @@ class ManagedProcess:
                 cwd=cwd,
                 start_new_session=True,
             )
-        self.pid_file.write_text(str(proc.pid))
+        stat = _stat(proc.pid)
+        started = stat[1] if stat else 0
+        self.pid_file.write_text(f"{proc.pid} {started}\n")
         return proc.pid
 
     def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
@@ -100,3 +94,14 @@ class ManagedProcess:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) of a process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    # after "pid (comm)": field 3 is the state, field 22 the start time
+    return fields[0], int(fields[19])

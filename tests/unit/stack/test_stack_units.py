@@ -16,9 +16,8 @@ from clustertwin.stack.process import ManagedProcess
 
 
 def test_managed_process_starts_tracks_and_stops(tmp_path: Path) -> None:
-    marker = str(tmp_path / "marker-xyz")
-    proc = ManagedProcess("sleeper", tmp_path, marker=marker)
-    pid = proc.start([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    proc = ManagedProcess("sleeper", tmp_path)
+    pid = proc.start([sys.executable, "-c", "import time; time.sleep(60)"])
     assert proc.pid() == pid
     assert proc.stop(timeout=5) is True
     assert proc.pid() is None
@@ -27,17 +26,29 @@ def test_managed_process_starts_tracks_and_stops(tmp_path: Path) -> None:
 
 
 def test_a_reused_pid_is_not_mistaken_for_ours(tmp_path: Path) -> None:
-    proc = ManagedProcess("ghost", tmp_path, marker=str(tmp_path / "never-in-a-cmdline"))
-    tmp_path.mkdir(exist_ok=True)
-    proc.pid_file.write_text(str(os.getpid()))  # a live process, but not the one we started
+    proc = ManagedProcess("ghost", tmp_path)
+    # a live process, but started at another time than the one we recorded
+    proc.pid_file.write_text(f"{os.getpid()} 1\n")
+    assert proc.pid() is None
+    proc.pid_file.write_text(f"{os.getpid()}\n")  # an old-format file is not trusted either
     assert proc.pid() is None
 
 
+def test_a_process_is_ours_even_while_it_is_still_exec_ing(tmp_path: Path) -> None:
+    # /proc/PID/cmdline reads empty right after exec; ownership must not depend on it
+    for i in range(30):
+        proc = ManagedProcess(f"fresh{i}", tmp_path)
+        pid = proc.start([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            assert proc.pid() == pid
+        finally:
+            proc.kill()
+
+
 def test_kill_is_immediate(tmp_path: Path) -> None:
-    marker = str(tmp_path / "stubborn")
-    proc = ManagedProcess("stubborn", tmp_path, marker=marker)
+    proc = ManagedProcess("stubborn", tmp_path)
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-    proc.start([sys.executable, "-c", code, marker])
+    proc.start([sys.executable, "-c", code])
     assert proc.kill() is True
     assert proc.pid() is None
 
