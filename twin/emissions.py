@@ -1,0 +1,434 @@
+"""Readings to tCO2e, vectorised, with provenance.
+
+At construction the calculator resolves, once per meter, every factor the meter needs and
+folds it into a coefficient matrix ``coef[scope, meter]`` (tCO2e per canonical unit). A batch of
+readings is then one fancy-index and one multiply, whatever the batch size.
+
+Scopes (rows of the matrix and of every result):
+    0 ``scope1``           direct emissions (combustion, process CO2; negative for carbon
+                           that left: fuel or CO2 exported)
+    1 ``scope2_location``  bought electricity/steam/heat/shore power at the grid/boiler factor
+    2 ``scope2_market``    the same at the supplier (contract) factor
+    3 ``scope3_upstream``  production of hydrogen brought in, by route
+
+Transfers between sites of one cluster (metered at the sender, ``to_site`` = receiver):
+  * fuels and process CO2 MOVE: the receiver is attributed the scope-1 tonnes (it burns the
+    gas / holds the CO2), the sender is credited the same tonnes. Net zero at cluster level.
+  * electricity, steam, heat, shore power and hydrogen are INTERNAL: the receiver reports
+    them as scope 2 (or 3 for hydrogen) in its site view; at cluster level they are eliminated
+    because the sender's scope 1 already holds those tonnes.
+So ``sum(site views) - eliminations == cluster view``, and no tonne is counted twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from twin.carriers import CANONICAL_UNIT, Carrier, HydrogenRoute
+from twin.factors import (
+    Factor,
+    FactorError,
+    FactorLibrary,
+    GwpSet,
+    default_library,
+    load_gwp_sets,
+)
+from twin.model import FUELS, SECONDARY, Boundary, Cluster, FactorDecl, Meter
+
+__all__ = [
+    "SCOPES",
+    "EmissionsBatch",
+    "EmissionsCalculator",
+    "Provenance",
+    "Totals",
+    "library_for",
+]
+
+SCOPES: tuple[str, ...] = ("scope1", "scope2_location", "scope2_market", "scope3_upstream")
+S1, S2L, S2M, S3 = 0, 1, 2, 3
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Why a meter's readings produce the tonnes they do, for one scope."""
+
+    meter_id: str
+    scope: str  # one of SCOPES
+    factor_id: str
+    factor_version: str
+    factor_source: str
+    gwp: str
+    tco2e_per_unit: float  # signed; per canonical unit
+    canonical_unit: str
+    attributed_site: str
+    note: str = ""
+
+
+class EmissionsBatch(NamedTuple):
+    """Per-reading tCO2e, aligned with the input arrays. ``matrix`` is (4, n) in SCOPES order;
+    the named fields are views of its rows."""
+
+    matrix: FloatArray
+
+    @property
+    def scope1(self) -> FloatArray:
+        return self.matrix[S1]
+
+    @property
+    def scope2_location(self) -> FloatArray:
+        return self.matrix[S2L]
+
+    @property
+    def scope2_market(self) -> FloatArray:
+        return self.matrix[S2M]
+
+    @property
+    def scope3_upstream(self) -> FloatArray:
+        return self.matrix[S3]
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Aggregated tCO2e: ``sites`` is (4, n_sites) in SCOPES order, ``cluster`` is (4,), and
+    ``eliminations`` (4,) is what the site views hold that the cluster view does not."""
+
+    site_ids: tuple[str, ...]
+    sites: FloatArray
+    cluster: FloatArray
+    eliminations: FloatArray
+
+    def site(self, site_id: str) -> dict[str, float]:
+        i = self.site_ids.index(site_id)
+        return {s: float(v) for s, v in zip(SCOPES, self.sites[:, i], strict=True)}
+
+    def cluster_dict(self) -> dict[str, float]:
+        return {s: float(v) for s, v in zip(SCOPES, self.cluster, strict=True)}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    scope: int
+    value: float
+    factor_id: str
+    version: str
+    source: str
+    note: str
+
+
+@dataclass
+class _Resolution:
+    """The coefficients (and their explanation) shared by every meter of one kind."""
+
+    entries: list[_Entry] = field(default_factory=list)
+    internal: bool = False
+    moves: bool = False
+
+    def add(self, scope: int, value: float, fid: str, version: str, source: str, note: str) -> None:
+        self.entries.append(_Entry(scope, value, fid, version, source, note))
+
+
+def _decl_to_factor(decl: FactorDecl) -> Factor:
+    return Factor(
+        id=decl.id,
+        kind=decl.kind,
+        carrier=decl.carrier,
+        region=decl.region,
+        year=decl.year,
+        version=decl.version,
+        source=decl.source,
+        gases={"CO2e": decl.tco2e_per_unit},
+    )
+
+
+def library_for(cluster: Cluster, base: FactorLibrary | None = None) -> FactorLibrary:
+    """The shipped library plus the cluster's own declared factors."""
+    lib = base if base is not None else default_library()
+    if not cluster.factors:
+        return lib
+    return lib.with_factors(_decl_to_factor(d) for d in cluster.factors)
+
+
+_DEFAULT_TRANSFER_FACTOR = {
+    Carrier.STEAM: "steam:natural_gas_boiler",
+    Carrier.HEAT: "heat:natural_gas_boiler",
+}
+
+
+class EmissionsCalculator:
+    """Precomputed per-meter coefficients for one cluster, one factor library, one GWP set.
+
+    ``year`` selects grid factors (defaults to the cluster's reference year);
+    ``grid_overrides`` maps a zone to a tCO2e/MWh value replacing the library's (what-if).
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        factors: FactorLibrary | None = None,
+        gwp: str = "AR6",
+        year: int | None = None,
+        grid_overrides: dict[str, float] | None = None,
+    ) -> None:
+        gwp_sets = load_gwp_sets()
+        if gwp not in gwp_sets:
+            raise FactorError(f"unknown GWP set {gwp!r} (known: {', '.join(gwp_sets)})")
+        self.cluster = cluster
+        self.gwp = gwp
+        self._gwp = gwp_sets[gwp]
+        self.year = year if year is not None else cluster.reference_year
+        self.library = library_for(cluster, factors)
+        self._grid_overrides = dict(grid_overrides or {})
+
+        index = cluster.meter_index()
+        self.meter_ids: tuple[str, ...] = tuple(index)
+        self.site_ids: tuple[str, ...] = tuple(cluster.site_ids)
+        site_pos = {s: i for i, s in enumerate(self.site_ids)}
+        n = len(self.meter_ids)
+        self.n_meters = n
+        self.n_sites = len(self.site_ids)
+
+        self.scale: FloatArray = np.array([r.scale for r in index.values()], dtype=np.float64)
+        self.carrier_of: tuple[Carrier, ...] = tuple(r.carrier for r in index.values())
+        # Meters of the same kind (carrier, boundary, combustion table, grid zone, factor
+        # ids, route) resolve identically: resolve each kind once, share the result.
+        self._kinds: list[_Resolution] = []
+        kind_pos: dict[tuple[object, ...], int] = {}
+        self._kind_of: list[int] = [0] * n
+        site_of = [0] * n
+        credit = [0] * n
+        for i, (site, _asset, meter) in enumerate(cluster.meters()):
+            zone = site.grid_zone or cluster.grid_zone
+            key = (
+                meter.carrier,
+                meter.boundary,
+                site.combustion_category,
+                zone,
+                meter.factor_id,
+                meter.supplier_factor_id,
+                meter.route,
+            )
+            k = kind_pos.get(key)
+            if k is None:
+                try:
+                    res = self._resolve(meter, site.combustion_category, zone)
+                except FactorError as e:
+                    raise FactorError(f"meter {meter.id!r} (site {site.id!r}): {e}") from None
+                k = kind_pos[key] = len(self._kinds)
+                self._kinds.append(res)
+            self._kind_of[i] = k
+            site_of[i] = credit[i] = site_pos[site.id]
+            if meter.to_site is not None:
+                site_of[i] = site_pos[meter.to_site]
+        kinds = np.asarray(self._kind_of, dtype=np.intp)
+        kind_coef = np.zeros((4, max(len(self._kinds), 1)), dtype=np.float64)
+        for k, res in enumerate(self._kinds):
+            for entry in res.entries:
+                kind_coef[entry.scope, k] = entry.value
+        # coef[scope, meter]: tCO2e per canonical unit. internal: energy transfers eliminated
+        # at cluster level. moves: fuel/CO2 transfers (receiver +, sender -).
+        self.coef: FloatArray = kind_coef[:, kinds]
+        self.internal: npt.NDArray[np.bool_] = np.array(
+            [r.internal for r in self._kinds], dtype=bool
+        )[kinds]
+        self.moves: npt.NDArray[np.bool_] = np.array([r.moves for r in self._kinds], dtype=bool)[
+            kinds
+        ]
+        self.site_of: IntArray = np.asarray(site_of, dtype=np.intp)  # attributed site
+        self.credit_site: IntArray = np.asarray(credit, dtype=np.intp)  # sender (moves)
+
+        # Rows that count at cluster level: not internal energy, not moves (which net to zero).
+        self.counts_in_cluster: npt.NDArray[np.bool_] = ~(self.internal | self.moves)
+
+    @property
+    def gwp_set(self) -> GwpSet:
+        return self._gwp
+
+    # ---- resolution (once per kind of meter) --------------------------------------------
+
+    def grid_factor(self, zone: str) -> tuple[float, str, str, str]:
+        """(tCO2e/MWh, factor id, version, source) of the location-based grid factor."""
+        if zone in self._grid_overrides:
+            return self._grid_overrides[zone], f"override:grid:{zone}", "scenario", "what-if lever"
+        f = self.library.grid(zone, self.year)
+        return f.co2e(self._gwp), f.id, f.version, f.source
+
+    def _factor(self, factor_id: str, carrier: Carrier) -> Factor:
+        f = self.library.get(factor_id)
+        if f.carrier is not carrier:
+            raise FactorError(
+                f"factor {factor_id!r} is for {f.carrier.value}, meter measures {carrier.value}"
+            )
+        return f
+
+    def _resolve(self, meter: Meter, category: str, zone: str) -> _Resolution:
+        c, b = meter.carrier, meter.boundary
+        res = _Resolution()
+
+        if c in FUELS or c is Carrier.PROCESS_CO2:
+            if b is Boundary.ONSITE_GENERATION and c in FUELS:
+                return res  # its carbon was counted on the primary fuel
+            if b is Boundary.IMPORT and c is Carrier.PROCESS_CO2:
+                return res  # CO2 received for use/storage: whoever emitted it accounts for it
+            if meter.factor_id:
+                f = self._factor(meter.factor_id, c)
+            elif c is Carrier.PROCESS_CO2:
+                f = self.library.get("process:co2")
+            else:
+                f = self.library.combustion(c, category)
+            value = f.co2e(self._gwp)
+            note = ""
+            if b is Boundary.EXPORT:
+                value, note = -value, "carbon leaving the cluster unburned/stored: credited"
+            elif b is Boundary.TRANSFER:
+                res.moves = True
+                note = "moved to the receiving site, credited to the sender"
+            res.add(S1, value, f.id, f.version, f.source, note)
+            return res
+
+        if c in SECONDARY:
+            if b not in (Boundary.IMPORT, Boundary.TRANSFER):
+                return res  # generated on site or exported: its fuel carries the emissions
+            res.internal = b is Boundary.TRANSFER
+            if meter.factor_id:
+                f = self._factor(meter.factor_id, c)
+                loc = (f.co2e(self._gwp), f.id, f.version, f.source)
+            elif c in (Carrier.ELECTRICITY, Carrier.SHORE_POWER):
+                loc = self.grid_factor(zone)
+            else:
+                f = self.library.get(_DEFAULT_TRANSFER_FACTOR[c])
+                loc = (f.co2e(self._gwp), f.id, f.version, f.source)
+            note = "internal transfer: eliminated at cluster level" if res.internal else ""
+            res.add(S2L, *loc, note)
+            if meter.supplier_factor_id:
+                f = self._factor(meter.supplier_factor_id, c)
+                res.add(S2M, f.co2e(self._gwp), f.id, f.version, f.source, note)
+            else:
+                fallback = (note + "; " if note else "") + (
+                    "no supplier factor: location-based used (GHG Protocol Scope 2 hierarchy)"
+                )
+                res.add(S2M, *loc, fallback)
+            return res
+
+        if c is Carrier.HYDROGEN:
+            if b not in (Boundary.IMPORT, Boundary.TRANSFER):
+                return res
+            res.internal = b is Boundary.TRANSFER
+            if meter.factor_id:
+                f = self._factor(meter.factor_id, c)
+            else:
+                f = self.library.hydrogen(meter.route or HydrogenRoute.SMR)
+            value = f.co2e(self._gwp)
+            note = "internal transfer: eliminated at cluster level" if res.internal else ""
+            if f.electricity_per_unit:
+                grid, gid, gver, _ = self.grid_factor(zone)
+                value += f.electricity_per_unit * grid
+                note = (note + "; " if note else "") + (
+                    f"{f.electricity_per_unit:.4f} MWh_e/MWh_H2 x {gid} (v{gver})"
+                )
+            if meter.route is None and not meter.factor_id:
+                note = (note + "; " if note else "") + "no route given: assumed smr (unabated)"
+            res.add(S3, value, f.id, f.version, f.source, note)
+            return res
+
+        raise AssertionError(f"unhandled carrier {c}")  # pragma: no cover
+
+    # ---- hot path -----------------------------------------------------------------------
+
+    def compute(
+        self, meter_idx: npt.ArrayLike, quantity_canonical: npt.ArrayLike
+    ) -> EmissionsBatch:
+        """tCO2e per reading for readings already in canonical units (MWh, or t for CO2)."""
+        idx = np.asarray(meter_idx, dtype=np.intp)
+        q = np.asarray(quantity_canonical, dtype=np.float64)
+        return EmissionsBatch(self.coef[:, idx] * q)
+
+    def compute_in_meter_units(
+        self, meter_idx: npt.ArrayLike, quantity: npt.ArrayLike
+    ) -> EmissionsBatch:
+        """Same, for quantities in each meter's declared unit."""
+        idx = np.asarray(meter_idx, dtype=np.intp)
+        q = np.asarray(quantity, dtype=np.float64) * self.scale[idx]
+        return EmissionsBatch(self.coef[:, idx] * q)
+
+    def aggregate(self, meter_idx: npt.ArrayLike, batch: EmissionsBatch) -> Totals:
+        """Site views, cluster view and eliminations for a batch (np.bincount, no Python loop)."""
+        idx = np.asarray(meter_idx, dtype=np.intp)
+        m = batch.matrix
+        ns = self.n_sites
+        sites = np.empty((4, ns), dtype=np.float64)
+        attributed = self.site_of[idx]
+        moves = self.moves[idx]
+        credit = self.credit_site[idx][moves]
+        for s in range(4):
+            sites[s] = np.bincount(attributed, weights=m[s], minlength=ns)
+            if credit.size:
+                sites[s] -= np.bincount(credit, weights=m[s][moves], minlength=ns)
+        keep = self.counts_in_cluster[idx]
+        cluster = m[:, keep].sum(axis=1)
+        internal = self.internal[idx]
+        eliminations = m[:, internal].sum(axis=1)
+        return Totals(self.site_ids, sites, cluster, eliminations)
+
+    def annual(self, quantities: npt.ArrayLike | None = None) -> Totals:
+        """Totals for one quantity per meter, in meter units (default: each meter's declared
+        ``annual_quantity``, missing ones count as zero)."""
+        if quantities is None:
+            q = np.array(
+                [m.annual_quantity or 0.0 for _, _, m in self.cluster.meters()], dtype=np.float64
+            )
+        else:
+            q = np.asarray(quantities, dtype=np.float64)
+        idx = np.arange(self.n_meters, dtype=np.intp)
+        return self.aggregate(idx, self.compute_in_meter_units(idx, q))
+
+    # ---- explanation --------------------------------------------------------------------
+
+    def provenance(self, meter: str | int) -> list[Provenance]:
+        """Every factor behind a meter's tonnes (empty: the meter carries no emission)."""
+        i = meter if isinstance(meter, int) else self.position(meter)
+        attributed = self.site_ids[int(self.site_of[i])]
+        unit = CANONICAL_UNIT[self.carrier_of[i]]
+        return [
+            Provenance(
+                meter_id=self.meter_ids[i],
+                scope=SCOPES[e.scope],
+                factor_id=e.factor_id,
+                factor_version=e.version,
+                factor_source=e.source,
+                gwp=self.gwp,
+                tco2e_per_unit=e.value,
+                canonical_unit=unit,
+                attributed_site=attributed,
+                note=e.note,
+            )
+            for e in self._kinds[self._kind_of[i]].entries
+        ]
+
+    def position(self, meter_id: str) -> int:
+        """The meter's index in this calculator's arrays (== MeterRef.position)."""
+        ref = self.cluster.meter_index().get(meter_id)
+        if ref is None:
+            raise KeyError(f"no meter {meter_id!r} in cluster {self.cluster.id!r}")
+        return ref.position
+
+    def factor_refs(self) -> dict[str, list[str]]:
+        """Per scope, per meter: ``"<factor id>@<version>"`` ('' where the meter has none), to
+        tag output rows so every stored figure names the factor that made it."""
+        per_kind: dict[str, list[str]] = {s: [] for s in SCOPES}
+        for res in self._kinds:
+            have = {e.scope: f"{e.factor_id}@{e.version}" for e in res.entries}
+            for i, s in enumerate(SCOPES):
+                per_kind[s].append(have.get(i, ""))
+        return {s: [refs[k] for k in self._kind_of] for s, refs in per_kind.items()}
+
+    def factor_ids(self) -> list[str]:
+        """Per meter, the ids of the factors it uses ('' for none), for tagging output rows."""
+        per_kind = [",".join(e.factor_id for e in r.entries) for r in self._kinds]
+        return [per_kind[k] for k in self._kind_of]
