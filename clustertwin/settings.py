@@ -20,9 +20,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CLUSTERTWIN_CACHE", Path.home() / ".cache" / "clustertwin"))
 
 
+def stack_port_offset() -> int:
+    """CLUSTERTWIN_STACK_PORT_OFFSET: a second local stack beside the usual one."""
+    return int(os.environ.get("CLUSTERTWIN_STACK_PORT_OFFSET", "0"))
+
+
+def stack_run_root(root: Path | None = None) -> Path:
+    """Where the local stack keeps its data, pid files and logs.
+
+    Builds are shared by every stack on the machine, but run state is not: a stack on other
+    ports (a secured variant, a cold-start check) must never read the pid files or data of
+    the usual one, so each port offset gets a directory of its own.
+    """
+    offset = stack_port_offset()
+    return (root or cache_dir()) / ("stack" if offset == 0 else f"stack-{offset}")
+
+
 def local_stack_env_file() -> Path:
     """The settings file that ``clustertwin stack up`` writes for the local stack."""
-    return cache_dir() / "stack" / "stack.env"
+    return stack_run_root() / "stack.env"
 
 
 class MissingCredentialError(RuntimeError):

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from clustertwin.settings import cache_dir
+from clustertwin.settings import cache_dir, stack_run_root
 from clustertwin.stack.process import ManagedProcess
 
 Progress = Callable[[str], None]
@@ -124,7 +124,7 @@ class Service(ABC):
     def __init__(self, port: int, root: Path | None = None) -> None:
         self.port = port
         self.cache = root or cache_dir()
-        self.run_dir = self.cache / "stack" / self.name
+        self.run_dir = stack_run_root(self.cache) / self.name
         self.process = ManagedProcess(self.name, self.run_dir)
 
     @abstractmethod

@@ -21,6 +21,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from clustertwin.settings import stack_run_root
 from clustertwin.stack.base import FILES, Progress, Service, StackError, require_tool, run_logged
 
 INFLUXDB_1 = "1.8.10"
@@ -50,7 +51,7 @@ class InfluxDB(Service):
             raise StackError(f"unsupported InfluxDB version {self.version!r} (1.8.x or 2.7.x)")
         super().__init__(port, root)
         # Each major keeps its own data and credentials: their storage formats differ.
-        self.run_dir = self.cache / "stack" / f"influxdb-{self.major}"
+        self.run_dir = stack_run_root(self.cache) / f"influxdb-{self.major}"
         self.process.run_dir = self.run_dir
         self.process.pid_file = self.run_dir / "influxdb.pid"
         self.process.log_file = self.run_dir / "influxdb.log"
