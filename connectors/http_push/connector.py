@@ -1,0 +1,165 @@
+"""HTTP push: an endpoint for sites that can only push (no broker, no inbound access).
+
+The site POSTs JSON readings with a bearer token; the connector answers once the readings are
+parsed and queued (202), with per-reading reasons for what it could not parse. Bounded: a
+body larger than ``max_body_bytes`` is refused with 413 before it is read into memory, and
+when the pipeline is backed up the endpoint answers 503 so the site retries later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+from aiohttp import web
+from pydantic import Field, model_validator
+
+from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, Sample
+from twin.readings import MeterIndex
+
+
+class HttpPushConfig(ConnectorConfig):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=1, le=65535)
+    path: str = Field(default="/readings", pattern=r"^/")
+    token_env: str | None = Field(default=None, description="env var holding the bearer token")
+    token_file: Path | None = Field(default=None, description="file holding the bearer token")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    max_readings_per_request: int = Field(default=10_000, ge=1)
+    max_queued_requests: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> HttpPushConfig:
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("token_env or token_file: exactly one is required (no open endpoint)")
+        return self
+
+    def token(self) -> str:
+        if self.token_env is not None:
+            value = os.environ.get(self.token_env, "")
+            where = f"environment variable {self.token_env}"
+        else:
+            assert self.token_file is not None
+            try:
+                value = self.token_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"token_file: cannot read {self.token_file}: {exc}") from exc
+            where = f"file {self.token_file}"
+        if len(value) < 16:
+            raise ValueError(f"token: {where} is unset or shorter than 16 characters")
+        return value
+
+
+def parse_body(body: bytes, limit: int) -> tuple[list[Item], list[dict[str, Any]]]:
+    """Request body -> items, plus the per-reading problems to tell the client."""
+    doc = orjson.loads(body)
+    readings = doc.get("readings") if isinstance(doc, dict) else doc
+    if not isinstance(readings, list):
+        raise ValueError('body must be {"readings": [...]} or a JSON list of readings')
+    if len(readings) > limit:
+        raise ValueError(f"{len(readings)} readings in one request; the limit is {limit}")
+    items: list[Item] = []
+    problems: list[dict[str, Any]] = []
+    for i, r in enumerate(readings):
+        try:
+            if not isinstance(r, dict):
+                raise TypeError("a reading is a JSON object")
+            value = r["value"]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"value {value!r} is not a number")
+            ts = r["ts"]
+            if isinstance(ts, bool) or not isinstance(ts, int):
+                raise TypeError(f"ts {ts!r} is not an integer (epoch ms)")
+            items.append(
+                Sample(
+                    str(r["meter"]),
+                    ts,
+                    float(value),
+                    r.get("unit"),
+                    r.get("carrier"),
+                    r.get("quality", "measured"),
+                    raw=orjson.dumps(r),
+                )
+            )
+        except (KeyError, TypeError) as exc:
+            reason = (
+                f"reading {i}: {exc!s}"
+                if not isinstance(exc, KeyError)
+                else (f"reading {i}: missing field {exc.args[0]!r}")
+            )
+            problems.append({"index": i, "reason": reason})
+            items.append(BadSample(f"http push: {reason}", orjson.dumps(r)))
+    return items, problems
+
+
+class HttpPushConnector(Connector[HttpPushConfig]):
+    """HTTP push endpoint with a bearer token, for sites that can only push."""
+
+    config_model: ClassVar[type[ConnectorConfig]] = HttpPushConfig
+
+    def __init__(self, config: HttpPushConfig, index: MeterIndex) -> None:
+        super().__init__(config, index)
+        self._queue: asyncio.Queue[list[Item]] = asyncio.Queue(config.max_queued_requests)
+        self._runner: web.AppRunner | None = None
+
+    @classmethod
+    def check_config(cls, config: HttpPushConfig, index: MeterIndex) -> list[str]:
+        try:
+            config.token()
+        except ValueError as exc:
+            return [str(exc)]
+        return []
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(auth.encode(), f"Bearer {self._token}".encode()):
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        if (request.content_length or 0) > self.config.max_body_bytes:
+            return web.json_response({"error": "body too large"}, status=413)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "body too large"}, status=413)
+        try:
+            items, problems = parse_body(body, self.config.max_readings_per_request)
+        except ValueError as exc:  # includes orjson.JSONDecodeError
+            return web.json_response({"error": f"unreadable body: {exc}"}, status=400)
+        try:
+            self._queue.put_nowait(items)
+        except asyncio.QueueFull:
+            return web.json_response(
+                {"error": "busy, retry later"}, status=503, headers={"Retry-After": "5"}
+            )
+        return web.json_response(
+            {"queued": len(items) - len(problems), "rejected": problems}, status=202
+        )
+
+    async def open(self) -> None:
+        self._token = self.config.token()
+        app = web.Application(client_max_size=self.config.max_body_bytes)
+        app.router.add_post(self.config.path, self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+
+    async def close(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+
+    async def stream(self) -> AsyncIterator[Sequence[Item]]:
+        while True:
+            yield await self._queue.get()

@@ -1,0 +1,219 @@
+"""MQTT: subscribe to a broker and map topics and payloads to meters.
+
+paho-mqtt runs its network loop in its own thread; messages cross into the event loop through
+a queue. The session is persistent (clean_session false, QoS 1, fixed client id), so the
+broker keeps what is published while the connector reconnects: at-least-once end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import orjson
+import paho.mqtt.client as mqtt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from clustertwin.settings import Settings
+from connectors.sdk.base import (
+    BadSample,
+    Connector,
+    ConnectorConfig,
+    Item,
+    Sample,
+    SourceUnavailable,
+)
+from twin.readings import MeterIndex
+
+_LEVEL = re.compile(r"\{(\d+)\}")
+
+
+class TopicMap(BaseModel):
+    """One subscription. ``meter`` may use topic levels: ``{2}`` is the third level."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str = Field(description="MQTT topic filter, + and # allowed")
+    meter: str = Field(description="meter id, or a template like 'sw-{2}'")
+    payload: Literal["number", "json"] = "json"
+    value_field: str = "value"
+    ts_field: str | None = Field(default="ts", description="None: time of arrival")
+    ts_format: Literal["ms", "s", "iso"] = "ms"
+    unit_field: str | None = None
+    unit: str | None = Field(default=None, description="fixed unit; default: the meter's")
+    quality_field: str | None = None
+
+    def meter_for(self, topic: str) -> str:
+        levels = topic.split("/")
+        return _LEVEL.sub(lambda m: levels[int(m.group(1))], self.meter)
+
+
+class MqttConfig(ConnectorConfig):
+    host: str | None = Field(default=None, description="default: CLUSTERTWIN_MQTT_HOST")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    client_id: str | None = Field(default=None, description="default: clustertwin-<name>")
+    username: str | None = None
+    password_env: str | None = Field(default=None, description="env var holding the password")
+    password_file: Path | None = None
+    qos: Literal[0, 1, 2] = 1
+    clean_session: bool = False
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    topics: list[TopicMap] = Field(min_length=1)
+    max_batch: int = Field(default=5000, ge=1)
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
+        if self.password_env and self.password_file:
+            raise ValueError("password_env and password_file: give one, not both")
+        return self
+
+    def password(self) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise SourceUnavailable(f"password_env: ${self.password_env} is not set")
+            return value
+        if self.password_file:
+            return self.password_file.read_text().strip()
+        return None
+
+
+def _matches(pattern: str, topic: str) -> bool:
+    return mqtt.topic_matches_sub(pattern, topic)
+
+
+def _get(doc: Any, path: str) -> Any:
+    for part in path.split("."):
+        doc = doc[part]
+    return doc
+
+
+def parse_message(tm: TopicMap, topic: str, payload: bytes, received_ms: int) -> Item:
+    """One MQTT message -> a Sample, or a BadSample saying why not."""
+    meter = tm.meter_for(topic)
+    try:
+        if tm.payload == "number":
+            return Sample(meter, received_ms, float(payload.decode()), tm.unit, raw=payload)
+        doc = orjson.loads(payload)
+        value = _get(doc, tm.value_field)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{tm.value_field} is {value!r}, not a number")
+        if tm.ts_field is None:
+            ts = received_ms
+        else:
+            raw_ts = _get(doc, tm.ts_field)
+            if tm.ts_format == "iso":
+                ts = int(datetime.fromisoformat(raw_ts).timestamp() * 1000)
+            elif tm.ts_format == "s":
+                ts = int(float(raw_ts) * 1000)
+            else:
+                ts = int(raw_ts)
+        unit = str(_get(doc, tm.unit_field)) if tm.unit_field else tm.unit
+        quality = str(_get(doc, tm.quality_field)) if tm.quality_field else "measured"
+        return Sample(meter, ts, float(value), unit, quality=quality, raw=payload)
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        return BadSample(f"mqtt {topic}: unreadable payload: {exc!r}", payload, meter)
+
+
+class MqttConnector(Connector[MqttConfig]):
+    """MQTT subscription; topics and JSON/number payloads mapped to meters."""
+
+    config_model: ClassVar[type[ConnectorConfig]] = MqttConfig
+
+    def __init__(self, config: MqttConfig, index: MeterIndex) -> None:
+        super().__init__(config, index)
+        self._client: mqtt.Client | None = None
+        self._queue: asyncio.Queue[Item | Exception] = asyncio.Queue()
+
+    @classmethod
+    def check_config(cls, config: MqttConfig, index: MeterIndex) -> list[str]:
+        return [
+            f"topics[{i}].meter: unknown meter {t.meter!r} in cluster {index.cluster!r}"
+            for i, t in enumerate(config.topics)
+            if not _LEVEL.search(t.meter) and t.meter not in index
+        ]
+
+    async def open(self) -> None:
+        cfg = self.config
+        settings = Settings.load()
+        host = cfg.host or settings.mqtt_host
+        port = cfg.port or settings.mqtt_port
+        loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        connected: asyncio.Future[int] = loop.create_future()
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id or f"clustertwin-{cfg.name}",
+            clean_session=cfg.clean_session,
+            protocol=mqtt.MQTTv311,
+        )
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password())
+
+        def put(item: Item | Exception) -> None:
+            loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+        def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+            if not rc.is_failure:
+                for tm in cfg.topics:
+                    c.subscribe(tm.topic, qos=cfg.qos)
+
+            def settle() -> None:
+                if not connected.done():
+                    connected.set_result(int(rc.value))
+
+            loop.call_soon_threadsafe(settle)
+
+        def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+            put(SourceUnavailable(f"MQTT broker {host}:{port} disconnected: {rc}"))
+
+        def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+            received = time.time_ns() // 1_000_000
+            for tm in cfg.topics:
+                if _matches(tm.topic, msg.topic):
+                    put(parse_message(tm, msg.topic, bytes(msg.payload), received))
+                    return
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_message = on_message
+        try:
+            await asyncio.to_thread(client.connect, host, port, cfg.keepalive_s)
+        except OSError as exc:
+            raise SourceUnavailable(f"MQTT broker {host}:{port}: {exc}") from exc
+        client.loop_start()
+        self._client = client
+        try:
+            rc = await asyncio.wait_for(connected, 10)
+        except TimeoutError as exc:
+            raise SourceUnavailable(f"MQTT broker {host}:{port}: no CONNACK") from exc
+        if rc != 0:
+            raise SourceUnavailable(f"MQTT broker {host}:{port} refused the connection: rc={rc}")
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.disconnect()
+            await asyncio.to_thread(client.loop_stop)
+
+    async def stream(self) -> AsyncIterator[Sequence[Item]]:
+        while True:
+            first = await self._queue.get()
+            if isinstance(first, Exception):
+                raise first
+            batch: list[Item] = [first]
+            while not self._queue.empty() and len(batch) < self.config.max_batch:
+                nxt = self._queue.get_nowait()
+                if isinstance(nxt, Exception):
+                    yield batch
+                    raise nxt
+                batch.append(nxt)
+            yield batch

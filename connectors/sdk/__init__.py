@@ -1,0 +1,69 @@
+"""The connector SDK: what a site connector implements and what it gets for free.
+
+Implement a :class:`Connector` (or :class:`PollingConnector`) with a pydantic config model
+derived from :class:`ConnectorConfig`, declare it under the ``clustertwin.connectors`` entry
+point group, and ``clustertwin connector run CONFIG`` gives it validation, envelopes, an
+idempotent Kafka producer, an on-disk buffer, reconnects and metrics. See connectors/README.md.
+"""
+
+from connectors.sdk.backoff import Backoff
+from connectors.sdk.base import (
+    BadSample,
+    BatchSettings,
+    BufferSettings,
+    Connector,
+    ConnectorConfig,
+    Item,
+    KafkaSettings,
+    PollingConfig,
+    PollingConnector,
+    Sample,
+    SourceUnavailable,
+    unknown_meters,
+)
+from connectors.sdk.buffer import BufferFull, DiskBuffer, Record
+from connectors.sdk.metrics import ConnectorMetrics
+from connectors.sdk.publisher import KafkaPublisher, producer_config
+from connectors.sdk.registry import (
+    ENTRY_POINT_GROUP,
+    ConfigError,
+    available,
+    lint,
+    load_config,
+    load_connector,
+    meter_index_for,
+    parse_config,
+)
+from connectors.sdk.runner import ConnectorRunner, make_publisher
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Backoff",
+    "BadSample",
+    "BatchSettings",
+    "BufferFull",
+    "BufferSettings",
+    "ConfigError",
+    "Connector",
+    "ConnectorConfig",
+    "ConnectorMetrics",
+    "ConnectorRunner",
+    "DiskBuffer",
+    "Item",
+    "KafkaPublisher",
+    "KafkaSettings",
+    "PollingConfig",
+    "PollingConnector",
+    "Record",
+    "Sample",
+    "SourceUnavailable",
+    "available",
+    "lint",
+    "load_config",
+    "load_connector",
+    "make_publisher",
+    "meter_index_for",
+    "parse_config",
+    "producer_config",
+    "unknown_meters",
+]

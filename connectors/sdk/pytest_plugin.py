@@ -1,0 +1,25 @@
+"""pytest plugin of the conformance kit: ``pytest_plugins = ["connectors.sdk.pytest_plugin"]``.
+
+Gives a ``conformance`` fixture (a ConformanceKit on a real Kafka). The Kafka comes from the
+suite's ``stack`` fixture when it has one (ClusterTwin's own suite starts the local stack),
+otherwise from the ClusterTwin settings (CLUSTERTWIN_KAFKA_BOOTSTRAP).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clustertwin.settings import Settings
+from connectors.sdk.conformance import ConformanceKit
+
+
+@pytest.fixture
+def conformance(request: pytest.FixtureRequest, tmp_path: Path) -> ConformanceKit:
+    try:
+        stack = request.getfixturevalue("stack")
+        bootstrap = str(stack.kafka_bootstrap)
+    except pytest.FixtureLookupError:
+        bootstrap = Settings.load().kafka_bootstrap
+    return ConformanceKit(bootstrap, tmp_path / "conformance")

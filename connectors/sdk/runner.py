@@ -1,0 +1,331 @@
+"""Runs one connector: source -> validation -> envelopes -> disk buffer -> Kafka.
+
+The pieces a connector author never writes: the source is iterated in its own task and
+reconnected with backoff when it fails; samples are validated with the reading contract
+(bad ones go to the dead-letter topic with their reason and raw bytes, their neighbours go
+on); good readings are grouped per site into envelopes of up to ``batch.max_readings``,
+flushed at the latest after ``batch.max_delay_ms``; envelopes go through the on-disk buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from clustertwin.settings import Settings, cache_dir
+from connectors.sdk.backoff import Backoff
+from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, Sample
+from connectors.sdk.buffer import BufferFull, DiskBuffer, Record
+from connectors.sdk.metrics import ConnectorMetrics
+from connectors.sdk.publisher import KafkaPublisher, producer_config
+from twin.readings import (
+    KAFKA_HEADERS,
+    SCHEMA_VERSION,
+    MeterIndex,
+    ReadingDict,
+    Rejection,
+    now_ms,
+    validate_readings,
+)
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER = "clustertwin-reason"
+SOURCE_HEADER = "clustertwin-source"
+
+
+def buffer_dir(config: ConnectorConfig) -> Path:
+    if config.buffer.dir is not None:
+        return config.buffer.dir.expanduser()
+    return cache_dir() / "connectors" / config.name
+
+
+def make_publisher(
+    config: ConnectorConfig, metrics: ConnectorMetrics, *, bootstrap: str | None = None
+) -> KafkaPublisher:
+    """The buffer-backed producer a config asks for (bootstrap: config, else settings)."""
+    bootstrap = bootstrap or config.kafka.bootstrap or Settings.load().kafka_bootstrap
+    buffer = DiskBuffer(
+        buffer_dir(config),
+        max_bytes=config.buffer.max_bytes,
+        segment_bytes=config.buffer.segment_bytes,
+        fsync=config.buffer.fsync,
+    )
+    return KafkaPublisher(
+        buffer,
+        producer_config(
+            bootstrap,
+            client_id=f"clustertwin-{config.source_name().replace('/', '-')}",
+            compression=config.kafka.compression,
+            linger_ms=config.kafka.linger_ms,
+            delivery_timeout_ms=config.kafka.delivery_timeout_ms,
+        ),
+        metrics,
+    )
+
+
+class ConnectorRunner:
+    """Drive ``connector`` until its source ends, ``stop()`` is called or a limit is hit."""
+
+    def __init__(
+        self,
+        connector: Connector[Any],
+        publisher: KafkaPublisher,
+        *,
+        metrics: ConnectorMetrics | None = None,
+        backoff: Backoff | None = None,
+        queue_batches: int = 64,
+    ) -> None:
+        self.connector = connector
+        self.config: ConnectorConfig = connector.config
+        self.index: MeterIndex = connector.index
+        self.publisher = publisher
+        self.metrics = metrics or publisher.metrics
+        self.backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+        self.source = self.config.source_name()
+        self._queue: asyncio.Queue[Sequence[Item] | None] = asyncio.Queue(queue_batches)
+        self._pending: dict[str, list[ReadingDict]] = {}
+        self._pending_since: dict[str, float] = {}
+        self._stop = asyncio.Event()
+        self._spill: list[Record] = []
+
+    def stop(self) -> None:
+        """Ask the run to end (signal handlers call this): flush, drain, close."""
+        self._stop.set()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)  # wake the loop now, not at the next batch
+
+    # -- source side ------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        """Iterate the source, reconnecting with backoff; a bad sample never ends this loop."""
+        while not self._stop.is_set():
+            try:
+                await self.connector.open()
+                async for batch in self.connector.stream():
+                    self.backoff.reset()
+                    await self._queue.put(batch)
+                    if self._stop.is_set():
+                        break
+                break  # a finite source (file replay) is done
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.add(source_reconnects=1)
+                self.metrics.last_error = f"source: {exc!r}"
+                delay = self.backoff.next()
+                log.warning(
+                    "%s: source failed (%r); reconnecting in %.1f s", self.source, exc, delay
+                )
+                with contextlib.suppress(Exception):
+                    await self.connector.close()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+        with contextlib.suppress(Exception):
+            await self.connector.close()
+        await self._queue.put(None)
+
+    # -- intake -----------------------------------------------------------------------
+
+    def _intake(self, batch: Sequence[Item]) -> None:
+        by_site: dict[str, list[dict[str, Any]]] = {}
+        originals: dict[str, list[Sample]] = {}
+        rejects: list[tuple[str, str, bytes]] = []  # (site, reason, raw)
+        index = self.index
+        for item in batch:
+            if isinstance(item, BadSample):
+                site = ""
+                if item.meter is not None and (info := index.get(item.meter)) is not None:
+                    site = info.site
+                rejects.append((site, item.reason, item.raw))
+                continue
+            info = index.get(item.meter)
+            if info is None:
+                rejects.append(
+                    (
+                        "",
+                        f"unknown meter {item.meter!r} in cluster {index.cluster!r}",
+                        _sample_bytes(item),
+                    )
+                )
+                continue
+            by_site.setdefault(info.site, []).append(
+                {
+                    "meter": item.meter,
+                    "ts": item.ts,
+                    "value": item.value,
+                    "unit": item.unit if item.unit is not None else info.unit,
+                    "carrier": item.carrier if item.carrier is not None else info.carrier,
+                    "quality": item.quality,
+                }
+            )
+            originals.setdefault(info.site, []).append(item)
+        now = now_ms()
+        accepted_total = 0
+        for site, raws in by_site.items():
+            accepted, rejected = validate_readings(raws, site=site, index=index, now=now)
+            accepted_total += len(accepted)
+            if accepted:
+                if site not in self._pending:
+                    self._pending[site] = []
+                    self._pending_since[site] = time.monotonic()
+                self._pending[site].extend(accepted)
+            for rej in rejected:
+                assert rej.position is not None
+                original = originals[site][rej.position]
+                raw = original.raw if original.raw is not None else Rejection.raw_bytes(rej)
+                rejects.append((site, rej.reason, raw))
+        self.metrics.add(
+            samples_in=len(batch), readings_accepted=accepted_total, readings_rejected=len(rejects)
+        )
+        for site, reason, raw in rejects:
+            log.debug("%s: rejected reading: %s", self.source, reason)
+            self._append_blocking_free(
+                Record(
+                    topic=self.config.kafka.deadletter_topic,
+                    key=site.encode() if site else None,
+                    value=raw,
+                    headers=(
+                        ("content-type", b"application/json"),
+                        (REASON_HEADER, reason.encode()[:4000]),
+                        (SOURCE_HEADER, self.source.encode()),
+                        ("clustertwin-schema", SCHEMA_VERSION.encode()),
+                    ),
+                )
+            )
+
+    # -- envelopes --------------------------------------------------------------------
+
+    def _envelopes(self, site: str) -> list[Record]:
+        readings = self._pending.pop(site, [])
+        self._pending_since.pop(site, None)
+        out = []
+        size = self.config.batch.max_readings
+        for i in range(0, len(readings), size):
+            chunk = readings[i : i + size]
+            value = orjson.dumps(
+                {
+                    "schema": SCHEMA_VERSION,
+                    "cluster": self.index.cluster,
+                    "site": site,
+                    "source": self.source,
+                    "sent_at": now_ms(),
+                    "readings": chunk,
+                }
+            )
+            out.append(
+                Record(
+                    topic=self.config.kafka.topic,
+                    key=site.encode(),
+                    value=value,
+                    headers=tuple(KAFKA_HEADERS),
+                    n_readings=len(chunk),
+                    newest_ts=max(r["ts"] for r in chunk),
+                )
+            )
+        return out
+
+    def _append_blocking_free(self, record: Record) -> None:
+        self._spill.append(record)
+
+    async def _flush_spill(self, final: bool = False) -> None:
+        """Append queued records to the buffer; when it is full, wait (back-pressure).
+
+        On shutdown (``final``) the bound is exceeded rather than dropping what was read.
+        """
+        warned = False
+        while self._spill:
+            try:
+                self.publisher.append(self._spill[0], force=final)
+            except BufferFull as exc:
+                if not warned:
+                    log.warning(
+                        "%s: %s; pausing the source until Kafka drains it", self.source, exc
+                    )
+                    self.metrics.add(buffer_full_waits=1)
+                    warned = True
+                await asyncio.sleep(0.2)
+                continue
+            self._spill.pop(0)
+
+    async def _flush_due(self, force: bool = False) -> None:
+        now = time.monotonic()
+        delay = self.config.batch.max_delay_ms / 1000
+        for site in list(self._pending):
+            full = len(self._pending[site]) >= self.config.batch.max_readings
+            if force or full or now - self._pending_since[site] >= delay:
+                self._spill.extend(self._envelopes(site))
+        await self._flush_spill(final=force)
+
+    def _next_deadline(self) -> float | None:
+        if not self._pending_since:
+            return None
+        oldest = min(self._pending_since.values())
+        return max(0.0, oldest + self.config.batch.max_delay_ms / 1000 - time.monotonic())
+
+    async def run(
+        self,
+        *,
+        max_readings: int | None = None,
+        duration: float | None = None,
+        drain_timeout: float = 60.0,
+    ) -> ConnectorMetrics:
+        """Run until the source ends, ``stop()``, ``max_readings`` samples or ``duration`` s."""
+        self.publisher.start()
+        pump = asyncio.create_task(self._pump(), name=f"pump-{self.source}")
+        loop = asyncio.get_running_loop()
+        ends_at = None if duration is None else loop.time() + duration
+        try:
+            while True:
+                timeout = self._next_deadline()
+                if ends_at is not None:
+                    left = max(0.0, ends_at - loop.time())
+                    timeout = left if timeout is None else min(timeout, left)
+                try:
+                    batch = await asyncio.wait_for(self._queue.get(), timeout)
+                except TimeoutError:
+                    batch = []
+                if batch is None:
+                    break
+                if batch:
+                    self._intake(batch)
+                await self._flush_due()
+                if self._stop.is_set():
+                    break
+                if max_readings is not None and self.metrics.samples_in >= max_readings:
+                    break
+                if ends_at is not None and loop.time() >= ends_at:
+                    break
+        finally:
+            self._stop.set()
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+            with contextlib.suppress(Exception):
+                await self.connector.close()
+            await self._flush_due(force=True)
+            await asyncio.to_thread(self.publisher.close, drain_timeout)
+        return self.metrics
+
+
+def _sample_bytes(s: Sample) -> bytes:
+    if s.raw is not None:
+        return s.raw
+    return orjson.dumps(
+        {
+            "meter": s.meter,
+            "ts": s.ts,
+            "value": s.value,
+            "unit": s.unit,
+            "carrier": s.carrier,
+            "quality": s.quality,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )

@@ -1,0 +1,199 @@
+"""The reading contract: one bad reading is rejected with a reason, its neighbours pass."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from twin.readings import (
+    KAFKA_HEADERS,
+    MAX_FUTURE_MS,
+    SCHEMA_VERSION,
+    MeterIndex,
+    Quality,
+    encode_envelope,
+    envelope_json_schema,
+    validate_envelope,
+)
+
+NOW = 1_780_000_000_000
+SCHEMA_FILE = Path(__file__).parents[3] / "schemas" / "readings-1.schema.json"
+
+
+def good(meter: str = "bf-gas", **over: Any) -> dict[str, Any]:
+    r = {
+        "meter": meter,
+        "ts": NOW - 60_000,
+        "value": 12.5,
+        "unit": "MWh",
+        "carrier": "natural_gas",
+        "quality": "measured",
+    }
+    r.update(over)
+    return r
+
+
+def envelope(items: list[dict[str, Any]], **over: Any) -> bytes:
+    doc = {
+        "schema": SCHEMA_VERSION,
+        "cluster": "minicluster",
+        "site": "steelworks",
+        "source": "test/unit",
+        "sent_at": NOW,
+        "readings": items,
+    }
+    doc.update(over)
+    return orjson.dumps(doc)
+
+
+def test_good_envelope_is_accepted_whole(mini_index: MeterIndex) -> None:
+    readings = [
+        good(),
+        good("bf-coke", unit="t", carrier="coke", value=3.0),
+        good("mill-power", unit="kWh", carrier="electricity", quality="gap_filled"),
+    ]
+    result = validate_envelope(envelope(readings), mini_index, now=NOW)
+    assert result.rejected == []
+    assert [r["meter"] for r in result.accepted] == ["bf-gas", "bf-coke", "mill-power"]
+    assert result.accepted[2]["quality"] is Quality.GAP_FILLED
+    assert (result.cluster, result.site, result.source) == (
+        "minicluster",
+        "steelworks",
+        "test/unit",
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (
+            good("mill-power", carrier="electricity", unit="t"),
+            "unit 't' is not a unit of electricity",
+        ),
+        (good(unit="kW"), "is not a unit of natural_gas"),
+        (good(unit="  "), "unit: String should match pattern"),
+        (good(value=None), "value: Input should be a valid number"),
+        (good(value="12.5"), "value: Input should be a valid number"),
+        (good(value=True), "value: Input should be a valid number"),
+        (good(value=-1.0), "negative value -1.0 is impossible"),
+        (good(ts=NOW + MAX_FUTURE_MS + 1000), "in the future"),
+        (good(ts=1_700_000_000), "before 2000-01-01"),
+        (good(ts=1.5e12 + 0.5), "ts: Input should be a valid integer"),
+        (good("no-such-meter"), "unknown meter 'no-such-meter' in cluster 'minicluster'"),
+        (good("berth1-shore", carrier="shore_power"), "belongs to site 'port', not 'steelworks'"),
+        (good(carrier="coke", unit="t"), "meter 'bf-gas' meters natural_gas, not coke"),
+        (good(carrier="unobtainium"), "carrier: Input should be"),
+        (good(quality="guessed"), "quality: Input should be"),
+        ({"meter": "bf-gas", "ts": NOW}, "value: Field required"),
+        (good(extra=1), "extra: Extra inputs are not permitted"),
+    ],
+)
+def test_one_bad_reading_is_rejected_alone(
+    mini_index: MeterIndex, bad: dict[str, Any], reason: str
+) -> None:
+    result = validate_envelope(envelope([good(), bad, good(value=1.0)]), mini_index, now=NOW)
+    assert [r["value"] for r in result.accepted] == [12.5, 1.0]
+    assert len(result.rejected) == 1
+    position, why, raw = result.rejected[0]
+    assert position == 1
+    assert reason in why
+    assert raw == bad
+
+
+def test_nan_and_infinity_from_stdlib_json_reject_only_that_reading(
+    mini_index: MeterIndex,
+) -> None:
+    doc = json.loads(envelope([good(), good(), good()]))
+    doc["readings"][0]["value"] = math.nan
+    doc["readings"][2]["value"] = math.inf
+    raw = json.dumps(doc).encode()  # writes NaN / Infinity literals
+    result = validate_envelope(raw, mini_index, now=NOW)
+    assert len(result.accepted) == 1
+    assert [r.position for r in result.rejected] == [0, 2]
+    assert all("finite" in r.reason for r in result.rejected)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "envelope is not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (envelope([good()], schema="readings/0"), "schema: expected 'readings/1'"),
+        (envelope([good()], cluster="rotterdam"), "cluster: 'rotterdam' is not 'minicluster'"),
+        (envelope([good()], site="moon-base"), "unknown site 'moon-base'"),
+        (envelope([good()], sent_at="yesterday"), "sent_at: must be an integer"),
+        (envelope([good()], readings={"a": 1}), "readings: must be a list"),
+        (envelope([good()], colour="red"), "unexpected envelope fields: ['colour']"),
+    ],
+)
+def test_unreadable_envelope_is_rejected_once_with_its_bytes(
+    mini_index: MeterIndex, raw: bytes, reason: str
+) -> None:
+    result = validate_envelope(raw, mini_index, now=NOW)
+    assert result.accepted == []
+    assert result.envelope_rejected
+    assert len(result.rejected) == 1
+    assert result.rejected[0].position is None
+    assert reason in result.rejected[0].reason
+    assert result.rejected[0].raw_bytes() == raw
+
+
+def test_without_an_index_only_context_free_rules_apply() -> None:
+    result = validate_envelope(envelope([good("anything"), good(value=-3.0)]), None, now=NOW)
+    assert [r["meter"] for r in result.accepted] == ["anything"]
+    assert "negative" in result.rejected[0].reason
+
+
+def test_encode_round_trips_and_headers_name_the_schema(mini_index: MeterIndex) -> None:
+    accepted = validate_envelope(envelope([good(), good(value=2.0)]), mini_index, now=NOW).accepted
+    raw = encode_envelope(
+        cluster="minicluster", site="steelworks", source="x/y", readings=accepted, sent_at=NOW
+    )
+    again = validate_envelope(raw, mini_index, now=NOW)
+    assert again.accepted == accepted
+    assert orjson.loads(raw)["readings"][0]["carrier"] == "natural_gas"
+    assert orjson.loads(raw)["readings"][0]["quality"] == "measured"
+    assert dict(KAFKA_HEADERS) == {
+        "content-type": b"application/json",
+        "clustertwin-schema": b"readings/1",
+    }
+
+
+def test_published_json_schema_matches_the_model() -> None:
+    on_disk = json.loads(SCHEMA_FILE.read_text())
+    assert on_disk == json.loads(json.dumps(envelope_json_schema())), (
+        "schemas/readings-1.schema.json is stale: regenerate it (see schemas/README.md)"
+    )
+    reading = on_disk["$defs"]["Reading"]
+    assert set(reading["required"]) == {"meter", "ts", "value", "unit", "carrier", "quality"}
+    assert on_disk["properties"]["schema"]["const"] == "readings/1"
+
+
+def test_hot_path_dict_and_documented_model_agree(mini_index: MeterIndex) -> None:
+    from pydantic import TypeAdapter
+
+    from twin.readings import Reading, ReadingDict
+
+    fast = TypeAdapter(ReadingDict).json_schema()
+    model = Reading.model_json_schema()
+    assert fast["required"] == model["required"]
+    for name, spec in fast["properties"].items():
+        mine = {k: v for k, v in spec.items() if k not in ("title", "description")}
+        theirs = {
+            k: v for k, v in model["properties"][name].items() if k not in ("title", "description")
+        }
+        assert mine == theirs, name
+    result = validate_envelope(envelope([good()]), mini_index, now=NOW)
+    assert Reading.model_validate(result.accepted[0]).value == 12.5
+
+
+def test_meter_index_refuses_duplicate_ids() -> None:
+    from twin.readings import MeterInfo
+
+    with pytest.raises(ValueError, match="appears twice"):
+        MeterIndex("c", [MeterInfo("m", "a", "coke"), MeterInfo("m", "b", "coke")])
