@@ -1,0 +1,164 @@
+"""``clustertwin demo``: the simulated Dunkirk cluster, live, end to end on the local stack.
+
+Brings up the local stack (real Kafka and InfluxDB), starts the stream worker and the
+simulator connector as child processes, and prints a short summary of the live twin until
+Ctrl-C. With ``--duration`` it stops by itself and exits 0 only if the twin in InfluxDB has
+data, so CI can run it as a smoke test of the whole chain.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+import click
+
+REPO = Path(__file__).resolve().parents[2]
+SIMULATOR_CONFIG = REPO / "connectors" / "simulator" / "sample.yaml"
+
+
+def _twin_points(settings: Any, twin: str, cluster: str) -> int:
+    """How many site windows of ``cluster`` the twin ``twin`` has in InfluxDB."""
+    from influxdb_client import InfluxDBClient
+
+    query = f"""
+from(bucket: "{settings.influx_bucket}")
+  |> range(start: 0)
+  |> filter(fn: (r) => r._measurement == "site_window" and r.twin == "{twin}"
+                    and r.cluster == "{cluster}" and r._field == "tco2e")
+  |> group()
+  |> count()
+"""
+    with InfluxDBClient(
+        url=settings.influx_url,
+        token=settings.require_influx_token(),
+        org=settings.influx_org,
+        timeout=30_000,
+    ) as client:
+        tables = client.query_api().query(query)
+    return sum(int(r.get_value()) for t in tables for r in t.records)
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, name: str) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        click.echo(f"[demo] {name} did not stop in 30 s; killing it")
+        proc.kill()
+        proc.wait(10)
+
+
+@click.command()
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--cluster", default="dunkirk", show_default=True)
+@click.option(
+    "--connector-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=SIMULATOR_CONFIG,
+    show_default=True,
+    help="Connector config driving the demo (the simulator by default).",
+)
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between summaries.")
+@click.option("--web-port", default=6066, show_default=True, help="Worker's live twin port.")
+def demo(
+    duration: float | None,
+    cluster: str,
+    connector_config: Path,
+    interval: float,
+    web_port: int,
+) -> None:
+    """Run the simulated cluster live: simulator -> Kafka -> Faust -> InfluxDB."""
+    from clustertwin.commands.pipeline import fetch_json, render_cluster
+    from clustertwin.settings import Settings
+    from clustertwin.stack import LocalStack
+
+    stack = LocalStack()
+    stack.up(["influxdb", "kafka"])
+    settings = Settings.from_stack_settings(stack.settings())
+    env = {
+        **os.environ,
+        **stack.settings(),
+        "CLUSTERTWIN_STREAMS_CLUSTERS": cluster,
+        "CLUSTERTWIN_STREAMS_WEB_PORT": str(web_port),
+    }
+    twin = os.environ.get("CLUSTERTWIN_STREAMS_TWIN", "live")
+    logs = Path(os.environ.get("CLUSTERTWIN_CACHE", Path.home() / ".cache" / "clustertwin"))
+    logs = logs / "demo"
+    logs.mkdir(parents=True, exist_ok=True)
+    worker_log = open(logs / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+    connector_log = open(logs / "connector.log", "ab")  # noqa: SIM115
+    click.echo(f"[demo] logs in {logs}")
+    worker: subprocess.Popen[bytes] | None = None
+    connector: subprocess.Popen[bytes] | None = None
+    base = f"http://127.0.0.1:{web_port}"
+    started = time.monotonic()
+    ok = False
+    try:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams"], env=env, stdout=worker_log, stderr=worker_log
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            if worker.poll() is not None:
+                raise click.ClickException(
+                    f"the worker exited ({worker.returncode}); see {logs / 'worker.log'}"
+                )
+            try:
+                fetch_json(f"{base}/twin/")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise click.ClickException("the worker did not start in 120 s") from None
+                time.sleep(0.5)
+        click.echo(f"[demo] worker up; live twin at {base}/twin/{cluster}/")
+        connector = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from clustertwin.cli import main; main()",
+                "connector",
+                "run",
+                str(connector_config),
+            ],
+            env=env,
+            stdout=connector_log,
+            stderr=connector_log,
+        )
+        click.echo(f"[demo] simulator connector started ({connector_config.name}); Ctrl-C stops")
+        while duration is None or time.monotonic() - started < duration:
+            time.sleep(interval)
+            for proc, name in ((worker, "worker"), (connector, "connector")):
+                if proc.poll() is not None:
+                    raise click.ClickException(
+                        f"the {name} exited ({proc.returncode}); see {logs / (name + '.log')}"
+                    )
+            try:
+                text = render_cluster(
+                    fetch_json(f"{base}/twin/{cluster}/"), fetch_json(f"{base}/twin/")
+                )
+            except (OSError, urllib.error.HTTPError) as exc:
+                text = f"(worker not answering: {exc})"
+            click.echo(f"--- {time.strftime('%H:%M:%S')} ---\n{text}")
+        ok = True
+    except KeyboardInterrupt:
+        ok = True
+        click.echo("\n[demo] stopping")
+    finally:
+        _stop(connector, "connector")
+        _stop(worker, "worker")
+        worker_log.close()
+        connector_log.close()
+    if duration is not None:
+        points = _twin_points(settings, twin, cluster)
+        click.echo(f"[demo] InfluxDB holds {points} site windows of {cluster} (twin {twin!r})")
+        if not ok or points == 0:
+            raise SystemExit(1)

@@ -1,0 +1,376 @@
+"""The Faust app that keeps the live twin: agents, tables, timers and web views.
+
+Faust runs the consumer group, the changelog-backed tables (recovery after a crash or a
+rebalance) and the web server; the per-batch work lives in ``streams.pipeline`` so it can be
+profiled and unit-tested without a broker.
+
+Two agents:
+
+* ``readings`` (key = site) -> ``SiteStage``: validation, dead letters, pricing, site and
+  meter windows, latest readings, year-to-date; table ``<app>-sites`` (one entry per site).
+* ``<app>-cluster-updates`` (key = cluster) -> ``ClusterStage``: cluster windows as the sum of
+  their sites' windows; table ``<app>-clusters``.
+
+Records are taken in batches with manual acknowledgement: a record is acknowledged (and its
+offset becomes committable) only after its effects are stored (see ``streams.pipeline``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from aiohttp.web import Response
+from faust.types import TP
+
+from clustertwin.settings import Settings
+from streams.catalog import MeterCatalog
+from streams.config import StreamSettings
+from streams.envelope import Record
+from streams.pipeline import ClusterStage, SiteStage, Topics
+from streams.progress import ProgressWriter
+from streams.sink import InfluxSink, fields_line
+from streams.windows import SiteState
+
+log = logging.getLogger("streams")
+
+
+class FaustTable:
+    """``StateTable`` over a Faust table, writing changelog records to explicit partitions.
+
+    A batch mixes records of several partitions, so the partition cannot come from Faust's
+    "current event"; it is the partition the key's records arrive on.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.table.data.get(key)
+        return value
+
+    def put(self, key: bytes, value: bytes, partition: int) -> Any:
+        store = self.table.data
+        store[key] = value
+        key_partition = getattr(store, "_key_partition", None)
+        if key_partition is not None:
+            key_partition[key] = partition
+        return self.table.send_changelog(partition, key, value)
+
+    def delete(self, key: bytes, partition: int) -> Any:
+        store = self.table.data
+        store.pop(key, None)
+        key_partition = getattr(store, "_key_partition", None)
+        if key_partition is not None:
+            key_partition.pop(key, None)
+        return self.table.send_changelog(partition, key, None)
+
+    def all_keys(self) -> Iterable[bytes]:
+        return list(self.table.data.keys())
+
+
+def _record(event: Any) -> Record:
+    m = event.message
+    headers = m.headers or []
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    return Record(
+        topic=m.topic,
+        partition=m.partition,
+        offset=m.offset,
+        timestamp=round(m.timestamp * 1000),
+        key=m.key,
+        value=m.value,
+        headers=[(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in headers],
+    )
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    import orjson
+
+    return Response(
+        body=orjson.dumps(data, option=orjson.OPT_INDENT_2),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _plans(cfg: StreamSettings) -> dict[Any, Any]:
+    """Target plans from the twin, for the progress series (none with a compiled catalog)."""
+    if cfg.catalog_file is not None:
+        return {}
+    from streams.twinlink import plans_from_twin
+
+    try:
+        return dict(plans_from_twin(cfg.cluster_names))
+    except Exception as exc:  # progress is a convenience; the twin itself must keep running
+        log.error("no target plans from the twin (%s); progress without pathway", exc)
+        return {}
+
+
+def create_app(
+    stream_settings: StreamSettings, settings: Settings, catalog: MeterCatalog, partitions: int
+) -> faust.App:
+    cfg = stream_settings
+    app = faust.App(
+        cfg.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        web_enabled=True,
+        web_host=cfg.web_host,
+        web_port=cfg.web_port,
+        web_in_thread=False,
+        producer_acks=-1,
+        producer_compression_type=None,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(4096, cfg.batch_max * 2),
+        table_standby_replicas=0,
+        autodiscover=False,
+        processing_guarantee="at_least_once",
+    )
+    readings = app.topic(
+        settings.readings_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+    updates_topic = app.topic(
+        f"{cfg.app_id}-cluster-updates",
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        internal=True,
+    )
+    deadletter_topic = app.topic(
+        settings.deadletter_topic, key_serializer="raw", value_serializer="raw"
+    )
+    late_topic = app.topic(cfg.late_topic, key_serializer="raw", value_serializer="raw")
+    sites_table = app.Table(
+        "sites",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+    )
+    clusters_table = app.Table(
+        "clusters",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+    )
+
+    sink = InfluxSink(
+        settings.influx_url,
+        settings.require_influx_token(),
+        settings.influx_org,
+        settings.influx_bucket,
+    )
+    topics_by_name = {
+        settings.deadletter_topic: deadletter_topic,
+        cfg.late_topic: late_topic,
+        updates_topic.get_topic_name(): updates_topic,
+    }
+
+    async def send(topic: str, key: bytes | None, value: bytes, headers: list[Any]) -> None:
+        fut = await topics_by_name[topic].send(key=key, value=value, headers=headers, force=True)
+        await fut
+
+    lock = asyncio.Lock()
+    site_stage = SiteStage(
+        catalog,
+        FaustTable(sites_table),
+        sink.write,
+        send,
+        Topics(settings.deadletter_topic, cfg.late_topic, updates_topic.get_topic_name()),
+        cfg.twin,
+        cfg.grace_ms,
+    )
+    cluster_stage = ClusterStage(
+        catalog,
+        FaustTable(clusters_table),
+        sink.write,
+        cfg.twin,
+        int(cfg.cluster_retention_s * 1000),
+    )
+    progress = ProgressWriter(catalog, cfg.twin, plans=_plans(cfg))
+    processed: dict[int, int] = {}
+    app.twin_stages = (site_stage, cluster_stage)  # type: ignore[attr-defined]
+
+    @app.agent(readings, name="site-stage")
+    async def site_agent(stream: Any) -> None:
+        async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
+            records = [_record(e) for e in events]
+            async with lock:
+                busy["since"] = time.monotonic()
+                held, seeks = await site_stage.process(records)
+                busy["since"] = None
+                busy["last"] = time.monotonic()
+            held_ids = {(r.partition, r.offset) for r in held}
+            for r in records:
+                if (r.partition, r.offset) not in held_ids and r.offset > processed.get(
+                    r.partition, -1
+                ):
+                    processed[r.partition] = r.offset
+            for e, r in zip(events, records, strict=True):
+                if (r.partition, r.offset) not in held_ids:
+                    await stream.ack(e)
+            for partition, offset in seeks.items():
+                await app.consumer.seek(TP(settings.readings_topic, partition), offset)
+
+    @app.agent(updates_topic, name="cluster-stage")
+    async def cluster_agent(stream: Any) -> None:
+        async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
+            async with lock:
+                await cluster_stage.process(
+                    [(e.message.partition, e.message.value) for e in events]
+                )
+            for e in events:
+                await stream.ack(e)
+
+    def caught_up(partition: int) -> bool:
+        tp = TP(settings.readings_topic, partition)
+        try:
+            high = app.consumer.highwater(tp)
+        except Exception as exc:
+            log.debug("no highwater for %s: %r", tp, exc)
+            return False
+        if high is None:
+            return False
+        position = processed.get(partition)
+        if position is not None:
+            return position + 1 >= high
+        committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
+        return committed is not None and committed >= high
+
+    busy: dict[str, float | None] = {"since": None, "last": time.monotonic()}
+    stalls = {"count": 0}
+
+    @app.timer(interval=5.0)
+    async def watchdog() -> None:
+        """Exit if readings wait and nothing moves (seen once after a Kafka restart: the
+        consumer never resumed). Exiting is safe, unstored effects are never acknowledged;
+        the supervisor (compose restart policy, systemd, the demo) starts a fresh worker."""
+        now = time.monotonic()
+        if sink.stats.outage_started is not None:
+            stalls["count"] = 0
+            return
+        since, last = busy["since"], busy["last"] or now
+        stalled = since is not None and now - since > cfg.stall_s
+        if not stalled and since is None and now - last > cfg.stall_s:
+            tps = [TP(settings.readings_topic, p) for p in range(partitions)]
+            try:
+                ends = await asyncio.wait_for(app.consumer.highwaters(*tps), 15)
+                committed = getattr(app.consumer, "_committed_offset", {})
+                stalled = any(
+                    end > max(processed.get(tp.partition, -1) + 1, committed.get(tp) or 0)
+                    for tp, end in ends.items()
+                    if tp in app.consumer.assignment()
+                )
+            except Exception as exc:
+                log.warning("watchdog: cannot read end offsets (%r)", exc)
+                stalled = True
+        stalls["count"] = stalls["count"] + 1 if stalled else 0
+        if stalls["count"] >= 2:
+            log.error(
+                "no progress for %.0f s while readings wait in Kafka: exiting so the "
+                "worker is restarted",
+                now - (since or last),
+            )
+            logging.shutdown()
+            os._exit(70)
+
+    @app.timer(interval=1.0)
+    async def idle_flush() -> None:
+        async with lock:
+            await site_stage.flush_idle(cfg.idle_flush_s, caught_up)
+
+    @app.timer(interval=cfg.progress_every_s)
+    async def write_progress() -> None:
+        async with lock:
+            lines = progress.lines(site_stage, cluster_stage)
+            c = site_stage.counters
+            now_ms = int(time.time() * 1000)
+            lines.append(
+                fields_line(
+                    "pipeline",
+                    {"twin": cfg.twin, "app": cfg.app_id},
+                    {
+                        "records": c.records,
+                        "readings": c.readings,
+                        "accepted": c.accepted,
+                        "deadletters": c.deadletters,
+                        "late": c.late,
+                        "duplicates": c.duplicates,
+                        "cluster_late_updates": cluster_stage.counters.cluster_late_updates,
+                        "points": c.points + cluster_stage.counters.points,
+                        "sink_retries": sink.stats.retries,
+                    },
+                    now_ms - now_ms % 10_000,
+                )
+            )
+            await sink.write(lines)
+
+    @app.on_rebalance_complete.connect
+    async def _on_rebalance(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        cluster_stage.reset_index()
+
+    # -- live twin views ------------------------------------------------------------------
+    @app.page("/twin/")
+    async def twin_index(web: Any, request: Any) -> Any:
+        return _json(
+            {
+                "twin": cfg.twin,
+                "clusters": {c: sites for c, sites in catalog.clusters.items()},
+                "counters": site_stage.counters.__dict__,
+                "latency_ms": site_stage.latency_summary(),
+                "sink": {
+                    "lines": sink.stats.lines,
+                    "retries": sink.stats.retries,
+                    "last_error": sink.stats.last_error,
+                    "down_for_s": (
+                        None
+                        if sink.stats.outage_started is None
+                        else time.monotonic() - sink.stats.outage_started
+                    ),
+                },
+            }
+        )
+
+    async def cluster_view(view: Any, request: Any, **match: Any) -> Any:
+        cluster = match["cluster"]
+        if cluster not in catalog.clusters:
+            return _json({"error": f"unknown cluster {cluster!r}"}, status=404)
+        body = cluster_stage.twin_json(cluster)
+        body["sites"] = catalog.clusters[cluster]
+        return _json(body)
+
+    async def site_view(view: Any, request: Any, **match: Any) -> Any:
+        cluster, site = match["cluster"], match["site"]
+        if not catalog.has_site(cluster, site):
+            return _json({"error": f"unknown site {site!r} of {cluster!r}"}, status=404)
+        raw = sites_table.data.get(site.encode())
+        if raw is None:
+            return _json({"cluster": cluster, "site": site, "latest": {}, "no_data": True})
+        return _json(SiteState.loads(raw).twin())
+
+    # Routed to the worker that holds the key (Faust table_route), served here otherwise.
+    route: Any = app.table_route
+    cluster_get = route(table=clusters_table, match_info="cluster")(cluster_view)
+    site_get = route(table=sites_table, match_info="site")(site_view)
+    app.page("/twin/{cluster}/")(type("ClusterView", (faust.web.View,), {"get": cluster_get}))
+    app.page("/twin/{cluster}/{site}/")(type("SiteView", (faust.web.View,), {"get": site_get}))
+
+    return app

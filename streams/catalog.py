@@ -1,0 +1,237 @@
+"""The meter index the worker validates and prices readings against, as numpy vectors.
+
+The twin (``twin/``) owns the cluster model and the emission factors; the worker only needs,
+per meter, "which site, which carrier, which units are accepted and how many MWh and tCO2e one
+unit is worth". Flattening that into arrays once at start-up is what lets a whole batch of
+readings be priced with one gather and one multiply instead of a Python call per reading.
+
+Figures are accumulated as integers in nano-units (1e-9 MWh, 1e-9 t): a window total is then
+the same whatever order or batching the readings arrived in, so a replayed or re-batched stream
+reproduces InfluxDB points bit for bit and an offline recomputation matches exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Quantum of every accumulated figure: 1e-9 MWh (1 mWh) and 1e-9 tCO2e (1 mg).
+NANO = 1_000_000_000
+# Emission columns, in this order everywhere (state, lines, JSON views).
+SCOPES: tuple[str, ...] = ("s1", "s2_location", "s2_market", "s3_upstream")
+QUALITIES = frozenset({"measured", "estimated", "gap_filled"})
+
+
+class CatalogError(ValueError):
+    """The meter index cannot be built; the message names the meter and the field."""
+
+
+@dataclass(frozen=True)
+class MeterSpec:
+    """What the worker needs to know about one meter.
+
+    ``units`` maps each accepted unit to (MWh per unit, (tCO2e per unit for each of SCOPES)):
+    a gas meter in m3 is worth so many MWh and so many tonnes of scope 1 per m3; a process-CO2
+    meter in t is worth 0 MWh and 1 t of scope 1 per t.
+    """
+
+    meter: str
+    site: str
+    cluster: str
+    carrier: str
+    units: Mapping[str, tuple[float, tuple[float, ...]]]
+    allow_negative: bool = False
+    max_value: float = 1e12
+    provenance: str = ""
+    # (MWh, tCO2e per scope) per canonical unit of the carrier: lets any unit the twin can
+    # convert (kWh, GJ, Nm3, t...) be accepted, not only the meter's declared one
+    canonical: tuple[float, tuple[float, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.units:
+            raise CatalogError(f"meter {self.meter!r}: no accepted unit")
+        for unit, (mwh, factors) in self.units.items():
+            if len(factors) != len(SCOPES):
+                raise CatalogError(
+                    f"meter {self.meter!r} unit {unit!r}: need {len(SCOPES)} scope factors "
+                    f"({', '.join(SCOPES)}), got {len(factors)}"
+                )
+            if not all(np.isfinite([mwh, *factors])):
+                raise CatalogError(f"meter {self.meter!r} unit {unit!r}: non-finite factor")
+
+
+@dataclass
+class MeterCatalog:
+    """All meters of the clusters a worker serves, indexed for vectorised lookups."""
+
+    specs: list[MeterSpec]
+    unit_scale: Callable[[str, str], float | None] | None = None
+    # (meter index) -> primary unit; (meter, unit) -> row in the factor matrix
+    index: dict[str, int] = field(init=False)
+    sites: dict[tuple[str, str], list[int]] = field(init=False)
+    clusters: dict[str, list[str]] = field(init=False)
+    primary_unit: list[str] = field(init=False)
+    carrier: list[str] = field(init=False)
+    site_of: list[str] = field(init=False)
+    cluster_of: list[str] = field(init=False)
+    # factor matrix: row = meter index for the primary unit; extra units get rows after
+    factors: np.ndarray = field(init=False)
+    unit_rows: dict[tuple[int, str], int] = field(init=False)
+    allow_negative: np.ndarray = field(init=False)
+    max_value: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.index = {}
+        self.sites = {}
+        self.clusters = {}
+        for i, spec in enumerate(self.specs):
+            if spec.meter in self.index:
+                raise CatalogError(f"duplicate meter id {spec.meter!r}")
+            self.index[spec.meter] = i
+            self.sites.setdefault((spec.cluster, spec.site), []).append(i)
+            sites = self.clusters.setdefault(spec.cluster, [])
+            if spec.site not in sites:
+                sites.append(spec.site)
+        self.primary_unit = [next(iter(s.units)) for s in self.specs]
+        self.carrier = [s.carrier for s in self.specs]
+        self.site_of = [s.site for s in self.specs]
+        self.cluster_of = [s.cluster for s in self.specs]
+        rows: list[list[float]] = []
+        for spec, unit in zip(self.specs, self.primary_unit, strict=True):
+            mwh, f = spec.units[unit]
+            rows.append([mwh, *f])
+        self.unit_rows = {}
+        for i, spec in enumerate(self.specs):
+            for unit, (mwh, f) in spec.units.items():
+                if unit == self.primary_unit[i]:
+                    self.unit_rows[(i, unit)] = i
+                else:
+                    self.unit_rows[(i, unit)] = len(rows)
+                    rows.append([mwh, *f])
+        self.factors = np.array(rows, dtype=np.float64).reshape(-1, 1 + len(SCOPES))
+        self.allow_negative = np.array([s.allow_negative for s in self.specs], dtype=bool)
+        self.max_value = np.array([s.max_value for s in self.specs], dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def resolve_unit(self, meter: int, unit: str) -> int | None:
+        """Factor-matrix row for a reading of ``meter`` in ``unit``; None if not accepted.
+
+        Units other than the declared one are converted through the twin (``unit_scale``)
+        once, then cached as a new row: the rare path, never per reading.
+        """
+        row = self.unit_rows.get((meter, unit))
+        if row is not None:
+            return row
+        spec = self.specs[meter]
+        if self.unit_scale is None or spec.canonical is None:
+            return None
+        scale = self.unit_scale(spec.carrier, unit)
+        if scale is None:
+            return None
+        mwh, factors = spec.canonical
+        new = np.array([[mwh * scale, *(f * scale for f in factors)]], dtype=np.float64)
+        self.factors = np.vstack([self.factors, new])
+        row = self.factors.shape[0] - 1
+        self.unit_rows[(meter, unit)] = row
+        return row
+
+    def has_site(self, cluster: str, site: str) -> bool:
+        return (cluster, site) in self.sites
+
+    # -- persistence: a compiled index a deployment can ship next to the worker ----------
+    def to_json(self) -> str:
+        return json.dumps(
+            [
+                {
+                    "meter": s.meter,
+                    "site": s.site,
+                    "cluster": s.cluster,
+                    "carrier": s.carrier,
+                    "units": {u: [m, list(f)] for u, (m, f) in s.units.items()},
+                    "allow_negative": s.allow_negative,
+                    "max_value": s.max_value,
+                    "provenance": s.provenance,
+                }
+                for s in self.specs
+            ],
+            indent=1,
+        )
+
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping[str, Any]]) -> MeterCatalog:
+        specs = []
+        for n, rec in enumerate(records):
+            try:
+                units = {
+                    str(u): (float(m), _scope_factors(f))
+                    for u, (m, f) in dict(rec["units"]).items()
+                }
+                specs.append(
+                    MeterSpec(
+                        meter=str(rec["meter"]),
+                        site=str(rec["site"]),
+                        cluster=str(rec["cluster"]),
+                        carrier=str(rec["carrier"]),
+                        units=units,
+                        allow_negative=bool(rec.get("allow_negative", False)),
+                        max_value=float(rec.get("max_value", 1e12)),
+                        provenance=str(rec.get("provenance", "")),
+                    )
+                )
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise CatalogError(f"meter record #{n}: {exc!r}") from exc
+        return cls(specs)
+
+    @classmethod
+    def from_file(cls, path: Path) -> MeterCatalog:
+        try:
+            records = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CatalogError(f"{path}: cannot read the meter catalog: {exc}") from exc
+        if not isinstance(records, list):
+            raise CatalogError(f"{path}: expected a JSON list of meter records")
+        return cls.from_records(records)
+
+    def merged(self, other: MeterCatalog) -> MeterCatalog:
+        return MeterCatalog([*self.specs, *other.specs])
+
+    # -- vectorised pricing ---------------------------------------------------------------
+    def price(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Integer nano-figures, shape (n, 1 + len(SCOPES)): MWh then tCO2e per scope.
+
+        Each reading is rounded to the quantum on its own (round half to even), so sums are
+        exact and order-independent; ``offline_price`` below is the same rule reading by
+        reading, for tests and audits.
+        """
+        out: np.ndarray = np.rint(values[:, None] * self.factors[rows] * NANO).astype(np.int64)
+        return out
+
+
+def _scope_factors(f: Sequence[float]) -> tuple[float, ...]:
+    """Factors per scope; files written before scope 3 was tracked have three."""
+    values = [float(x) for x in f]
+    if len(values) > len(SCOPES):
+        raise CatalogError(f"{len(values)} scope factors, at most {len(SCOPES)}")
+    return tuple(values + [0.0] * (len(SCOPES) - len(values)))
+
+
+def offline_price(catalog: MeterCatalog, meter: str, unit: str, value: float) -> list[int]:
+    """One reading priced the slow, obvious way; must equal ``MeterCatalog.price``."""
+    i = catalog.index[meter]
+    spec = catalog.specs[i]
+    mwh, factors = spec.units[unit]
+    return [round(value * f * NANO) for f in (mwh, *factors)]
+
+
+def catalog_for_clusters(names: Sequence[str]) -> MeterCatalog:
+    """Build the index from the twin's cluster model (``twin/``)."""
+    from streams.twinlink import catalog_from_twin
+
+    return catalog_from_twin(names)

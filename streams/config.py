@@ -1,0 +1,53 @@
+"""Settings of the stream worker (``CLUSTERTWIN_STREAMS_*``), beside the shared connection settings.
+
+Everything has a production-sensible default except what must never have one (credentials,
+which come from ``clustertwin.settings``). Tests and the demo change names (app id, twin id,
+topics) to run side by side without seeing each other's state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StreamSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLUSTERTWIN_STREAMS_", extra="ignore")
+
+    app_id: str = Field("clustertwin-twin", description="Faust app id: consumer group, tables")
+    twin: str = Field("live", description="value of the `twin` tag on every InfluxDB point")
+    clusters: str = Field("dunkirk", description="comma-separated cluster names of the twin")
+    catalog_file: Path | None = Field(
+        None, description="a compiled meter index (JSON) instead of the twin's cluster files"
+    )
+    readings_partitions: int = Field(4, ge=1, description="partitions when creating `readings`")
+    late_topic: str = "readings-late"
+    grace_s: float = Field(60.0, ge=0, description="how long a window waits for late readings")
+    idle_flush_s: float = Field(
+        30.0, gt=0, description="wall-clock time without data after which a site's windows close"
+    )
+    cluster_retention_s: float = Field(
+        6 * 3600.0, gt=0, description="how long cluster windows accept site updates after closing"
+    )
+    batch_max: int = Field(2000, ge=1, description="records per processing batch")
+    batch_within_s: float = Field(0.2, gt=0, description="max wait to fill a batch")
+    stall_s: float = Field(
+        60.0,
+        gt=0,
+        description="readings waiting this long with no progress (and InfluxDB up) = stalled: "
+        "the worker exits so its supervisor restarts it (safe: nothing unstored is acked)",
+    )
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    loglevel: str = "WARNING"
+    progress_every_s: float = Field(10.0, gt=0)
+
+    @property
+    def cluster_names(self) -> list[str]:
+        return [v.strip() for v in self.clusters.split(",") if v.strip()]
+
+    @property
+    def grace_ms(self) -> int:
+        return int(self.grace_s * 1000)

@@ -1,0 +1,654 @@
+"""What the worker does with a batch of records, independent of Faust.
+
+``SiteStage`` turns a batch of reading envelopes into site state, InfluxDB points,
+dead letters, late readings and per-site window summaries for the cluster stage.
+``ClusterStage`` folds those summaries (keyed by cluster) into cluster windows.
+
+The order of effects is what makes at-least-once delivery exact:
+
+1. compute the new states in memory;
+2. write the points to InfluxDB (retrying until stored) and deliver dead letters, late
+   readings and cluster summaries to Kafka (awaiting the broker's acknowledgement);
+3. only then put the new states into the table (its changelog), and acknowledge the records.
+
+A crash before 3 replays the records against the old state and rewrites the same points;
+a crash after 3 finds each record's offset already in its site's state and skips it.
+Faust flushes the changelog before it commits offsets, so a committed offset always has its
+state behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from streams.catalog import MeterCatalog
+from streams.envelope import QUALITY_NAMES, DecodedBatch, Limits, Record, Reject, decode_batch
+from streams.sink import latest_line, window_line, ytd_line
+from streams.windows import (
+    NFIG,
+    RESOLUTIONS,
+    SiteBatch,
+    SiteState,
+    WindowUpdate,
+    apply_batch,
+    close_windows,
+    cluster_key,
+    figures,
+    parse_cluster_key,
+    year_of,
+)
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+Write = Callable[[Iterable[str]], Awaitable[None]]
+
+
+class StateTable(Protocol):
+    """The few table operations the stages need (a Faust table, or a dict in unit tests)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def put(self, key: bytes, value: bytes, partition: int) -> Awaitable[Any] | None: ...
+    def delete(self, key: bytes, partition: int) -> Awaitable[Any] | None: ...
+    def all_keys(self) -> Iterable[bytes]: ...
+
+
+class DictTable:
+    """A ``StateTable`` over a dict: lets the stages be tested without a broker."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.partition: dict[bytes, int] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        self.data[key] = value
+        self.partition[key] = partition
+
+    def delete(self, key: bytes, partition: int) -> None:
+        self.data.pop(key, None)
+        self.partition.pop(key, None)
+
+    def all_keys(self) -> Iterable[bytes]:
+        return list(self.data)
+
+
+async def _settle(futures: list[Awaitable[Any] | None]) -> None:
+    """Wait until every changelog record is acknowledged by the broker.
+
+    Acknowledging a record before its state is durable would let a crash commit an offset
+    whose effect is lost; so the stages do not return before this.
+    """
+    pending = [f for f in futures if f is not None]
+    if pending:
+        await asyncio.gather(*pending)
+
+
+@dataclass
+class Counters:
+    records: int = 0
+    readings: int = 0
+    accepted: int = 0
+    deadletters: int = 0
+    late: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    points: int = 0
+    cluster_late_updates: int = 0
+    replayed: int = 0
+    last_batch_wall: float = 0.0
+
+
+@dataclass
+class Topics:
+    deadletter: str
+    late: str
+    cluster_updates: str
+
+
+class SiteStage:
+    def __init__(
+        self,
+        catalog: MeterCatalog,
+        table: StateTable,
+        write: Write,
+        send: Send,
+        topics: Topics,
+        twin: str,
+        grace_ms: int,
+        limits: Limits | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.table = table
+        self.write = write
+        self.send = send
+        self.topics = topics
+        self.twin = twin
+        self.grace_ms = grace_ms
+        self.limits = limits or Limits()
+        self.counters = Counters()
+        # wall-clock time of the last record seen per site (for the idle flush); not state
+        self.last_activity: dict[str, float] = {}
+        self.first_batch: float | None = None
+        self.gap_tries: dict[tuple[int, int], int] = {}
+        self.latencies: deque[float] = deque(maxlen=200_000)
+        self.quiet: set[str] = set()  # sites with no open window since their last record
+        self.max_gap_tries = 5
+
+    def load(self, cluster: str, site: str, partition: int) -> SiteState:
+        raw = self.table.get(site.encode())
+        if raw is None:
+            return SiteState(cluster, site, partition)
+        return SiteState.loads(raw)
+
+    # -- partition cursors ---------------------------------------------------------------
+    # Per partition, the next offset to apply, stored in the table beside the sites. Faust
+    # can skip a record around a restart or rebalance and then commit past it (its commit
+    # treats a one-record gap at the head as contiguous); the cursor notices the gap and has
+    # the consumer seek back, so a skipped record is never silently lost.
+
+    def latency_summary(self) -> dict[str, float]:
+        if not self.latencies:
+            return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+        arr = np.fromiter(self.latencies, dtype=np.float64)
+        return {
+            "n": int(arr.size),
+            "p50": float(np.percentile(arr, 50)),
+            "p99": float(np.percentile(arr, 99)),
+            "max": float(arr.max()),
+        }
+
+    @staticmethod
+    def cursor_key(partition: int) -> bytes:
+        return b"\x00cursor/" + str(partition).encode()
+
+    def cursor(self, partition: int) -> int | None:
+        raw = self.table.get(self.cursor_key(partition))
+        return None if raw is None else int(raw)
+
+    def admit(self, records: Sequence[Record]) -> tuple[list[Record], list[Record], dict[int, int]]:
+        """Split a batch into (to apply, to hold back) and the seeks that recover a gap.
+
+        Records below the cursor were applied before (a replay) and are dropped here but
+        acknowledged; records after a gap are held back unacknowledged.
+        """
+        by_partition: dict[int, list[Record]] = defaultdict(list)
+        for r in records:
+            by_partition[r.partition].append(r)
+        admitted: list[Record] = []
+        held: list[Record] = []
+        seeks: dict[int, int] = {}
+        for partition, recs in by_partition.items():
+            recs.sort(key=lambda r: r.offset)
+            expected = self.cursor(partition)
+            for i, r in enumerate(recs):
+                if expected is None or r.offset == expected:
+                    admitted.append(r)
+                    expected = r.offset + 1
+                elif r.offset < expected:
+                    self.counters.replayed += 1
+                else:
+                    tries = self.gap_tries.get((partition, expected), 0)
+                    if tries >= self.max_gap_tries:
+                        log.error(
+                            "partition %d: records %d..%d never came back after %d seeks "
+                            "(deleted by retention?); going on from %d",
+                            partition,
+                            expected,
+                            r.offset - 1,
+                            tries,
+                            r.offset,
+                        )
+                        admitted.append(r)
+                        expected = r.offset + 1
+                        continue
+                    self.gap_tries[(partition, expected)] = tries + 1
+                    log.warning(
+                        "partition %d: consumer skipped offsets %d..%d; seeking back",
+                        partition,
+                        expected,
+                        r.offset - 1,
+                    )
+                    held.extend(recs[i:])
+                    seeks[partition] = expected
+                    break
+        return admitted, held, seeks
+
+    async def process(self, records: Sequence[Record]) -> tuple[list[Record], dict[int, int]]:
+        """Apply a batch; return the records to leave unacknowledged and the seeks to do."""
+        admitted, held, seeks = self.admit(records)
+        await self._process(admitted)
+        return held, seeks
+
+    async def _process(self, records: Sequence[Record]) -> None:
+        c = self.counters
+        c.records += len(records)
+        c.batches += 1
+        if self.first_batch is None:
+            self.first_batch = time.monotonic()
+        decoded = decode_batch(records, self.catalog, self.limits)
+        c.readings += len(decoded.env) + sum(1 for r in decoded.rejects if r.index is not None)
+        deadletters: list[Reject] = list(decoded.rejects)
+        late: list[Reject] = []
+        states: dict[str, SiteState] = {}
+        updates: list[WindowUpdate] = []
+        lines: list[str] = []
+        now = time.monotonic()
+
+        # group envelopes (and their readings) by site
+        env_site = [e.site for e in decoded.envelopes]
+        by_site: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(env_site):
+            by_site[s].append(i)
+        env_offsets = np.array([e.record.offset for e in decoded.envelopes], dtype=np.int64)
+        reading_site = None
+        if len(decoded.env):
+            site_codes = {s: k for k, s in enumerate(by_site)}
+            env_code = np.array([site_codes[s] for s in env_site], dtype=np.int64)
+            reading_site = env_code[decoded.env]
+        for k, (site, env_ids) in enumerate(by_site.items()):
+            first = decoded.envelopes[env_ids[0]]
+            state = self.load(first.cluster, site, first.record.partition)
+            if reading_site is not None:
+                sel = np.flatnonzero(reading_site == k)
+            else:
+                sel = np.empty(0, np.int64)
+            batch = SiteBatch(
+                meter=decoded.meter[sel],
+                row=decoded.row[sel],
+                ts=decoded.ts[sel],
+                value=decoded.value[sel],
+                quality=decoded.quality[sel],
+                offset=env_offsets[decoded.env[sel]],
+                max_offset=int(max(decoded.envelopes[i].record.offset for i in env_ids)),
+            )
+            result = apply_batch(state, batch, self.catalog, self.grace_ms)
+            for j in result.duplicates.tolist():
+                decoded.reject_reading(
+                    int(sel[j]),
+                    f"reading {int(decoded.reading_index[sel[j]])}: duplicate or out of order "
+                    f"(not after the meter's last reading)",
+                    into=deadletters,
+                )
+            for j in result.late.tolist():
+                decoded.reject_reading(
+                    int(sel[j]),
+                    "late: its 1-min window had already closed "
+                    f"(grace {self.grace_ms / 1000:.0f} s)",
+                    into=late,
+                )
+            c.accepted += result.applied
+            c.duplicates += len(result.duplicates)
+            c.late += len(result.late)
+            states[site] = state
+            updates.extend(result.updates)
+            self.last_activity[site] = now
+            self.quiet.discard(site)
+            if result.applied:
+                lines.extend(self._latest_lines(state, batch))
+                lines.extend(self._ytd_lines(state))
+        c.deadletters += len(deadletters)
+        lines.extend(window_line(self.twin, u) for u in updates)
+        cursors: dict[int, int] = {}
+        for r in records:
+            cursors[r.partition] = max(cursors.get(r.partition, 0), r.offset + 1)
+        await self._emit(lines, deadletters, late, updates, states, cursors)
+        # production (record CreateTime) -> effects stored: what a dashboard user waits
+        done_ms = time.time() * 1000
+        self.latencies.extend(done_ms - r.timestamp for r in records)
+
+    def _latest_lines(self, state: SiteState, batch: SiteBatch) -> list[str]:
+        out = []
+        for m in set(batch.meter.tolist()):
+            meter = self.catalog.specs[m].meter
+            last = state.last.get(meter)
+            if last is not None:
+                out.append(
+                    latest_line(
+                        self.twin,
+                        state.cluster,
+                        state.site,
+                        meter,
+                        last[0],
+                        last[1],
+                        QUALITY_NAMES[last[2]],
+                    )
+                )
+        return out
+
+    def _ytd_lines(self, state: SiteState) -> list[str]:
+        hour = RESOLUTIONS["1h"]
+        ts = state.wm - state.wm % hour
+        return [
+            ytd_line(self.twin, state.cluster, state.site, carrier, year, vec, ts)
+            for (year, carrier), vec in state.ytd.items()
+            if year == _year(state.wm)
+        ]
+
+    async def _emit(
+        self,
+        lines: list[str],
+        deadletters: list[Reject],
+        late: list[Reject],
+        updates: list[WindowUpdate],
+        states: dict[str, SiteState],
+        cursors: dict[int, int] | None = None,
+    ) -> None:
+        sends: list[Awaitable[None]] = []
+        for r in deadletters:
+            sends.append(self.send(self.topics.deadletter, r.record.key, r.payload(), r.headers()))
+        for r in late:
+            sends.append(self.send(self.topics.late, r.record.key, r.payload(), r.headers("late")))
+        for cluster, payload in _cluster_payloads(updates, states).items():
+            sends.append(self.send(self.topics.cluster_updates, cluster.encode(), payload, []))
+        if lines:
+            await self.write(lines)
+            self.counters.points += len(lines)
+        if sends:
+            await asyncio.gather(*sends)
+        await _settle(
+            [
+                self.table.put(site.encode(), state.dumps(), state.partition)
+                for site, state in states.items()
+            ]
+        )
+        # cursors after the sites: a crash in between replays records the sites skip
+        if cursors:
+            await _settle(
+                [
+                    self.table.put(self.cursor_key(p), str(offset).encode(), p)
+                    for p, offset in cursors.items()
+                ]
+            )
+        self.counters.last_batch_wall = time.time()
+
+    async def flush_idle(
+        self, idle_s: float, caught_up: Callable[[int], bool], now_ms: int | None = None
+    ) -> int:
+        """Close the windows of sites that have been silent for ``idle_s`` (wall clock).
+
+        Only for partitions whose records have all been processed: a site is not idle while
+        its readings wait in Kafka (after a restart or an InfluxDB outage).
+        """
+        now = time.monotonic()
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        if self.first_batch is None or now - self.first_batch < idle_s:
+            # Right after a (re)start nothing says which sites are idle and which merely
+            # wait in Kafka behind a recovery or a rebalance.
+            return 0
+        closed_sites = 0
+        updates: list[WindowUpdate] = []
+        states: dict[str, SiteState] = {}
+        for key in list(self.table.all_keys()):
+            if key.startswith(b"\x00"):
+                continue
+            site = key.decode()
+            if site in self.quiet or now - self.last_activity.get(site, self.first_batch) < idle_s:
+                continue
+            raw = self.table.get(key)
+            if raw is None:
+                continue
+            state = SiteState.loads(raw)
+            if not (state.mw or state.sw):
+                self.quiet.add(site)  # nothing open: not worth decoding again until it speaks
+                continue
+            if not caught_up(state.partition):
+                continue
+            state.wm = max(state.wm, now_ms)
+            closing = close_windows(state, self.grace_ms, self.catalog)
+            if closing:
+                updates.extend(closing)
+                states[site] = state
+                closed_sites += 1
+        if states:
+            lines = [window_line(self.twin, u) for u in updates]
+            await self._emit(lines, [], [], updates, states)
+        return closed_sites
+
+
+def _year(ms: int) -> int:
+    return year_of(ms - ms % RESOLUTIONS["1h"])
+
+
+def _cluster_payloads(
+    updates: list[WindowUpdate], states: dict[str, SiteState]
+) -> dict[str, bytes]:
+    """Per cluster, the site-level windows that changed and each site's year-to-date."""
+    per: dict[str, dict[str, Any]] = {}
+    for u in updates:
+        if u.level != "site":
+            continue
+        entry = per.setdefault(u.cluster, {}).setdefault(u.site, {"sw": [], "ytd": []})
+        entry["sw"].append([u.carrier, u.res, u.start, *u.vec, u.complete])
+    for site, state in states.items():
+        if state.ytd:
+            entry = per.setdefault(state.cluster, {}).setdefault(site, {"sw": [], "ytd": []})
+            entry["ytd"] = [[y, c, *v] for (y, c), v in state.ytd.items()]
+            entry["wm"] = state.wm
+    return {
+        cluster: orjson.dumps({"cluster": cluster, "sites": sites})
+        for cluster, sites in per.items()
+    }
+
+
+class ClusterStage:
+    """Cluster windows = sum over sites; updates carry absolute site figures (overwrite).
+
+    A site's figures for a window replace the previous ones, so replaying summaries is
+    harmless. Table key: ``cluster|res|start`` (and ``cluster|ytd|year``), all on the
+    partition of the cluster's summaries.
+    """
+
+    def __init__(
+        self,
+        catalog: MeterCatalog,
+        table: StateTable,
+        write: Write,
+        twin: str,
+        retention_ms: int,
+        on_late: Callable[[str, str, int], None] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.table = table
+        self.write = write
+        self.twin = twin
+        self.retention_ms = retention_ms
+        self.counters = Counters()
+        self.on_late = on_late
+        self._wm: dict[str, int] = {}
+        self._index: dict[str, set[bytes]] | None = None
+
+    def _keys_of(self, cluster: str) -> set[bytes]:
+        if self._index is None:
+            self._index = defaultdict(set)
+            for key in self.table.all_keys():
+                c, res, start = parse_cluster_key(key)
+                self._index[c].add(key)
+                if res in RESOLUTIONS:
+                    self._wm[c] = max(self._wm.get(c, -1), start + RESOLUTIONS[res])
+        return self._index[cluster]
+
+    def reset_index(self) -> None:
+        """Forget the key index (partitions moved in a rebalance)."""
+        self._index = None
+        self._wm.clear()
+
+    async def process(self, messages: Sequence[tuple[int, bytes]]) -> None:
+        """``messages``: (partition, payload) of cluster summaries, in order."""
+        entries: dict[bytes, tuple[int, dict[str, Any]]] = {}
+        touched: set[bytes] = set()
+
+        def entry(key: bytes, partition: int) -> dict[str, Any]:
+            if key in entries:
+                return entries[key][1]
+            raw = self.table.get(key)
+            value: dict[str, Any] = orjson.loads(raw) if raw else {}
+            entries[key] = (partition, value)
+            return value
+
+        cluster_partition: dict[str, int] = {}
+        for partition, payload in messages:
+            body = orjson.loads(payload)
+            cluster = body["cluster"]
+            cluster_partition[cluster] = partition
+            keys = self._keys_of(cluster)
+            wm = self._wm.get(cluster, -1)
+            for site, data in body["sites"].items():
+                for row in data["sw"]:
+                    carrier, res, start = row[0], row[1], int(row[2])
+                    key = cluster_key(cluster, res, start)
+                    end = start + RESOLUTIONS[res]
+                    if key not in keys and key not in entries and end + self.retention_ms <= wm:
+                        self.counters.cluster_late_updates += 1
+                        if self.on_late:
+                            self.on_late(cluster, res, start)
+                        continue
+                    e = entry(key, partition)
+                    e.setdefault(carrier, {})[site] = row[3 : 3 + NFIG + 1]
+                    touched.add(key)
+                    wm = max(wm, end)
+                for row in data.get("ytd", []):
+                    year, carrier = int(row[0]), row[1]
+                    key = cluster_key(cluster, "ytd", year)
+                    e = entry(key, partition)
+                    e.setdefault(carrier, {})[site] = row[2 : 2 + NFIG + 1]
+                    touched.add(key)
+            self._wm[cluster] = wm
+
+        lines: list[str] = []
+        evict: list[tuple[bytes, int]] = []
+        for key in touched:
+            cluster, res, start = parse_cluster_key(key)
+            _, value = entries[key]
+            for carrier, sites in value.items():
+                total = _sum_vecs(sites.values())
+                if res == "ytd":
+                    ts = max(self._wm.get(cluster, 0) - 1, 0)
+                    ts -= ts % RESOLUTIONS["1h"]
+                    lines.append(ytd_line(self.twin, cluster, "", carrier, start, total, ts))
+                else:
+                    lines.append(
+                        window_line(
+                            self.twin,
+                            WindowUpdate(
+                                "cluster", cluster, "", "", carrier, res, start, total, False
+                            ),
+                        )
+                    )
+        # windows past retention: final point, then forget
+        for cluster, partition in cluster_partition.items():
+            wm = self._wm.get(cluster, -1)
+            prefix = cluster.encode() + b"|"
+            candidates = self._keys_of(cluster) | {k for k in touched if k.startswith(prefix)}
+            for key in candidates:
+                c, res, start = parse_cluster_key(key)
+                if c != cluster or res not in RESOLUTIONS:
+                    continue
+                if start + RESOLUTIONS[res] + self.retention_ms <= wm:
+                    if key in entries:
+                        value = entries[key][1]
+                    else:
+                        raw = self.table.get(key)
+                        if raw is None:
+                            continue
+                        value = orjson.loads(raw)
+                    for carrier, sites in value.items():
+                        lines.append(
+                            window_line(
+                                self.twin,
+                                WindowUpdate(
+                                    "cluster",
+                                    cluster,
+                                    "",
+                                    "",
+                                    carrier,
+                                    res,
+                                    start,
+                                    _sum_vecs(sites.values()),
+                                    True,
+                                ),
+                            )
+                        )
+                    evict.append((key, partition))
+        if lines:
+            await self.write(lines)
+            self.counters.points += len(lines)
+        evicted = {k for k, _ in evict}
+        futures: list[Awaitable[Any] | None] = []
+        for key in touched:
+            if key in evicted:
+                continue
+            partition, value = entries[key]
+            futures.append(self.table.put(key, orjson.dumps(value), partition))
+            c = parse_cluster_key(key)[0]
+            self._keys_of(c).add(key)
+        for key, partition in evict:
+            futures.append(self.table.delete(key, partition))
+            self._keys_of(parse_cluster_key(key)[0]).discard(key)
+        await _settle(futures)
+
+    def twin_json(self, cluster: str) -> dict[str, Any]:
+        """The live cluster twin: latest open windows per resolution and year-to-date."""
+        out: dict[str, Any] = {"cluster": cluster, "windows": {}, "year_to_date": {}}
+        latest: dict[str, int] = {}
+        for key in self._keys_of(cluster):
+            _, res, start = parse_cluster_key(key)
+            if res in RESOLUTIONS:
+                latest[res] = max(latest.get(res, -1), start)
+        for res, start in sorted(latest.items()):
+            raw = self.table.get(cluster_key(cluster, res, start))
+            if raw is None:
+                continue
+            value = orjson.loads(raw)
+            out["windows"][res] = {
+                "start": start,
+                "by_carrier": {c: figures(_sum_vecs(s.values())) for c, s in value.items()},
+                "total": figures(_sum_vecs(v for s in value.values() for v in s.values())),
+                "sites_reporting": sorted({site for s in value.values() for site in s}),
+            }
+        for key in self._keys_of(cluster):
+            _, res, year = parse_cluster_key(key)
+            if res != "ytd":
+                continue
+            raw = self.table.get(key)
+            if raw is None:
+                continue
+            value = orjson.loads(raw)
+            out["year_to_date"][str(year)] = {
+                "total": figures(_sum_vecs(v for s in value.values() for v in s.values())),
+                "by_carrier": {c: figures(_sum_vecs(s.values())) for c, s in value.items()},
+                "by_site": {
+                    site: figures(_sum_vecs(s[site] for s in value.values() if site in s))
+                    for site in sorted({x for s in value.values() for x in s})
+                },
+            }
+        return out
+
+
+def _sum_vecs(vecs: Iterable[list[int]]) -> list[int]:
+    total = [0] * (NFIG + 1)
+    for v in vecs:
+        for k in range(NFIG + 1):
+            total[k] += int(v[k])
+    return total
+
+
+__all__ = [
+    "ClusterStage",
+    "DecodedBatch",
+    "DictTable",
+    "Record",
+    "SiteStage",
+    "Topics",
+]

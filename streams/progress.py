@@ -1,0 +1,140 @@
+"""Progress against targets, written as its own InfluxDB series per cluster and site.
+
+Grafana should not have to re-derive a pathway from YAML: every ``progress_every_s`` the
+worker writes, for each site and cluster that has a target plan in the twin, the year-to-date
+emissions next to the pathway's pro-rata budget for the same point of the year, the pathway's
+value for the whole year and a projected year end at the current year-to-date pace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from streams.catalog import NANO, MeterCatalog
+from streams.sink import fields_line
+from streams.windows import SiteState
+
+if TYPE_CHECKING:
+    from streams.pipeline import ClusterStage, SiteStage
+
+
+class PathwayLike(Protocol):
+    def at(self, year: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What progress needs from a twin target plan: the pathway and which scopes it counts."""
+
+    pathway: PathwayLike
+    scopes: str = "1"  # "1" or "1+2"
+
+
+def year_fraction(ms: int) -> tuple[int, float]:
+    t = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    start = datetime(t.year, 1, 1, tzinfo=UTC)
+    end = datetime(t.year + 1, 1, 1, tzinfo=UTC)
+    return t.year, (t - start).total_seconds() / (end - start).total_seconds()
+
+
+def progress_fields(ytd_nano: Mapping[str, int], plan: Plan | None, ms: int) -> dict[str, Any]:
+    year, frac = year_fraction(ms)
+    s1 = ytd_nano.get("s1", 0) / NANO
+    s2 = ytd_nano.get("s2_location", 0) / NANO
+    ytd = s1 + s2 if plan is not None and plan.scopes == "1+2" else s1
+    out: dict[str, Any] = {
+        "ytd_tco2e": ytd,
+        "ytd_tco2e_s1": s1,
+        "ytd_tco2e_s2_location": s2,
+        "ytd_tco2e_s2_market": ytd_nano.get("s2_market", 0) / NANO,
+        "year_fraction": frac,
+    }
+    if plan is not None:
+        pathway_year = plan.pathway.at(year)
+        budget = pathway_year * frac
+        projected = ytd / frac if frac > 0 else None
+        out.update(
+            pathway_tco2e_year=pathway_year,
+            budget_to_date_tco2e=budget,
+            ytd_vs_budget_pct=(100.0 * ytd / budget) if budget > 0 else None,
+            projected_year_end_tco2e=projected,
+            projected_gap_tco2e=(projected - pathway_year) if projected is not None else None,
+            on_track=(ytd <= budget),
+        )
+    return out
+
+
+@dataclass
+class ProgressWriter:
+    catalog: MeterCatalog
+    twin: str
+    plans: dict[tuple[str, str], Plan] = field(default_factory=dict)  # (cluster, site or "")
+
+    def site_lines(self, states: list[SiteState]) -> list[str]:
+        lines = []
+        for state in states:
+            if state.wm < 0:
+                continue
+            year = datetime.fromtimestamp(state.wm / 1000, tz=UTC).year
+            ytd = {"s1": 0, "s2_location": 0, "s2_market": 0}
+            for (y, _carrier), vec in state.ytd.items():
+                if y == year:
+                    ytd["s1"] += vec[1]
+                    ytd["s2_location"] += vec[2]
+                    ytd["s2_market"] += vec[3]
+            ts = state.wm - state.wm % 60_000
+            fields = progress_fields(ytd, self.plans.get((state.cluster, state.site)), state.wm)
+            lines.append(
+                fields_line(
+                    "progress",
+                    {
+                        "twin": self.twin,
+                        "cluster": state.cluster,
+                        "site": state.site,
+                        "level": "site",
+                    },
+                    fields,
+                    ts,
+                )
+            )
+        return lines
+
+    def lines(self, site_stage: SiteStage, cluster_stage: ClusterStage) -> list[str]:
+        states = []
+        for key in list(site_stage.table.all_keys()):
+            if key.startswith(b"\x00"):
+                continue
+            raw = site_stage.table.get(key)
+            if raw is not None:
+                states.append(SiteState.loads(raw))
+        lines = self.site_lines(states)
+        by_cluster: dict[str, list[SiteState]] = {}
+        for s in states:
+            by_cluster.setdefault(s.cluster, []).append(s)
+        for cluster in self.catalog.clusters:
+            twin = cluster_stage.twin_json(cluster)
+            wm = max((s.wm for s in by_cluster.get(cluster, [])), default=-1)
+            if wm < 0 or not twin["year_to_date"]:
+                continue
+            year = str(datetime.fromtimestamp(wm / 1000, tz=UTC).year)
+            total = twin["year_to_date"].get(year, {}).get("total")
+            if total is None:
+                continue
+            ytd = {
+                "s1": round(total["tco2e_s1"] * NANO),
+                "s2_location": round(total["tco2e_s2_location"] * NANO),
+                "s2_market": round(total["tco2e_s2_market"] * NANO),
+            }
+            fields = progress_fields(ytd, self.plans.get((cluster, "")), wm)
+            lines.append(
+                fields_line(
+                    "progress",
+                    {"twin": self.twin, "cluster": cluster, "site": "_cluster", "level": "cluster"},
+                    fields,
+                    wm - wm % 60_000,
+                )
+            )
+        return lines

@@ -1,0 +1,216 @@
+"""The InfluxDB side: line protocol for twin points, and a writer that never gives up.
+
+Points have deterministic tags and timestamps (a window's start, a reading's own time), so
+writing the same figures again overwrites the same point: a replay after a crash is harmless.
+That is what allows the worker to commit Kafka offsets only after a write succeeded and to
+simply retry (with backoff) while InfluxDB is down: the unacknowledged readings wait in Kafka,
+and the worker keeps at most one batch of lines in memory (the bounded buffer).
+
+The HTTP ``/api/v2/write`` endpoint with a token is what both InfluxDB 1.8 (token
+``user:password``, bucket ``db/rp``) and 2.x serve, so the same writer works on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gzip
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from streams.catalog import NANO, SCOPES
+from streams.windows import NFIG, WindowUpdate
+
+log = logging.getLogger(__name__)
+
+MEASUREMENT = {"meter": "meter_window", "site": "site_window", "cluster": "cluster_window"}
+
+
+@functools.lru_cache(maxsize=65536)
+def _esc(value: str) -> str:
+    """Escape a tag value for line protocol (commas, spaces, equals signs, backslashes)."""
+    if not value:
+        return "none"
+    if any(c in value for c in ",= \\\n"):
+        value = (
+            value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+        ).replace("\n", "\\n")
+    return value
+
+
+def _str_field(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _figure_fields(vec: Sequence[int]) -> str:
+    parts = [f"energy_mwh={vec[0] / NANO!r}"]
+    for k, name in enumerate(SCOPES):
+        parts.append(f"tco2e_{name}={vec[1 + k] / NANO!r}")
+    parts.append(f"tco2e={(vec[1] + vec[2]) / NANO!r}")
+    parts.append(f"readings={vec[NFIG]}i")
+    return ",".join(parts)
+
+
+@functools.lru_cache(maxsize=65536)
+def _window_tags(
+    twin: str, level: str, cluster: str, site: str, meter: str, carrier: str, res: str
+) -> str:
+    tags = f"{MEASUREMENT[level]},twin={_esc(twin)},cluster={_esc(cluster)}"
+    if level != "cluster":
+        tags += f",site={_esc(site)}"
+    if level == "meter":
+        tags += f",meter={_esc(meter)}"
+    return tags + f",carrier={_esc(carrier)},res={res}"
+
+
+def window_line(twin: str, u: WindowUpdate) -> str:
+    tags = _window_tags(twin, u.level, u.cluster, u.site, u.meter, u.carrier, u.res)
+    complete = "true" if u.complete else "false"
+    return f"{tags} {_figure_fields(u.vec)},complete={complete} {u.start}"
+
+
+def latest_line(
+    twin: str, cluster: str, site: str, meter: str, ts: int, value: float, quality: str
+) -> str:
+    return (
+        f"meter_latest,twin={_esc(twin)},cluster={_esc(cluster)},site={_esc(site)},"
+        f"meter={_esc(meter)} value={float(value)!r},quality={_str_field(quality)} {ts}"
+    )
+
+
+def ytd_line(
+    twin: str, cluster: str, site: str, carrier: str, year: int, vec: Sequence[int], ts: int
+) -> str:
+    scope = f"site={_esc(site)}," if site else ""
+    return (
+        f"twin_ytd,twin={_esc(twin)},cluster={_esc(cluster)},{scope}carrier={_esc(carrier)},"
+        f"year={year} {_figure_fields(vec)} {ts}"
+    )
+
+
+def fields_line(measurement: str, tags: dict[str, str], fields: dict[str, object], ts: int) -> str:
+    """A generic point (progress, pipeline statistics). Integers are written as integers."""
+    tag_s = ",".join(f"{k}={_esc(v)}" for k, v in sorted(tags.items()))
+    parts = []
+    for k, v in fields.items():
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            parts.append(f"{k}={'true' if v else 'false'}")
+        elif isinstance(v, int):
+            parts.append(f"{k}={v}i")
+        elif isinstance(v, float):
+            parts.append(f"{k}={v!r}")
+        else:
+            parts.append(f"{k}={_str_field(str(v))}")
+    return f"{measurement},{tag_s} {','.join(parts)} {ts}"
+
+
+@dataclass
+class SinkStats:
+    lines: int = 0
+    requests: int = 0
+    retries: int = 0
+    rejected_requests: int = 0
+    outage_started: float | None = None
+    last_error: str = ""
+
+
+class InfluxSink:
+    """Batched, gzip-compressed writes with retry and exponential backoff.
+
+    ``write`` returns only once every line is stored (or InfluxDB refused it as malformed,
+    which retrying cannot fix and is logged): the caller acknowledges Kafka records after it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        org: str,
+        bucket: str,
+        batch_lines: int = 5000,
+        timeout_s: float = 30.0,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.url = url.rstrip("/") + "/api/v2/write"
+        self.params = {"org": org, "bucket": bucket, "precision": "ms"}
+        self.headers = {
+            "Authorization": f"Token {token}",
+            "Content-Encoding": "gzip",
+            "Content-Type": "text/plain; charset=utf-8",
+        }
+        self.batch_lines = batch_lines
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.max_backoff_s = max_backoff_s
+        self.stats = SinkStats()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def write(self, lines: Iterable[str]) -> None:
+        chunk: list[str] = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) >= self.batch_lines:
+                await self._post(chunk)
+                chunk = []
+        if chunk:
+            await self._post(chunk)
+
+    async def _post(self, chunk: list[str]) -> None:
+        body = gzip.compress("\n".join(chunk).encode(), compresslevel=1)
+        delay = 0.1
+        while True:
+            try:
+                session = await self._client()
+                async with session.post(
+                    self.url, params=self.params, data=body, headers=self.headers
+                ) as resp:
+                    if resp.status in (200, 204):
+                        self.stats.lines += len(chunk)
+                        self.stats.requests += 1
+                        if self.stats.outage_started is not None:
+                            log.warning(
+                                "InfluxDB writes resumed after %.1f s",
+                                time.monotonic() - self.stats.outage_started,
+                            )
+                            self.stats.outage_started = None
+                        return
+                    text = (await resp.text())[:500]
+                    if resp.status in (400, 413, 422):
+                        # Malformed or conflicting points: retrying cannot help, and blocking
+                        # the stream on them would stop the whole twin.
+                        self.stats.rejected_requests += 1
+                        self.stats.last_error = f"{resp.status}: {text}"
+                        log.error("InfluxDB rejected %d lines (%s)", len(chunk), text)
+                        return
+                    if resp.status in (401, 403):
+                        self.stats.last_error = f"{resp.status}: {text}"
+                        log.error(
+                            "InfluxDB refused the credentials (%d): check "
+                            "CLUSTERTWIN_INFLUX_TOKEN; retrying",
+                            resp.status,
+                        )
+                    error = f"HTTP {resp.status}: {text}"
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            self.stats.retries += 1
+            self.stats.last_error = error
+            if self.stats.outage_started is None:
+                self.stats.outage_started = time.monotonic()
+                log.warning("InfluxDB write failed (%s); retrying with backoff", error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_backoff_s)

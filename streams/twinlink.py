@@ -1,0 +1,112 @@
+"""Build the worker's meter index and target plans from the twin (``twin/``).
+
+The twin's ``EmissionsCalculator`` resolves, per meter, every factor (IPCC combustion, grid,
+supplier, hydrogen route, GWP set) into tCO2e per canonical unit; ``scale_to_canonical``
+turns a meter's unit into that canonical unit. Their product is the one coefficient per
+(meter, unit, scope) that the worker multiplies a reading by.
+
+Transfers between sites of the cluster (``boundary: transfer``) carry no tonnes in the live
+stream: at cluster level the twin nets them to zero (fuel and CO2 that move) or eliminates
+them (energy a neighbour already counted as scope 1). Their energy is still windowed, so
+the flows are visible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from streams.catalog import SCOPES, CatalogError, MeterCatalog, MeterSpec
+from streams.progress import Plan
+
+# twin scope names, in the order of streams.catalog.SCOPES
+_TWIN_SCOPES = ("scope1", "scope2_location", "scope2_market", "scope3_upstream")
+
+
+def _unit_scale(carrier: str, unit: str) -> float | None:
+    from twin.carriers import Carrier, UnitError, scale_to_canonical
+
+    try:
+        return float(scale_to_canonical(Carrier(carrier), unit))
+    except (UnitError, ValueError):
+        return None
+
+
+def _load(names: Sequence[str]) -> list[Any]:
+    try:
+        from twin.model import load_cluster
+    except ImportError as exc:  # pragma: no cover - the twin is part of this package
+        raise CatalogError(f"the twin model is not importable: {exc}") from exc
+    clusters: list[Any] = []
+    for name in names:
+        try:
+            clusters.append(load_cluster(name))
+        except Exception as exc:
+            raise CatalogError(f"cluster {name!r}: {exc}") from exc
+    return clusters
+
+
+def catalog_from_twin(names: Sequence[str]) -> MeterCatalog:
+    from twin.emissions import SCOPES as TWIN_SCOPES
+    from twin.emissions import EmissionsCalculator
+
+    if tuple(TWIN_SCOPES) != _TWIN_SCOPES or len(SCOPES) != len(_TWIN_SCOPES):
+        raise CatalogError(f"twin scopes {TWIN_SCOPES} do not match the stream's {SCOPES}")
+    specs: list[MeterSpec] = []
+    for cluster in _load(names):
+        calc = EmissionsCalculator(cluster)
+        refs = calc.factor_refs()
+        for i, (site, _asset, meter) in enumerate(cluster.meters()):
+            scale = float(calc.scale[i])
+            transfer = bool(calc.internal[i] or calc.moves[i])
+            per_unit = tuple(
+                0.0 if transfer else float(calc.coef[k, i]) * scale for k in range(len(SCOPES))
+            )
+            carrier = str(getattr(meter.carrier, "value", meter.carrier))
+            mwh = scale if carrier != "process_co2" else 0.0
+            provenance = (
+                ";".join(f"{s}={refs[s][i]}" for s in _TWIN_SCOPES if refs[s][i])
+                + f";gwp={calc.gwp}"
+            )
+            specs.append(
+                MeterSpec(
+                    meter=str(meter.id),
+                    site=str(site.id),
+                    cluster=str(cluster.id),
+                    carrier=carrier,
+                    units={str(meter.unit): (mwh, per_unit)},
+                    allow_negative=_allows_negative(meter),
+                    provenance=("transfer (netted at cluster level);" if transfer else "")
+                    + provenance,
+                    canonical=(
+                        1.0 if carrier != "process_co2" else 0.0,
+                        tuple(
+                            0.0 if transfer else float(calc.coef[k, i]) for k in range(len(SCOPES))
+                        ),
+                    ),
+                )
+            )
+    return MeterCatalog(specs, unit_scale=_unit_scale)
+
+
+def _allows_negative(meter: object) -> bool:
+    """Bidirectional meters (grid export, on-site generation) may read below zero; the same
+    attributes the connectors' edge validation looks at."""
+    for attr in ("allow_negative", "bidirectional", "allows_negative"):
+        value = getattr(meter, attr, None)
+        if isinstance(value, bool):
+            return value
+    return False
+
+
+def plans_from_twin(names: Sequence[str]) -> dict[tuple[str, str], Plan]:
+    """Target plans by (cluster, site) and (cluster, "") for the progress series."""
+    plans: dict[tuple[str, str], Plan] = {}
+    for cluster in _load(names):
+        c = cluster
+        if getattr(c, "plan", None) is not None:
+            plans[(c.id, "")] = Plan(c.plan.pathway(), c.plan.baseline.scopes)
+        for site in c.sites:
+            if site.plan is not None:
+                plans[(c.id, site.id)] = Plan(site.plan.pathway(), site.plan.baseline.scopes)
+    return plans

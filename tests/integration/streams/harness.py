@@ -1,0 +1,327 @@
+"""Drive a real stream worker (a subprocess, so SIGKILL is real) against the local stack.
+
+The generator knows every reading it produced, so the expected value of every window can be
+computed offline, reading by reading, and compared with what the worker left in InfluxDB.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+
+from streams.catalog import NANO, MeterCatalog, MeterSpec, offline_price
+from streams.windows import RESOLUTIONS
+
+REPO = Path(__file__).resolve().parents[3]
+
+CARRIERS = {
+    # carrier: (unit, MWh per unit, (s1, s2 location, s2 market) tCO2e per unit)
+    "natural_gas": ("MWh", 1.0, (0.20196, 0.0, 0.0, 0.0)),
+    "electricity": ("kWh", 0.001, (0.0, 0.0000569, 0.000021, 0.0)),
+    "diesel": ("t", 11.944, (3.186, 0.0, 0.0, 0.0)),
+    "hydrogen": ("MWh", 1.0, (0.0, 0.0, 0.0, 0.3)),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_catalog(cluster: str, sites: int, meters_per_site: int) -> MeterCatalog:
+    specs = []
+    names = list(CARRIERS)
+    for s in range(sites):
+        for m in range(meters_per_site):
+            carrier = names[(s + m) % len(names)]
+            unit, mwh, f = CARRIERS[carrier]
+            specs.append(
+                MeterSpec(
+                    meter=f"{cluster}-s{s}-m{m}",
+                    site=f"{cluster}-s{s}",
+                    cluster=cluster,
+                    carrier=carrier,
+                    units={unit: (mwh, f)},
+                    provenance="test factors",
+                )
+            )
+    return MeterCatalog(specs)
+
+
+@dataclass
+class Expected:
+    """Offline totals: (level, id, carrier, res, start) -> [mwh, s1, s2l, s2m, n] nano-units."""
+
+    windows: dict[tuple[str, str, str, str, int], list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0, 0])
+    )
+    readings: int = 0
+
+    def add(self, catalog: MeterCatalog, meter: str, unit: str, ts: int, value: float) -> None:
+        spec = catalog.specs[catalog.index[meter]]
+        figures = offline_price(catalog, meter, unit, value)
+        self.readings += 1
+        for res, width in RESOLUTIONS.items():
+            start = ts - ts % width
+            for key in (
+                ("meter", meter, spec.carrier, res, start),
+                ("site", spec.site, spec.carrier, res, start),
+                ("cluster", spec.cluster, spec.carrier, res, start),
+            ):
+                vec = self.windows[key]
+                for k in range(5):
+                    vec[k] += figures[k]
+                vec[5] += 1
+
+
+class Generator:
+    """Envelopes for every site, one per step, timestamps strictly increasing per meter."""
+
+    def __init__(self, catalog: MeterCatalog, cluster: str, start_ms: int, step_ms: int = 5000):
+        self.catalog = catalog
+        self.cluster = cluster
+        self.t = start_ms
+        self.start = start_ms
+        self.step_ms = step_ms
+        self.rng = random.Random(42)
+        self.expected = Expected()
+
+    def step(self) -> list[tuple[str, bytes]]:
+        out = []
+        for site in self.catalog.clusters[self.cluster]:
+            readings = []
+            for i in self.catalog.sites[(self.cluster, site)]:
+                spec = self.catalog.specs[i]
+                unit = next(iter(spec.units))
+                value = round(self.rng.uniform(0.0, 50.0), self.rng.choice([1, 3, 6, 9]))
+                # jitter within the step keeps meters of one site slightly apart in time
+                ts = self.t + (i % 7) * 11
+                readings.append(
+                    {
+                        "meter": spec.meter,
+                        "ts": ts,
+                        "value": value,
+                        "unit": unit,
+                        "carrier": spec.carrier,
+                        "quality": "measured",
+                    }
+                )
+                self.expected.add(self.catalog, spec.meter, unit, ts, value)
+            body = {
+                "schema": "readings/1",
+                "cluster": self.cluster,
+                "site": site,
+                "source": "test-generator",
+                "sent_at": int(time.time() * 1000),
+                "readings": readings,
+            }
+            out.append((site, orjson.dumps(body)))
+        self.t += self.step_ms
+        return out
+
+
+def producer(bootstrap: str) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        retries=2_147_483_647,
+        enable_idempotence=True,
+        max_in_flight_requests_per_connection=5,
+        request_timeout_ms=30_000,
+        delivery_timeout_ms=600_000,
+        reconnect_backoff_max_ms=1000,
+    )
+
+
+HEADERS = [("content-type", b"application/json"), ("clustertwin-schema", b"readings/1")]
+
+
+class WorkerProc:
+    """The worker as a child process with its own names (app id, topics, twin tag, port)."""
+
+    def __init__(self, stack: Any, name: str, catalog_file: Path, **overrides: str) -> None:
+        self.port = free_port()
+        self.name = name
+        self.log_path = Path(f"/tmp/{name}-worker.log")
+        self.env = {
+            **os.environ,
+            **{k: v for k, v in stack.local.settings().items()},
+            "CLUSTERTWIN_READINGS_TOPIC": f"{name}-readings",
+            "CLUSTERTWIN_DEADLETTER_TOPIC": f"{name}-deadletter",
+            "CLUSTERTWIN_STREAMS_LATE_TOPIC": f"{name}-late",
+            "CLUSTERTWIN_STREAMS_APP_ID": name,
+            "CLUSTERTWIN_STREAMS_TWIN": name,
+            "CLUSTERTWIN_STREAMS_CATALOG_FILE": str(catalog_file),
+            "CLUSTERTWIN_STREAMS_WEB_PORT": str(self.port),
+            "CLUSTERTWIN_STREAMS_GRACE_S": "20",
+            "CLUSTERTWIN_STREAMS_IDLE_FLUSH_S": "8",
+            "CLUSTERTWIN_STREAMS_PROGRESS_EVERY_S": "2",
+            "CLUSTERTWIN_STREAMS_STALL_S": "20",
+            **overrides,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    @property
+    def readings_topic(self) -> str:
+        return self.env["CLUSTERTWIN_READINGS_TOPIC"]
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams"],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.tail()}")
+            try:
+                self.get("/twin/")
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError(f"worker not ready in {timeout} s:\n{self.tail()}")
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            return orjson.loads(r.read())
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+
+def influx_windows(
+    client: Any, bucket: str, twin: str
+) -> dict[tuple[str, str, str, str, int], dict[str, Any]]:
+    """Every window point of ``twin`` as {key: {field: value}} (fields pivoted)."""
+    query = f'''
+from(bucket: "{bucket}")
+  |> range(start: 0)
+  |> filter(fn: (r) => r.twin == "{twin}")
+  |> filter(fn: (r) => r._measurement == "meter_window" or r._measurement == "site_window"
+                    or r._measurement == "cluster_window")
+'''
+    out: dict[tuple[str, str, str, str, int], dict[str, Any]] = defaultdict(dict)
+    for table in client.query_api().query(query):
+        for rec in table.records:
+            m = rec.get_measurement()
+            level = m.split("_")[0]
+            ident = {
+                "meter": rec.values.get("meter"),
+                "site": rec.values.get("site"),
+                "cluster": rec.values.get("cluster"),
+            }[level]
+            ts = int(rec.get_time().timestamp() * 1000)
+            key = (level, ident, rec.values["carrier"], rec.values["res"], ts)
+            out[key][rec.get_field()] = rec.get_value()
+    return out
+
+
+def compare(expected: Expected, actual: dict[Any, dict[str, Any]]) -> list[str]:
+    """Every expected window present with exactly the offline figures, and nothing extra."""
+    problems = []
+    for key, vec in expected.windows.items():
+        got = actual.get(key)
+        if got is None:
+            problems.append(f"missing {key}")
+            continue
+        want = {
+            "energy_mwh": vec[0] / NANO,
+            "tco2e_s1": vec[1] / NANO,
+            "tco2e_s2_location": vec[2] / NANO,
+            "tco2e_s2_market": vec[3] / NANO,
+            "tco2e_s3_upstream": vec[4] / NANO,
+            "tco2e": (vec[1] + vec[2]) / NANO,
+            "readings": vec[5],
+        }
+        for f, v in want.items():
+            if got.get(f) != v:
+                problems.append(f"{key} {f}: InfluxDB {got.get(f)!r} != offline {v!r}")
+    extra = set(actual) - set(expected.windows)
+    problems.extend(f"unexpected window {k}" for k in sorted(extra, key=str)[:20])
+    return problems
+
+
+def summarize(problems: list[str]) -> str:
+    """The first problems, and how many there are per level and resolution."""
+    from collections import Counter
+
+    counts = Counter()
+    for p in problems:
+        parts = p.split("'")
+        level = parts[1] if len(parts) > 1 else "?"
+        res = next((r for r in RESOLUTIONS if f"'{r}'" in p), "?")
+        counts[(level, res)] += 1
+    fine = [p for p in problems if "'1m'" in p and "readings" in p][:10]
+    head = "\n".join(problems[:6] + fine)
+    return f"{len(problems)} problems by (level, res): {dict(counts)}\n{head}"
+
+
+def wait_equal(
+    client: Any,
+    bucket: str,
+    twin: str,
+    expected: Expected,
+    timeout: float,
+    supervise: WorkerProc | None = None,
+) -> list[str]:
+    """Poll InfluxDB until it matches; meanwhile restart the worker if it exited, as the
+    production supervisor (compose restart policy) does."""
+    deadline = time.monotonic() + timeout
+    problems: list[str] = ["not checked"]
+    while time.monotonic() < deadline:
+        proc = supervise.proc if supervise is not None else None
+        if supervise is not None and proc is not None and proc.poll() is not None:
+            supervise.restarts += 1
+            supervise.start()
+            supervise.wait_ready()
+        problems = compare(expected, influx_windows(client, bucket, twin))
+        if not problems:
+            return []
+        time.sleep(2)
+    return problems
+
+
+def all_complete(
+    actual: dict[Any, dict[str, Any]], levels: Iterable[str] = ("meter", "site")
+) -> bool:
+    return all(v.get("complete") is True for k, v in actual.items() if k[0] in levels)

@@ -1,0 +1,350 @@
+"""The stream worker's batch logic without a broker: validation, windows, replay, lateness.
+
+The stages take a dict-backed table and record what they would write and send, so each rule
+can be checked on hand-made envelopes. The real-server proofs are in
+tests/integration/streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.catalog import NANO, CatalogError, MeterCatalog, MeterSpec, offline_price
+from streams.envelope import Record, decode_batch
+from streams.pipeline import ClusterStage, DictTable, SiteStage, Topics
+from streams.sink import window_line
+from streams.windows import SiteState, WindowUpdate
+
+NOW = int(time.time() * 1000)
+T0 = NOW - 3 * 3600_000
+T0 -= T0 % 3600_000  # an hour boundary, three hours back
+
+
+def catalog() -> MeterCatalog:
+    specs = [
+        MeterSpec("gas-a", "a", "c", "natural_gas", {"MWh": (1.0, (0.2, 0.0, 0.0, 0.0))}),
+        MeterSpec(
+            "elec-a",
+            "a",
+            "c",
+            "electricity",
+            {"kWh": (0.001, (0.0, 0.00005, 0.00002, 0.0))},
+            allow_negative=True,
+            canonical=(1.0, (0.0, 0.05, 0.02, 0.0)),
+        ),
+        MeterSpec("gas-b", "b", "c", "natural_gas", {"MWh": (1.0, (0.2, 0.0, 0.0, 0.0))}),
+    ]
+    scales = {("electricity", "MWh"): 1.0, ("electricity", "kWh"): 0.001}
+    return MeterCatalog(specs, unit_scale=lambda c, u: scales.get((c, u)))
+
+
+def reading(meter: str, ts: int, value: Any, unit: str = "MWh", carrier: str = "natural_gas"):
+    return {
+        "meter": meter,
+        "ts": ts,
+        "value": value,
+        "unit": unit,
+        "carrier": carrier,
+        "quality": "measured",
+    }
+
+
+def record(site: str, readings: list[Any], offset: int, partition: int = 0, **env: Any) -> Record:
+    body = {
+        "schema": "readings/1",
+        "cluster": "c",
+        "site": site,
+        "source": "unit-test",
+        "sent_at": NOW,
+        "readings": readings,
+        **env,
+    }
+    return Record("readings", partition, offset, NOW, site.encode(), orjson.dumps(body))
+
+
+class Harness:
+    def __init__(self, grace_ms: int = 60_000) -> None:
+        self.lines: list[str] = []
+        self.sent: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self.table = DictTable()
+        self.catalog = catalog()
+
+        async def write(lines):
+            self.lines.extend(lines)
+
+        async def send(topic, key, value, headers):
+            self.sent.append((topic, key, value, headers))
+
+        self.stage = SiteStage(
+            self.catalog, self.table, write, send, Topics("dl", "late", "cu"), "unit", grace_ms
+        )
+
+    def run(self, records: list[Record]) -> Any:
+        return asyncio.run(self.stage.process(records))
+
+    def state(self, site: str) -> SiteState:
+        raw = self.table.get(site.encode())
+        assert raw is not None
+        return SiteState.loads(raw)
+
+    def topic(self, name: str) -> list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]:
+        return [s for s in self.sent if s[0] == name]
+
+
+def test_one_bad_reading_goes_to_deadletter_with_reason_and_neighbours_survive():
+    h = Harness()
+    rec = record(
+        "a",
+        [
+            reading("gas-a", T0 + 1000, 2.5),
+            reading("gas-a", T0 + 2000, "12"),  # a string
+            reading("gas-a", T0 + 3000, -1.0),  # a gas meter cannot run backwards
+            reading("nope", T0 + 4000, 1.0),
+            reading("gas-a", NOW + 3600_000, 1.0),  # an hour in the future
+            reading("gas-a", T0 + 5000, 1.5),
+        ],
+        offset=0,
+    )
+    h.run([rec])
+    dl = h.topic("dl")
+    reasons = [dict(d[3])["clustertwin-dl-reason"].decode() for d in dl]
+    assert len(dl) == 4, reasons
+    assert any("must be a number" in r for r in reasons)
+    assert any("negative value" in r for r in reasons)
+    assert any("unknown meter" in r for r in reasons)
+    assert any("ahead of the record time" in r for r in reasons)
+    headers = dict(dl[0][3])
+    assert headers["clustertwin-dl-partition"] == b"0" and headers["clustertwin-dl-offset"] == b"0"
+    # the rejected reading travels as an envelope of one, replayable once fixed
+    body = orjson.loads(dl[0][2])
+    assert body["site"] == "a" and len(body["readings"]) == 1
+    st = h.state("a")
+    assert st.accepted == 2
+    assert st.mw[("gas-a", "1m", T0)][:2] == [4_000_000_000, 800_000_000]
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"{not json", "malformed JSON"),
+        (b"[1,2]", "not a JSON object"),
+        (orjson.dumps({"schema": "readings/2"}), "unsupported schema"),
+        (
+            orjson.dumps(
+                {
+                    "schema": "readings/1",
+                    "cluster": "c",
+                    "site": "zz",
+                    "source": "x",
+                    "sent_at": 1,
+                    "readings": [],
+                }
+            ),
+            "unknown site",
+        ),
+        (
+            orjson.dumps(
+                {
+                    "schema": "readings/1",
+                    "cluster": "c",
+                    "site": "a",
+                    "source": "x",
+                    "sent_at": 1,
+                    "readings": [],
+                }
+            ),
+            "non-empty list",
+        ),
+        (b"", "empty message"),
+        ("\udcff".encode("utf-8", "surrogatepass"), "malformed JSON"),
+    ],
+)
+def test_a_wholly_malformed_message_goes_to_deadletter_whole(raw, why):
+    rec = Record("readings", 2, 7, NOW, b"a", raw, [("content-type", b"application/json")])
+    batch = decode_batch([rec], catalog())
+    assert len(batch.rejects) == 1
+    reject = batch.rejects[0]
+    assert why in reject.reason
+    assert reject.payload() == raw  # the original bytes, untouched
+    headers = dict(reject.headers())
+    assert headers["content-type"] == b"application/json"
+    assert headers["clustertwin-dl-offset"] == b"7"
+
+
+def test_key_must_match_the_site():
+    rec = record("a", [reading("gas-a", T0, 1.0)], 0)
+    rec = Record(rec.topic, 0, 0, NOW, b"b", rec.value)
+    batch = decode_batch([rec], catalog())
+    assert "does not match site" in batch.rejects[0].reason
+
+
+def test_other_units_of_the_carrier_are_converted_and_priced_exactly():
+    h = Harness()
+    h.run(
+        [
+            record(
+                "a",
+                [
+                    reading("elec-a", T0 + 1, 1500.0, "kWh", "electricity"),
+                    reading("elec-a", T0 + 2, 0.25, "MWh", "electricity"),
+                    reading("elec-a", T0 + 3, 2.0, "GJ", "electricity"),  # not convertible here
+                ],
+                0,
+            )
+        ]
+    )
+    st = h.state("a")
+    vec = st.mw[("elec-a", "1m", T0)]
+    assert vec[0] == 1_750_000_000  # 1.75 MWh in nano-MWh
+    assert vec[2] == round(1500.0 * 0.00005 * NANO) + round(0.25 * 0.05 * NANO)
+    assert len(h.topic("dl")) == 1
+
+
+def test_replayed_records_are_not_counted_twice():
+    h = Harness()
+    recs = [record("a", [reading("gas-a", T0 + i * 1000, 1.0 + i)], i) for i in range(10)]
+    h.run(recs[:6])
+    h.run(recs[3:])  # a crash replays 3..5
+    st = h.state("a")
+    assert st.mw[("gas-a", "1m", T0)][5] == 10
+    assert st.mw[("gas-a", "1m", T0)][0] == sum(round((1.0 + i) * NANO) for i in range(10))
+    assert h.stage.counters.replayed == 3
+
+
+def test_a_state_older_than_the_cursor_still_skips_by_site_offset():
+    h = Harness()
+    recs = [record("a", [reading("gas-a", T0 + i * 1000, 1.0)], i) for i in range(4)]
+    h.run(recs)
+    # forget the cursor (as if its changelog record had not landed): the site offset still
+    # recognises the records it already holds
+    h.table.delete(SiteStage.cursor_key(0), 0)
+    h.run(recs)
+    assert h.state("a").mw[("gas-a", "1m", T0)][5] == 4
+
+
+def test_a_gap_in_offsets_is_held_back_and_sought_again():
+    h = Harness()
+    h.run([record("a", [reading("gas-a", T0, 1.0)], 0)])
+    held, seeks = h.run(
+        [record("a", [reading("gas-a", T0 + 2000, 1.0)], 2), record("b", [], 5, partition=1)]
+    )
+    assert [r.offset for r in held] == [2] and seeks == {0: 1}
+    # when the skipped record arrives, both go through in order
+    held, seeks = h.run(
+        [
+            record("a", [reading("gas-a", T0 + 1000, 1.0)], 1),
+            record("a", [reading("gas-a", T0 + 2000, 1.0)], 2),
+        ]
+    )
+    assert not held and not seeks
+    assert h.state("a").mw[("gas-a", "1m", T0)][5] == 3
+
+
+def test_duplicate_and_out_of_order_readings_of_a_meter_are_rejected():
+    h = Harness()
+    h.run(
+        [
+            record("a", [reading("gas-a", T0 + 1000, 1.0), reading("gas-a", T0 + 1000, 1.0)], 0),
+            record("a", [reading("gas-a", T0 + 500, 1.0), reading("gas-a", T0 + 2000, 1.0)], 1),
+        ]
+    )
+    assert h.state("a").mw[("gas-a", "1m", T0)][5] == 2
+    reasons = [dict(d[3])["clustertwin-dl-reason"] for d in h.topic("dl")]
+    assert len(reasons) == 2 and all(b"duplicate or out of order" in r for r in reasons)
+
+
+def test_windows_close_after_grace_and_late_readings_go_to_the_side_output():
+    h = Harness(grace_ms=30_000)
+    h.run([record("a", [reading("gas-a", T0 + 10_000, 1.0)], 0)])
+    # the elec meter lags; gas moves 2 minutes on: the first minute closes (grace 30 s)
+    h.run([record("a", [reading("gas-a", T0 + 125_000, 1.0)], 1)])
+    st = h.state("a")
+    assert ("gas-a", "1m", T0) not in st.mw
+    assert any(
+        "complete=true" in line and "res=1m" in line and line.endswith(str(T0)) for line in h.lines
+    )
+    h.run([record("a", [reading("elec-a", T0 + 20_000, 5.0, "kWh", "electricity")], 2)])
+    late = h.topic("late")
+    assert len(late) == 1 and dict(late[0][3])["clustertwin-dl-kind"] == b"late"
+    st = h.state("a")
+    assert st.late == 1
+    # the late reading is in no resolution: the 15-min window holds the two gas readings only
+    assert st.mw[("gas-a", "15m", T0)][5] == 2 and ("elec-a", "15m", T0) not in st.mw
+
+
+def test_idle_flush_closes_windows_of_silent_sites_only_when_caught_up():
+    h = Harness(grace_ms=30_000)
+    h.run([record("a", [reading("gas-a", T0 + 10_000, 1.0)], 0)])
+    h.stage.first_batch = time.monotonic() - 100
+    h.stage.last_activity["a"] = time.monotonic() - 100
+    assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: False)) == 0
+    assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: True)) == 1
+    st = h.state("a")
+    assert not st.mw and not st.sw
+
+
+def test_cluster_windows_are_the_sum_of_site_windows_and_replays_overwrite():
+    h = Harness()
+    h.run(
+        [
+            record("a", [reading("gas-a", T0 + 1000, 1.5)], 0),
+            record("b", [reading("gas-b", T0 + 1000, 2.25)], 0, partition=1),
+        ]
+    )
+    updates = [(0, s[2]) for s in h.topic("cu")]
+    lines: list[str] = []
+
+    async def write(ls):
+        lines.extend(ls)
+
+    stage = ClusterStage(h.catalog, DictTable(), write, "unit", 3600_000)
+    asyncio.run(stage.process(updates))
+    asyncio.run(stage.process(updates))  # at-least-once: the same summaries again
+    twin = stage.twin_json("c")
+    assert twin["windows"]["1m"]["total"]["energy_mwh"] == 3.75
+    assert twin["windows"]["1m"]["total"]["readings"] == 2
+    assert sorted(twin["windows"]["1m"]["sites_reporting"]) == ["a", "b"]
+    assert any(line.startswith("cluster_window,") and "energy_mwh=3.75," in line for line in lines)
+
+
+def test_pricing_is_exact_and_order_independent():
+    cat = catalog()
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    values = rng.uniform(0, 1000, 5000).round(6)
+    rows = np.zeros(values.size, dtype=np.int64)
+    priced = cat.price(rows, values)
+    assert priced[:, 0].sum() == priced[::-1, 0].sum()
+    expected = [offline_price(cat, "gas-a", "MWh", float(v)) for v in values[:50]]
+    assert priced[:50].tolist() == expected
+
+
+def test_line_protocol_escapes_tags_and_uses_window_start():
+    u = WindowUpdate(
+        "site", "c", "a b,c", "", "natural_gas", "15m", 900_000, [1, 2, 3, 4, 5, 6], True
+    )
+    line = window_line("live", u)
+    assert line.startswith(
+        "site_window,twin=live,cluster=c,site=a\\ b\\,c,carrier=natural_gas,res=15m "
+    )
+    assert line.endswith(" 900000") and "complete=true" in line and "readings=6i" in line
+
+
+def test_catalog_round_trips_and_rejects_bad_records(tmp_path):
+    cat = catalog()
+    path = tmp_path / "cat.json"
+    path.write_text(cat.to_json())
+    again = MeterCatalog.from_file(path)
+    assert [s.meter for s in again.specs] == [s.meter for s in cat.specs]
+    assert (again.factors[: len(cat.specs)] == cat.factors[: len(cat.specs)]).all()
+    path.write_text('[{"meter": "x"}]')
+    with pytest.raises(CatalogError, match="meter record #0"):
+        MeterCatalog.from_file(path)
+    with pytest.raises(CatalogError, match="duplicate meter"):
+        MeterCatalog([cat.specs[0], cat.specs[0]])
