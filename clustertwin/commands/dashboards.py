@@ -1,0 +1,163 @@
+"""``clustertwin dashboards``: generate, provision and picture the Grafana dashboards."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+
+from clustertwin.settings import Settings, local_stack_env_file
+
+
+@click.group()
+def dashboards() -> None:
+    """Grafana dashboards and alert rules, as code (see dashboards/README.md)."""
+
+
+@dashboards.command()
+@click.option("--check", is_flag=True, help="Fail if the committed files are stale; write nothing.")
+def build(check: bool) -> None:
+    """Regenerate dashboards/json/*.json and the alert-rule provisioning file."""
+    from dashboards import build as builder
+
+    if check:
+        stale = builder.stale_files()
+        for path in stale:
+            click.echo(f"stale: {path}", err=True)
+        if stale:
+            click.echo("run `clustertwin dashboards build` and commit the result", err=True)
+            sys.exit(1)
+        click.echo("dashboards: generated files are up to date")
+        return
+    changed = builder.write_all()
+    for path in changed:
+        click.echo(f"wrote {path}")
+    click.echo(f"dashboards: {len(changed)} file(s) changed")
+
+
+def _read_token(token: str | None, token_file: Path | None, settings: Settings) -> str:
+    if token:
+        return token
+    if token_file is not None:
+        return token_file.read_text().strip()
+    if settings.grafana_token is not None and settings.grafana_token.get_secret_value():
+        return settings.grafana_token.get_secret_value()
+    raise click.UsageError(
+        "no Grafana token: pass --token-file, set CLUSTERTWIN_GRAFANA_TOKEN, or run "
+        f"`clustertwin stack up grafana` (which writes one to {local_stack_env_file()})"
+    )
+
+
+@dashboards.command()
+@click.option("--url", default=None, help="Grafana URL (default: CLUSTERTWIN_GRAFANA_URL).")
+@click.option(
+    "--token",
+    envvar="CLUSTERTWIN_GRAFANA_TOKEN",
+    default=None,
+    show_envvar=True,
+    help="Grafana service-account token (prefer the environment or --token-file).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the Grafana token.",
+)
+@click.option(
+    "--influx-url",
+    default=None,
+    help="InfluxDB URL as Grafana's server reaches it (default: CLUSTERTWIN_INFLUX_URL).",
+)
+@click.option("--twin", default="live", show_default=True, help="`twin` tag the alert rules watch.")
+def push(
+    url: str | None, token: str | None, token_file: Path | None, influx_url: str | None, twin: str
+) -> None:
+    """Provision folder, datasource, dashboards and alert rules into a Grafana (idempotent)."""
+    from grafana_client.client import GrafanaException
+
+    from dashboards import provision
+
+    settings = Settings.load()
+    secret = _read_token(token, token_file, settings)
+    target = provision.InfluxTarget(
+        url=influx_url or settings.influx_url,
+        token=settings.require_influx_token(),
+        org=settings.influx_org,
+        bucket=settings.influx_bucket,
+    )
+    api = provision.connect(url or settings.grafana_url, secret)
+    try:
+        changes = provision.push(api, target, twin=twin)
+    except GrafanaException as exc:
+        raise click.ClickException(
+            f"Grafana refused the push ({exc.status_code}): {exc.message}"
+        ) from exc
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot reach Grafana at {url or settings.grafana_url}: {exc}"
+        ) from exc
+    for change in changes:
+        click.echo(f"{change.action:9} {change.kind:10} {change.uid}")
+    done = sum(c.action != "unchanged" for c in changes)
+    click.echo(f"dashboards: {done} change(s), {len(changes) - done} unchanged")
+
+
+@dashboards.command()
+@click.option("--cluster", default="dunkirk", show_default=True)
+@click.option("--site", default=None, help="Site for the drill-down (default: the first one).")
+@click.option(
+    "--port", "port_site", default=None, help="Port site (default: first with shore power)."
+)
+@click.option("--twin", default="live", show_default=True)
+@click.option("--hours", default=2.0, show_default=True, help="Time range ending now.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(__file__).resolve().parents[2] / "dashboards" / "img",
+    show_default=True,
+)
+def render(
+    cluster: str, site: str | None, port_site: str | None, twin: str, hours: float, out: Path
+) -> None:
+    """Draw each dashboard as a PNG from live InfluxDB data (the README pictures)."""
+    from dashboards import build as builder
+    from dashboards import render as renderer
+    from dashboards.runner import first_tag_value
+
+    settings = Settings.load()
+    stop = datetime.now(UTC)
+    start = stop - timedelta(hours=hours)
+    from influxdb_client import InfluxDBClient
+
+    with InfluxDBClient(
+        url=settings.influx_url,
+        token=settings.require_influx_token(),
+        org=settings.influx_org,
+        timeout=60_000,
+    ) as client:
+        pick = {
+            "client": client,
+            "org": settings.influx_org,
+            "bucket": settings.influx_bucket,
+            "start": start,
+            "stop": stop,
+            "twin": twin,
+            "cluster": cluster,
+        }
+        site = site or first_tag_value(tag="site", carrier=None, **pick)
+        port_site = port_site or first_tag_value(tag="site", carrier="shore_power", **pick)
+        variables = {"twin": twin, "cluster": cluster, "site": site or "", "port": port_site or ""}
+        for uid, model in builder.dashboard_models().items():
+            path = renderer.render_dashboard(
+                model,
+                client,
+                org=settings.influx_org,
+                bucket=settings.influx_bucket,
+                start=start,
+                stop=stop,
+                variables=variables,
+                out=out / f"{uid}.png",
+            )
+            click.echo(f"wrote {path}")
