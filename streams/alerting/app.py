@@ -1,0 +1,255 @@
+"""The alerting worker as a Faust app of its own (``python -m streams.alerting worker``).
+
+It consumes ``readings`` in its own consumer group, so alerting scales and fails apart from
+the twin worker; the same ``AlertStage`` can instead be called from the twin worker's agent
+(see ``streams/alerting/README.md``). State lives in two Faust tables with changelogs:
+``alert-sites`` (key = site id, co-partitioned with the readings) and ``alert-clusters``
+(key = cluster id, fed by the ``<app>-cluster-buckets`` topic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+import numpy as np
+import orjson
+from faust.types import TP
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clustertwin.settings import Settings, cache_dir
+from streams.alerting.config import AlertConfig
+from streams.alerting.engine import AlertEngine
+from streams.alerting.notify import WebhookNotifier
+from streams.alerting.stage import AlertStage, AlertTopics
+from streams.catalog import MeterCatalog
+from streams.envelope import Record
+from streams.sink import InfluxSink
+from twin.targets import Pathway
+
+log = logging.getLogger("streams.alerting")
+
+
+class AlertingSettings(BaseSettings):
+    """``CLUSTERTWIN_ALERTS_*``: where the alerting worker reads, writes and notifies."""
+
+    model_config = SettingsConfigDict(env_prefix="CLUSTERTWIN_ALERTS_", extra="ignore")
+
+    app_id: str = "clustertwin-alerting"
+    twin: str = "live"
+    clusters: str = "dunkirk"
+    alerts_topic: str = "alerts"
+    alerts_partitions: int = Field(1, ge=1, description="when creating the alerts topic")
+    catalog_file: Path | None = Field(None, description="compiled meter index (JSON)")
+    pathways_file: Path | None = Field(
+        None, description='JSON {"cluster" or "cluster/site": {"years": [...], "values": [...]}}'
+    )
+    config_file: Path | None = Field(None, description="detector tuning (YAML AlertConfig)")
+    webhook_url: str | None = Field(None, description="Slack/Teams incoming webhook")
+    wall_clock: bool = Field(True, description="also find silence by the wall clock when idle")
+    idle_s: float = Field(60.0, gt=0)
+    partitions: int = Field(4, ge=1)
+    batch_max: int = Field(2000, ge=1)
+    batch_within_s: float = Field(0.2, gt=0)
+    web_port: int = 6067
+    datadir: Path | None = Field(None, description="Faust data dir [cache dir/faust/<app id>]")
+
+    @property
+    def cluster_names(self) -> list[str]:
+        return [c.strip() for c in self.clusters.split(",") if c.strip()]
+
+
+def load_pathways(cfg: AlertingSettings) -> dict[str, Pathway]:
+    """Pathways per cluster and site: a file if given, else the twin's cluster models."""
+    if cfg.pathways_file is not None:
+        data = orjson.loads(cfg.pathways_file.read_bytes())
+        return {
+            k: Pathway(np.array(v["years"], dtype=float), np.array(v["values"], dtype=float))
+            for k, v in data.items()
+        }
+    from twin.model import load_cluster
+
+    out: dict[str, Pathway] = {}
+    for name in cfg.cluster_names:
+        cluster = load_cluster(name)
+        if cluster.plan is not None:
+            out[cluster.id] = cluster.plan.pathway()
+        for site in cluster.sites:
+            if site.plan is not None:
+                out[f"{cluster.id}/{site.id}"] = site.plan.pathway()
+    return out
+
+
+def load_catalog(cfg: AlertingSettings) -> MeterCatalog:
+    if cfg.catalog_file is not None:
+        return MeterCatalog.from_file(cfg.catalog_file)
+    from streams.catalog import catalog_for_clusters
+
+    return catalog_for_clusters(cfg.cluster_names)
+
+
+def ensure_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """Create the alerts topic before the first alert, not by the broker's auto-create
+    defaults (whatever its partition count, key = alert id keeps each alert's events in order)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="clustertwin-alerting")
+    try:
+        if name not in admin.list_topics():
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def _record(event: Any) -> Record:
+    m = event.message
+    headers = m.headers or []
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    return Record(
+        topic=m.topic,
+        partition=m.partition,
+        offset=m.offset,
+        timestamp=round(m.timestamp * 1000),
+        key=m.key,
+        value=m.value,
+        headers=[(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in headers],
+    )
+
+
+def create_alerting_app(
+    cfg: AlertingSettings | None = None, settings: Settings | None = None
+) -> faust.App:
+    from streams.app import FaustTable
+
+    cfg = cfg or AlertingSettings()
+    settings = settings or Settings.load()
+    catalog = load_catalog(cfg)
+    config = AlertConfig.from_yaml(cfg.config_file) if cfg.config_file else AlertConfig()
+    engine = AlertEngine(catalog, config, load_pathways(cfg), twin=cfg.twin)
+    app = faust.App(
+        cfg.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        topic_partitions=cfg.partitions,
+        topic_replication_factor=1,
+        web_enabled=True,
+        web_port=cfg.web_port,
+        web_in_thread=False,
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(4096, cfg.batch_max * 2),
+        table_standby_replicas=0,
+        autodiscover=False,
+        processing_guarantee="at_least_once",
+        datadir=str(cfg.datadir or cache_dir() / "faust" / cfg.app_id),
+    )
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    readings = app.topic(settings.readings_topic, partitions=cfg.partitions, **raw)
+    buckets_topic = app.topic(
+        f"{cfg.app_id}-cluster-buckets", partitions=cfg.partitions, internal=True, **raw
+    )
+    ensure_topic(settings.kafka_bootstrap, cfg.alerts_topic, cfg.alerts_partitions)
+    alerts_topic = app.topic(cfg.alerts_topic, **raw)
+    table_kw: dict[str, Any] = {
+        "default": None,
+        "key_type": bytes,
+        "value_type": bytes,  # raw codec: the stage stores its own orjson bytes
+        "partitions": cfg.partitions,
+    }
+    sites_table = app.Table("alert-sites", **table_kw)
+    clusters_table = app.Table("alert-clusters", **table_kw)
+    sink = InfluxSink(
+        settings.influx_url,
+        settings.require_influx_token(),
+        settings.influx_org,
+        settings.influx_bucket,
+    )
+    topics = {cfg.alerts_topic: alerts_topic, buckets_topic.get_topic_name(): buckets_topic}
+
+    async def send(topic: str, key: bytes | None, value: bytes, headers: list[Any]) -> None:
+        fut = await topics[topic].send(key=key, value=value, headers=headers, force=True)
+        await fut
+
+    notifier = WebhookNotifier(cfg.webhook_url) if cfg.webhook_url else None
+    stage = AlertStage(
+        engine,
+        FaustTable(sites_table),
+        FaustTable(clusters_table),
+        send,
+        sink.write,
+        AlertTopics(cfg.alerts_topic, buckets_topic.get_topic_name()),
+        notifier,
+    )
+    app.alert_stage = stage  # type: ignore[attr-defined]
+    lock = asyncio.Lock()
+    processed: dict[int, int] = {}
+    last_record = [time.monotonic()]
+
+    @app.agent(readings, name="alert-site-stage")
+    async def site_agent(stream: Any) -> None:
+        async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
+            records = [_record(e) for e in events]
+            async with lock:
+                await stage.process(records)
+            for r in records:
+                processed[r.partition] = max(processed.get(r.partition, -1), r.offset)
+            last_record[0] = time.monotonic()
+            for e in events:
+                await stream.ack(e)
+
+    @app.agent(buckets_topic, name="alert-cluster-stage")
+    async def cluster_agent(stream: Any) -> None:
+        async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
+            async with lock:
+                await stage.process_cluster(
+                    [(e.message.partition, e.message.value) for e in events]
+                )
+            for e in events:
+                await stream.ack(e)
+
+    def caught_up(partition: int) -> bool:
+        tp = TP(settings.readings_topic, partition)
+        try:
+            high = app.consumer.highwater(tp)
+        except Exception:
+            return False
+        return high is not None and processed.get(partition, -1) + 1 >= high
+
+    if cfg.wall_clock:
+
+        @app.timer(interval=10.0)
+        async def wall_clock_silence() -> None:
+            if time.monotonic() - last_record[0] < cfg.idle_s:
+                return
+            async with lock:
+                await stage.tick(int(time.time() * 1000), caught_up)
+
+    @app.page("/alerts/")
+    async def counters(web: Any, request: Any) -> Any:
+        return web.json(
+            {
+                "counters": stage.counters.__dict__,
+                "webhook": None if notifier is None else notifier.stats.__dict__,
+            }
+        )
+
+    return app
+
+
+def main() -> None:
+    create_alerting_app().main()
