@@ -8,10 +8,13 @@ following the wall clock (a reading is never stamped in the future).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -60,6 +63,12 @@ class SimulatorConfig(ConnectorConfig):
         default=0.0, ge=0, le=1, description="share of deliberately bad samples (demo dead-letter)"
     )
     max_chunk_steps: int = Field(default=96, ge=1, le=10_000)
+    resume: bool = Field(
+        default=False,
+        description="after a restart, continue after the last interval the previous run handed "
+        "on (position kept beside the disk buffer) instead of going back to `start`, whose "
+        "readings the worker would dead-letter as duplicates",
+    )
 
     @field_validator("start", "end")
     @classmethod
@@ -196,6 +205,45 @@ class SimulatorConnector(Connector[SimulatorConfig]):
 
         self.sim = ClusterSimulator(load_cluster(config.cluster), config)
         self._next_k: int | None = None  # survives reconnects: no gap, no repeat
+        self._saved_at = 0.0
+
+    @property
+    def position_file(self) -> Path:
+        from connectors.sdk.runner import buffer_dir
+
+        return buffer_dir(self.config) / "simulator-position.json"
+
+    def _identity(self) -> dict[str, Any]:
+        return {"cluster": self.config.cluster, "step_ms": self.sim.step_ms}
+
+    def load_position(self) -> int | None:
+        """The next interval a previous run of this connector would have emitted, if any."""
+        try:
+            data = json.loads(self.position_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._identity().items()):
+            return None  # another cluster or interval: the position means nothing here
+        next_k = data.get("next_k")
+        return next_k if isinstance(next_k, int) else None
+
+    def save_position(self, force: bool = False) -> None:
+        """Written at most once a second and at close, after the runner has taken the batch:
+        a clean restart neither repeats nor skips an interval (a crash may repeat up to a
+        second of readings, which the worker dead-letters as duplicates)."""
+        if self._next_k is None or (not force and time.monotonic() - self._saved_at < 1.0):
+            return
+        path = self.position_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self._identity(), "next_k": self._next_k}))
+        tmp.replace(path)
+        self._saved_at = time.monotonic()
+
+    async def close(self) -> None:
+        if self.config.resume:
+            self.save_position(force=True)
+        await super().close()
 
     @classmethod
     def check_config(cls, config: SimulatorConfig, index: MeterIndex) -> list[str]:
@@ -212,6 +260,9 @@ class SimulatorConnector(Connector[SimulatorConfig]):
         wall0 = now_ms()
         if self._next_k is None:
             self._next_k = parse_start(cfg.start, wall0) // step + 1
+            saved = self.load_position() if cfg.resume else None
+            if saved is not None and saved > self._next_k:
+                self._next_k = saved
         end_k = None if cfg.end is None else parse_start(cfg.end, wall0) // step
         sim0_ms, loop0 = self._next_k * step, loop.time()
         while end_k is None or self._next_k <= end_k:
@@ -234,6 +285,8 @@ class SimulatorConnector(Connector[SimulatorConfig]):
             batch = self.sim.samples(k, n)
             self._next_k = k + n
             yield batch
+            if cfg.resume:
+                self.save_position()
             if cfg.speedup == 0:
                 await asyncio.sleep(0)
 

@@ -133,3 +133,38 @@ def test_catch_up_at_speed_then_never_stamps_the_future(mini_index: MeterIndex) 
     }
     for series in per_meter.values():
         assert np.all(np.diff(series) == 60_000)  # no gap, no repeat
+
+
+def test_a_resumed_simulator_continues_where_the_last_run_stopped(
+    mini_index: MeterIndex, tmp_path
+) -> None:
+    def connector(resume: bool) -> SimulatorConnector:
+        cfg = SimulatorConfig.model_validate(
+            {
+                "connector": "simulator",
+                "name": "t",
+                "cluster": str(MINI),
+                "step_s": 60,
+                "start": "now-30m",
+                "speedup": 0,
+                "max_chunk_steps": 5,
+                "resume": resume,
+                "buffer": {"dir": str(tmp_path)},
+            }
+        )
+        return SimulatorConnector(cfg, mini_index)
+
+    async def first_batch_then_close(conn: SimulatorConnector) -> list[int]:
+        stream = conn.stream()
+        batch = await stream.__anext__()
+        await stream.__anext__()  # hands the first batch on: its position is saved
+        await stream.aclose()
+        await conn.close()
+        return sorted({x.ts for x in batch if isinstance(x, Sample)})
+
+    first = asyncio.run(first_batch_then_close(connector(resume=True)))
+    second = asyncio.run(first_batch_then_close(connector(resume=True)))
+    # the first run handed on two batches of 5 intervals: the second run starts after both
+    assert min(second) == max(first) + (5 + 1) * 60_000
+    fresh = asyncio.run(first_batch_then_close(connector(resume=False)))
+    assert min(fresh) == min(first)  # without resume every run begins at `start`
