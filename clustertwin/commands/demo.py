@@ -1,9 +1,10 @@
 """``clustertwin demo``: the simulated Dunkirk cluster, live, end to end on the local stack.
 
-Brings up the local stack (real Kafka and InfluxDB), starts the stream worker and the
-simulator connector as child processes, and prints a short summary of the live twin until
-Ctrl-C. With ``--duration`` it stops by itself and exits 0 only if the twin in InfluxDB has
-data, so CI can run it as a smoke test of the whole chain.
+Brings up the local stack (real Kafka, InfluxDB and, unless ``--no-grafana``, Grafana with the
+dashboards pushed into it), starts the stream worker, the alerting worker and the simulator
+connector as child processes, and prints a short summary of the live twin until Ctrl-C.
+With ``--duration`` it stops by itself and exits 0 only if the twin in InfluxDB has data, so
+CI can run it as a smoke test of the whole chain.
 """
 
 from __future__ import annotations
@@ -45,6 +46,22 @@ from(bucket: "{settings.influx_bucket}")
     return sum(int(r.get_value()) for t in tables for r in t.records)
 
 
+_CLI = "from clustertwin.cli import main; main()"
+
+
+def _provision_grafana(settings: Any, stack: Any, twin: str) -> None:
+    """Push datasource, dashboards and alert rules; idempotent, so every demo run does it."""
+    from dashboards.provision import push_from_settings
+
+    changes = push_from_settings(settings, twin=twin)
+    changed = [c for c in changes if c.action != "unchanged"]
+    grafana = stack.services["grafana"]
+    click.echo(
+        f"[demo] Grafana at {settings.grafana_url}/dashboards ({len(changes)} objects provisioned,"
+        f" {len(changed)} changed); sign in as the admin in {grafana.credentials_file}"
+    )
+
+
 def _stop(proc: subprocess.Popen[bytes] | None, name: str) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -69,36 +86,52 @@ def _stop(proc: subprocess.Popen[bytes] | None, name: str) -> None:
 )
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between summaries.")
 @click.option("--web-port", default=6066, show_default=True, help="Worker's live twin port.")
+@click.option(
+    "--grafana/--no-grafana",
+    default=True,
+    show_default=True,
+    help="Start Grafana and push the dashboards (its first build takes several minutes).",
+)
+@click.option(
+    "--alerts/--no-alerts", default=True, show_default=True, help="Run the alerting worker."
+)
 def demo(
     duration: float | None,
     cluster: str,
     connector_config: Path,
     interval: float,
     web_port: int,
+    grafana: bool,
+    alerts: bool,
 ) -> None:
-    """Run the simulated cluster live: simulator -> Kafka -> Faust -> InfluxDB."""
+    """Run the simulated cluster live: simulator -> Kafka -> Faust -> InfluxDB -> Grafana."""
     from clustertwin.commands.pipeline import fetch_json, render_cluster
     from clustertwin.settings import Settings
     from clustertwin.stack import LocalStack
 
     stack = LocalStack()
-    stack.up(["influxdb", "kafka"])
+    stack.up(["influxdb", "kafka", *(["grafana"] if grafana else [])])
     settings = Settings.from_stack_settings(stack.settings())
+    twin = os.environ.get("CLUSTERTWIN_STREAMS_TWIN", "live")
+    if grafana:
+        _provision_grafana(settings, stack, twin)
     env = {
         **os.environ,
         **stack.settings(),
         "CLUSTERTWIN_STREAMS_CLUSTERS": cluster,
         "CLUSTERTWIN_STREAMS_WEB_PORT": str(web_port),
+        "CLUSTERTWIN_ALERTS_CLUSTERS": cluster,
     }
-    twin = os.environ.get("CLUSTERTWIN_STREAMS_TWIN", "live")
     logs = Path(os.environ.get("CLUSTERTWIN_CACHE", Path.home() / ".cache" / "clustertwin"))
     logs = logs / "demo"
     logs.mkdir(parents=True, exist_ok=True)
     worker_log = open(logs / "worker.log", "ab")  # noqa: SIM115 - handed to the child
     connector_log = open(logs / "connector.log", "ab")  # noqa: SIM115
+    alerts_log = open(logs / "alerts.log", "ab")  # noqa: SIM115
     click.echo(f"[demo] logs in {logs}")
     worker: subprocess.Popen[bytes] | None = None
     connector: subprocess.Popen[bytes] | None = None
+    alerting: subprocess.Popen[bytes] | None = None
     base = f"http://127.0.0.1:{web_port}"
     started = time.monotonic()
     ok = False
@@ -120,11 +153,19 @@ def demo(
                     raise click.ClickException("the worker did not start in 120 s") from None
                 time.sleep(0.5)
         click.echo(f"[demo] worker up; live twin at {base}/twin/{cluster}/")
+        if alerts:
+            alerting = subprocess.Popen(
+                [sys.executable, "-c", _CLI, "alerts", "worker"],
+                env=env,
+                stdout=alerts_log,
+                stderr=alerts_log,
+            )
+            click.echo("[demo] alerting worker started (`clustertwin alerts list` shows alerts)")
         connector = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
-                "from clustertwin.cli import main; main()",
+                _CLI,
                 "connector",
                 "run",
                 str(connector_config),
@@ -136,8 +177,8 @@ def demo(
         click.echo(f"[demo] simulator connector started ({connector_config.name}); Ctrl-C stops")
         while duration is None or time.monotonic() - started < duration:
             time.sleep(interval)
-            for proc, name in ((worker, "worker"), (connector, "connector")):
-                if proc.poll() is not None:
+            for proc, name in ((worker, "worker"), (connector, "connector"), (alerting, "alerts")):
+                if proc is not None and proc.poll() is not None:
                     raise click.ClickException(
                         f"the {name} exited ({proc.returncode}); see {logs / (name + '.log')}"
                     )
@@ -154,9 +195,11 @@ def demo(
         click.echo("\n[demo] stopping")
     finally:
         _stop(connector, "connector")
+        _stop(alerting, "alerts")
         _stop(worker, "worker")
         worker_log.close()
         connector_log.close()
+        alerts_log.close()
     if duration is not None:
         points = _twin_points(settings, twin, cluster)
         click.echo(f"[demo] InfluxDB holds {points} site windows of {cluster} (twin {twin!r})")
