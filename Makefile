@@ -18,7 +18,9 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/clustertwin demo
 
-## Lint, type-check, then every test against the real local stack.
+## Lint, type-check, then every test against the real local stack. A first run builds the
+## stack before the first test (tests/conftest.py): InfluxDB 2.7, the default, takes 7-16 min
+## cold on 2 cores; `CLUSTERTWIN_INFLUXDB_VERSION=1.8.10 make test` runs against 1.8.
 test: lint
 	$(VENV)/bin/pytest
 

@@ -17,7 +17,7 @@ import pytest
 from influxdb_client import InfluxDBClient
 
 from clustertwin.settings import Settings
-from clustertwin.stack import LocalStack
+from clustertwin.stack import OPT_IN_SERVICE_NAMES, SERVICE_NAMES, LocalStack, StackError
 
 
 @dataclass
@@ -61,8 +61,47 @@ class StackHandle:
         )
 
 
+# A build failure seen before the first test, raised again by the `stack` fixture.
+_build_failures: list[StackError] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the stack's servers before the first test, when a collected test needs them.
+
+    A first-time build is not a test: InfluxDB 2.7 compiles its Rust libflux and its Go server
+    (6-20 minutes on 2 shared cores), which inside the session fixture would count against the
+    first integration test's pytest-timeout and fail it. Installing is a no-op once built;
+    starting stays with the ``stack`` fixture.
+    """
+    if session.config.option.collectonly:
+        return
+    if not any("stack" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def progress(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"[stack] {message}")
+
+    # Grafana is opt-in: built here only when a test uses it (its fixture, or the demo,
+    # which starts it), since its cold build is another 6-20 minutes.
+    wanted: list[str] | None = None
+    if any(
+        "grafana" in getattr(item, "fixturenames", ()) or item.path.name == "test_demo.py"
+        for item in session.items
+    ):
+        wanted = [*SERVICE_NAMES, *OPT_IN_SERVICE_NAMES]
+    try:
+        for service in LocalStack().select(wanted):
+            service.install(progress)
+    except StackError as exc:
+        _build_failures.append(exc)
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackHandle]:
+    if _build_failures:
+        raise _build_failures[0]
     local = LocalStack()
     started = local.up()
     # Take the settings from the stack just brought up, not the environment, so a stale

@@ -47,6 +47,19 @@ main() {
 
     log() { printf '[influxdb2] %s\n' "$*"; }
     die() { printf '[influxdb2] ERROR: %s\n' "$*" >&2; exit 1; }
+    # Network fetches (Go module proxy, Rust crates) are retried: on a fresh CI machine a cold
+    # build makes hundreds of requests, and one dropped connection should not fail the run.
+    # Only fetches are retried, never a compile: a compile error is not transient.
+    fetch() {
+        local attempt
+        for attempt in 1 2 3; do
+            "$@" && return 0
+            ((attempt < 3)) || break
+            log "fetch failed (attempt $attempt of 3): $*; retrying in $((attempt * 15)) s"
+            sleep $((attempt * 15))
+        done
+        die "fetch failed 3 times: $*"
+    }
     started=$SECONDS
 
     case "$VERSION" in
@@ -89,9 +102,12 @@ main() {
         apt-get install -y -qq --no-install-recommends "${missing[@]}"
     fi
 
-    command -v go >/dev/null 2>&1 || die "go is not installed (need Go >= 1.23; Debian's golang-go is too old)"
+    # Without the toolchains, InfluxDB 1.8 (plain Go, no Rust) is the way to a working stack.
+    fallback="or run the stack with CLUSTERTWIN_INFLUXDB_VERSION=1.8.10"
+    command -v go >/dev/null 2>&1 ||
+        die "go is not installed (need Go >= 1.23; Debian's golang-go is too old), $fallback"
     command -v cargo >/dev/null 2>&1 ||
-        die "cargo is not installed (need Rust >= 1.72 via rustup; Debian 12's rustc 1.63 is too old)"
+        die "cargo is not installed (need Rust >= 1.72 via rustup; Debian 12's rustc 1.63 is too old), $fallback"
 
     # A rust-toolchain.toml in the flux sources pins 1.72; use the installed default instead
     # (set RUSTUP_TOOLCHAIN yourself to choose another one).
@@ -129,6 +145,7 @@ main() {
     }
 
     log "downloading $MODULE@v$VERSION"
+    (cd "$BUILD" && fetch go mod download "$MODULE@v$VERSION")
     src_mod="$(cd "$BUILD" && go mod download -json "$MODULE@v$VERSION" |
         sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
     [[ -n "$src_mod" && -d "$src_mod" ]] || die "go mod download of $MODULE@v$VERSION gave no source directory"
@@ -137,7 +154,7 @@ main() {
 
     # The flux module as influxdb's go.mod resolves it (honouring any replace directive).
     cd "$SRC"
-    go mod download github.com/influxdata/flux
+    fetch go mod download github.com/influxdata/flux
     flux_info="$(go list -m \
         -f '{{with .Replace}}{{.Version}} {{.Dir}}{{else}}{{.Version}} {{.Dir}}{{end}}' \
         github.com/influxdata/flux)"
@@ -152,6 +169,8 @@ main() {
     t0=$SECONDS
     (
         cd "$FLUX/libflux"
+        # for this machine's target only, as the build needs (not every platform's crates)
+        fetch cargo fetch --locked --target "$(rustc -vV | sed -n 's/^host: //p')"
         RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cap-lints=warn" cargo build --release --locked -p flux
     )
     built="$CARGO_TARGET_DIR/release/libflux.a"
@@ -195,6 +214,8 @@ main() {
     log "building influxd v$VERSION with go (tags $tags): a few minutes the first time"
     t0=$SECONDS
     mkdir -p "$PREFIX/bin"
+    # Download every module the build needs first (go build would fetch them without retry).
+    fetch go list -deps -tags "$tags" ./cmd/influxd >/dev/null
     go build -tags "$tags" -ldflags "$ldflags" -o "$PREFIX/bin/influxd.partial" ./cmd/influxd
     mv "$PREFIX/bin/influxd.partial" "$PREFIX/bin/influxd"
     log "influxd built in $((SECONDS - t0)) s"

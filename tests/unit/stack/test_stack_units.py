@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,38 @@ def test_cli_offers_up_down_status_logs() -> None:
     assert result.exit_code == 0, result.output
     for command in ("up", "down", "status", "logs", "env"):
         assert f"  {command} " in result.output
+
+
+@pytest.mark.parametrize(("version", "expected"), [("1.8.10", "SIGTERM"), ("2.7.12", "SIGINT")])
+def test_influxdb_stops_with_the_signal_its_major_shuts_down_cleanly_on(
+    tmp_path: Path, version: str, expected: str
+) -> None:
+    # influxd 2.x flushes and exits on SIGINT but dies at once on SIGTERM; 1.x handles SIGTERM
+    influx = InfluxDB(version=version, root=tmp_path)
+    got, ready = tmp_path / "signal", tmp_path / "ready"
+    code = (
+        "import pathlib, signal, sys, time\n"
+        "def got(n, _f):\n"
+        f"    pathlib.Path({str(got)!r}).write_text(signal.Signals(n).name); sys.exit(0)\n"
+        "signal.signal(signal.SIGINT, got); signal.signal(signal.SIGTERM, got)\n"
+        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)\n"
+    )
+    influx.process.start([sys.executable, "-c", code])
+    for _ in range(100):
+        if ready.exists():
+            break
+        time.sleep(0.05)
+    assert influx.stop() is True
+    assert got.read_text() == expected
+
+
+def test_influxdb_stop_also_stops_the_other_major_of_the_same_stack(tmp_path: Path) -> None:
+    # both majors use the stack's one port: a 1.8 left running by the old default must not
+    # outlive `stack down` (nor block the port) once the stack runs 2.7, and vice versa
+    v1 = InfluxDB(version="1.8.10", root=tmp_path)
+    v1.process.start([sys.executable, "-c", "import time; time.sleep(60)"])
+    v2 = InfluxDB(version="2.7.12", root=tmp_path)
+    assert v2.other_process.running()
+    assert v2.stop() is True
+    assert v1.process.pid() is None
+    assert v2.stop() is False
