@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLUSTERTWIN_", extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How clients authenticate to Kafka (see clustertwin/kafka_auth.py, the one place that
+    # turns these into client settings). PLAINTEXT is the dev stack's default; the secured
+    # stack (CLUSTERTWIN_KAFKA_SECURITY=scram) writes SASL_PLAINTEXT and a SCRAM user here.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None  # e.g. a container secret; env value wins
+    kafka_ssl_cafile: Path | None = None  # SASL_SSL: CA of the brokers (default: system CAs)
     readings_topic: str = "readings"
     deadletter_topic: str = "readings-deadletter"
     influx_url: str = "http://127.0.0.1:8086"
@@ -76,6 +86,32 @@ class Settings(BaseSettings):
         prefix = "CLUSTERTWIN_"
         kwargs = {k.removeprefix(prefix).lower(): v for k, v in values.items()}
         return cls.model_validate({k: v for k, v in kwargs.items() if k in cls.model_fields})
+
+    def require_kafka_sasl(self) -> tuple[str, str]:
+        """SASL username and password, or an error saying which setting is missing."""
+        where = f"(or run `clustertwin stack up`, which writes {local_stack_env_file()})"
+        user = (self.kafka_sasl_username or "").strip()
+        if not user:
+            raise MissingCredentialError(
+                f"Kafka needs SASL credentials (CLUSTERTWIN_KAFKA_SECURITY_PROTOCOL="
+                f"{self.kafka_security_protocol}) but no user is set: set "
+                f"CLUSTERTWIN_KAFKA_SASL_USERNAME {where}."
+            )
+        password = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+        if not password and self.kafka_sasl_password_file is not None:
+            try:
+                password = self.kafka_sasl_password_file.read_text().strip()
+            except OSError as exc:
+                raise MissingCredentialError(
+                    f"CLUSTERTWIN_KAFKA_SASL_PASSWORD_FILE: cannot read "
+                    f"{self.kafka_sasl_password_file}: {exc.strerror or exc}"
+                ) from exc
+        if not password:
+            raise MissingCredentialError(
+                f"No SASL password for Kafka user {user!r}: set CLUSTERTWIN_KAFKA_SASL_PASSWORD "
+                f"or CLUSTERTWIN_KAFKA_SASL_PASSWORD_FILE {where}."
+            )
+        return user, password
 
     def require_influx_token(self) -> str:
         if self.influx_token is None or not self.influx_token.get_secret_value():

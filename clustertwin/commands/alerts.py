@@ -18,6 +18,24 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _kafka(settings: Settings) -> dict[str, object]:
+    """Client security for these commands, after checking once that Kafka accepts it (a
+    refused password would otherwise surface as a bootstrap timeout)."""
+    from clustertwin.kafka_auth import (
+        KafkaAuthError,
+        KafkaUnreachable,
+        check_credentials,
+        client_security,
+    )
+    from clustertwin.settings import MissingCredentialError
+
+    try:
+        check_credentials(settings)
+        return client_security(settings)
+    except (KafkaAuthError, MissingCredentialError, KafkaUnreachable) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _topic(topic: str | None) -> str:
     from streams.alerting.app import AlertingSettings
 
@@ -55,7 +73,7 @@ def list_alerts(
     from streams.alerting.store import fold, read_alerts
 
     settings = Settings.load()
-    views = fold(read_alerts(settings.kafka_bootstrap, _topic(topic)))
+    views = fold(read_alerts(settings.kafka_bootstrap, _topic(topic), security=_kafka(settings)))
     rows = []
     for v in views.values():
         a = v.latest
@@ -105,7 +123,8 @@ def ack(alert_id: str, by: str | None, topic: str | None) -> None:
 
     settings = Settings.load()
     name = _topic(topic)
-    views = fold(read_alerts(settings.kafka_bootstrap, name))
+    security = _kafka(settings)
+    views = fold(read_alerts(settings.kafka_bootstrap, name, security=security))
     matches = [v for k, v in views.items() if k.startswith(alert_id)]
     if not matches:
         raise click.ClickException(f"no alert with id {alert_id!r} on topic {name!r}")
@@ -113,17 +132,20 @@ def ack(alert_id: str, by: str | None, topic: str | None) -> None:
         ids = ", ".join(sorted(v.latest.id for v in matches)[:10])
         raise click.ClickException(f"{alert_id!r} matches several alerts: {ids}")
     who = by or os.environ.get("USER") or getpass.getuser()
-    a = acknowledge(settings.kafka_bootstrap, name, matches[0], who)
+    a = acknowledge(settings.kafka_bootstrap, name, matches[0], who, security=security)
     click.echo(f"acknowledged {a.id} ({a.kind.value} at {a.scope.label}) as {who}")
 
 
 @alerts.command("worker")
 @click.option("-l", "--loglevel", default="warn", show_default=True)
 def worker(loglevel: str) -> None:
-    """Run the alerting worker (Faust; settings from CLUSTERTWIN_ALERTS_*)."""
+    """Run the alerting worker (Faust; settings from CLUSTERTWIN_ALERTS_*).
+
+    Exits 2 with one line saying what to fix when Kafka or InfluxDB refuses the credentials.
+    """
     import sys
 
-    from streams.alerting.app import create_alerting_app
+    from streams.alerting.app import main
 
     sys.argv = ["clustertwin-alerts", "worker", "-l", loglevel]
-    create_alerting_app().main()
+    main()

@@ -86,22 +86,39 @@ def run(
     bootstrap: str | None,
     metrics_every: float,
 ) -> None:
-    """Run the connector CONFIG describes until Ctrl-C (or a limit)."""
+    """Run the connector CONFIG describes until Ctrl-C (or a limit).
+
+    Refuses to start (exit 2) when Kafka rejects the credentials or they are missing.
+    """
+    from clustertwin.settings import Settings
     from connectors.sdk.metrics import ConnectorMetrics
     from connectors.sdk.registry import ConfigError
     from connectors.sdk.registry import lint as do_lint
-    from connectors.sdk.runner import ConnectorRunner, make_publisher
+    from connectors.sdk.runner import (
+        ConnectorRunner,
+        ConnectorStartError,
+        check_kafka_access,
+        make_publisher,
+    )
 
     try:
         cls, cfg, index = do_lint(config)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
+    settings = Settings.load()
+    try:
+        check_kafka_access(cfg, bootstrap=bootstrap, settings=settings)
+    except ConnectorStartError as exc:
+        click.echo(f"clustertwin connector: {exc}", err=True)
+        sys.exit(2)
 
     async def main() -> ConnectorMetrics:
         metrics = ConnectorMetrics()
         runner = ConnectorRunner(
-            cls(cfg, index), make_publisher(cfg, metrics, bootstrap=bootstrap), metrics=metrics
+            cls(cfg, index),
+            make_publisher(cfg, metrics, bootstrap=bootstrap, settings=settings),
+            metrics=metrics,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -53,7 +53,9 @@ def run(
     try:
         run_worker()
     except WorkerConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+        error = click.ClickException(str(exc))
+        error.exit_code = 2  # as `python -m streams`: a setting to fix, restarting won't help
+        raise error from exc
 
 
 def fetch_json(url: str, timeout: float = 5.0) -> Any:

@@ -7,11 +7,11 @@ import time
 
 import click
 
-from clustertwin.stack import SERVICE_NAMES, LocalStack, StackError
+from clustertwin.stack import OPT_IN_SERVICE_NAMES, SERVICE_NAMES, LocalStack, StackError
 
 
-def _stack(influxdb: str | None) -> LocalStack:
-    return LocalStack(influxdb_version=influxdb)
+def _stack(influxdb: str | None, kafka_security: str | None = None) -> LocalStack:
+    return LocalStack(influxdb_version=influxdb, kafka_security=kafka_security)
 
 
 influxdb_option = click.option(
@@ -32,11 +32,19 @@ def stack() -> None:
 @stack.command()
 @click.argument("services", nargs=-1)
 @influxdb_option
-def up(services: tuple[str, ...], influxdb: str | None) -> None:
+@click.option(
+    "--kafka-security",
+    type=click.Choice(["none", "scram"]),
+    default=None,
+    help="scram: Kafka's client listener requires SASL/SCRAM-SHA-512 (users and random "
+    "passwords created at first start). Default: CLUSTERTWIN_KAFKA_SECURITY, else the mode "
+    "this stack last ran with, else none.",
+)
+def up(services: tuple[str, ...], influxdb: str | None, kafka_security: str | None) -> None:
     """Start SERVICES (default: all), building them into ~/.cache/clustertwin first if needed."""
     began = time.monotonic()
     try:
-        started = _stack(influxdb).up(services or None)
+        started = _stack(influxdb, kafka_security).up(services or None)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
     what = ", ".join(started) if started else "nothing (already running)"
@@ -57,12 +65,15 @@ def down(services: tuple[str, ...], influxdb: str | None) -> None:
 @stack.command()
 @influxdb_option
 def status(influxdb: str | None) -> None:
-    """Show each service: installed, pid, healthy, address, log file. Exit 1 if any is down."""
+    """Show each service: installed, pid, healthy, address, log file.
+
+    Exit 1 if a default service is not healthy, or an opt-in one (Grafana) runs unhealthy.
+    """
     rows = _stack(influxdb).status()
     all_up = True
     for row in rows:
         state = "healthy" if row["healthy"] else ("unhealthy" if row["pid"] else "stopped")
-        all_up &= state == "healthy"
+        all_up &= state == "healthy" or (state == "stopped" and bool(row["opt_in"]))
         click.echo(
             f"{row['service']:<10} {state:<9} pid={row['pid'] or '-':<8} "
             f"installed={'yes' if row['installed'] else 'no':<3} {row['address']:<16} {row['log']}"
@@ -71,7 +82,7 @@ def status(influxdb: str | None) -> None:
 
 
 @stack.command()
-@click.argument("service", type=click.Choice(SERVICE_NAMES))
+@click.argument("service", type=click.Choice((*SERVICE_NAMES, *OPT_IN_SERVICE_NAMES)))
 @click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show.")
 @influxdb_option
 def logs(service: str, lines: int, influxdb: str | None) -> None:
@@ -88,6 +99,6 @@ def env(show_secrets: bool, influxdb: str | None) -> None:
     Use: eval "$(clustertwin stack env --show-secrets)"
     """
     for key, value in sorted(_stack(influxdb).settings().items()):
-        if not show_secrets and "TOKEN" in key:
+        if not show_secrets and ("TOKEN" in key or "PASSWORD" in key):
             value = "****"
         click.echo(f"export {key}='{value}'")

@@ -24,6 +24,8 @@ __all__ = ["LocalStack", "Service", "StackError"]
 
 # Start order matters only for the user's patience: the slowest first-time build first.
 SERVICE_NAMES: tuple[str, ...] = ("influxdb", "kafka", "mosquitto")
+# Services `stack up` starts only when named; their being stopped is not a fault.
+OPT_IN_SERVICE_NAMES: tuple[str, ...] = ("grafana",)
 # Grafana is a service of the stack but not started by default: its first build takes 5-10
 # minutes on 2 cores (about 45 s warm). `clustertwin stack up grafana` (or
 # `LocalStack().up(["grafana"])`) builds and starts it; see dashboards/README.md.
@@ -36,14 +38,24 @@ def _print(message: str) -> None:
 class LocalStack:
     """The set of local servers, addressed by name."""
 
-    def __init__(self, root: Path | None = None, influxdb_version: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        influxdb_version: str | None = None,
+        kafka_security: str | None = None,
+    ) -> None:
         self.root = root or cache_dir()
         # A second stack beside the usual one (a cold-start check, a secured variant) moves
         # every port by the same offset rather than needing each one configured.
         offset = stack_port_offset()
         self.services: dict[str, Service] = {
             "influxdb": InfluxDB(version=influxdb_version, port=8086 + offset, root=self.root),
-            "kafka": Kafka(port=9092 + offset, controller_port=9093 + offset, root=self.root),
+            "kafka": Kafka(
+                port=9092 + offset,
+                controller_port=9093 + offset,
+                root=self.root,
+                security=kafka_security,
+            ),
             "mosquitto": Mosquitto(port=1883 + offset, root=self.root),
             "grafana": Grafana(port=3000 + offset, root=self.root),
         }
@@ -71,7 +83,9 @@ class LocalStack:
         return started
 
     def down(self, names: Iterable[str] | None = None, progress: Progress = _print) -> None:
-        for service in reversed(self.select(names)):
+        """Stop the named services, or every running one (opt-in Grafana included)."""
+        chosen = self.select(names) if names is not None else list(self.services.values())
+        for service in reversed(chosen):
             if service.stop():
                 progress(f"stopped {service.name}")
 
@@ -85,6 +99,7 @@ class LocalStack:
                     "installed": service.installed(),
                     "pid": pid,
                     "healthy": bool(pid) and service.healthy(),
+                    "opt_in": service.name in OPT_IN_SERVICE_NAMES,
                     "address": f"{service.host}:{service.port}",
                     "log": str(service.process.log_file),
                 }

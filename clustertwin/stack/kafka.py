@@ -3,13 +3,27 @@
 3.9.1 rather than 4.x: Kafka 4 removed the old protocol versions that faust-streaming 0.15 with
 aiokafka 0.14 still speaks. The jars are resolved by Maven from the pom the project ships, so
 no tarball from outside the package registries is needed.
+
+Security: by default the listener is PLAINTEXT on loopback (the dev stack). With
+``CLUSTERTWIN_KAFKA_SECURITY=scram`` (or ``Kafka(security="scram")``) the client listener is
+SASL_PLAINTEXT with SCRAM-SHA-512 only: two SCRAM users, one for the broker's own
+inter-broker connections and one for ClusterTwin's clients, are written into the KRaft
+metadata when the storage is formatted (``kafka-storage format --add-scram``). Their random
+passwords live in a 0600 file under the run directory and reach clients through the stack's
+settings file, never through code. The controller listener stays PLAINTEXT on loopback.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import logging
+import os
+import secrets
+import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 from clustertwin.stack.base import (
     FILES,
@@ -22,21 +36,129 @@ from clustertwin.stack.base import (
 )
 
 KAFKA_VERSION = "3.9.1"
+SECURITY_ENV = "CLUSTERTWIN_KAFKA_SECURITY"
+SECURITY_MODES = ("none", "scram")
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+BROKER_USER = "clustertwin-broker"
+CLIENT_USER = "clustertwin"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds passwords)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file may have been created with wider permissions
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 class Kafka(Service):
     name = "kafka"
     startup_timeout = 120.0
 
-    def __init__(self, port: int = 9092, controller_port: int = 9093, root: Path | None = None):
+    def __init__(
+        self,
+        port: int = 9092,
+        controller_port: int = 9093,
+        root: Path | None = None,
+        security: str | None = None,
+    ):
         super().__init__(port, root)
         self.controller_port = controller_port
         self.home = self.cache / f"kafka-{KAFKA_VERSION}"
         self.libs = self.home / "libs"
-        self.data_dir = self.run_dir / "data"
+        self.security = self._resolve_security(security)
+        # Each mode formats its own storage: a plaintext log has no SCRAM users, and a
+        # secured one must not be opened without them.
+        self.data_dir = self.run_dir / ("data-scram" if self.scram else "data")
+
+    def _resolve_security(self, explicit: str | None) -> str:
+        """Explicit argument, else CLUSTERTWIN_KAFKA_SECURITY, else the mode this run dir last
+        started with (so `stack status`/`env`/`down` see a secured broker as secured)."""
+        value = explicit or os.environ.get(SECURITY_ENV)
+        if not value and self.mode_file.exists():
+            value = self.mode_file.read_text().strip()
+        value = (value or "none").strip().lower()
+        if value in ("", "plaintext", "off"):
+            value = "none"
+        if value not in SECURITY_MODES:
+            raise StackError(
+                f"{SECURITY_ENV}={value!r} is not supported; use one of {', '.join(SECURITY_MODES)}"
+            )
+        return value
+
+    # Derived from run_dir on use: tests (and tools) move a broker's run dir after creation.
+    @property
+    def mode_file(self) -> Path:
+        return self.run_dir / "security"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.run_dir / "credentials.json"
+
+    @property
+    def scram(self) -> bool:
+        return self.security == "scram"
+
+    @property
+    def listener(self) -> str:
+        return "SASL_PLAINTEXT" if self.scram else "PLAINTEXT"
+
+    # -- credentials (secured mode) --------------------------------------------------------
+    def _load_credentials(self) -> dict[str, str] | None:
+        try:
+            data: dict[str, str] = json.loads(self.credentials_file.read_text())
+            return data
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _credentials(self) -> dict[str, str]:
+        """The SCRAM users' passwords, generated once per run dir (random, never in code)."""
+        creds = self._load_credentials()
+        if creds is None:
+            if (self.data_dir / "meta.properties").exists():
+                raise StackError(
+                    f"Kafka storage {self.data_dir} is formatted with SCRAM users but "
+                    f"{self.credentials_file} is missing; remove {self.data_dir} to start again"
+                )
+            creds = {
+                "broker_user": BROKER_USER,
+                "broker_password": secrets.token_urlsafe(24),
+                "user": CLIENT_USER,
+                "password": secrets.token_urlsafe(24),
+            }
+            _write_private(self.credentials_file, json.dumps(creds))
+        return creds
+
+    def client_config(self) -> dict[str, Any]:
+        """kafka-python settings for the stack's own clients (health check)."""
+        if not self.scram:
+            return {"security_protocol": "PLAINTEXT"}
+        creds = self._credentials()
+        # kafka-python warns of "credentials in the clear" for any SASL without TLS; SCRAM
+        # sends only a salted proof, so on the health check's every poll it is only noise.
+        logging.getLogger("kafka.net.sasl.scram").setLevel(logging.ERROR)
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": SCRAM_MECHANISM,
+            "sasl_plain_username": creds["user"],
+            "sasl_plain_password": creds["password"],
+        }
 
     def installed(self) -> bool:
         return (self.libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists()
+
+    def start(self, progress: Progress) -> bool:
+        """As for every service, but a broker running in the other security mode is named at
+        once (its health check with our mode's client would only time out)."""
+        if self.process.running() and self.mode_file.exists():
+            running = self.mode_file.read_text().strip()
+            if running != self.security:
+                raise StackError(
+                    f"kafka is running with security {running!r}, not {self.security!r}: "
+                    "stop it first (`clustertwin stack down kafka`)"
+                )
+        return super().start(progress)
 
     def install(self, progress: Progress) -> None:
         if self.installed():
@@ -67,13 +189,29 @@ class Kafka(Service):
     def _java(self) -> str:
         return require_tool("java", "default-jre-headless", lambda _m: None)
 
+    def _security_lines(self) -> list[str]:
+        if not self.scram:
+            return []
+        creds = self._credentials()
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{creds["broker_user"]}" password="{creds["broker_password"]}";'
+        )
+        return [
+            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
+            f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={jaas}",
+        ]
+
     def _write_config(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self.run_dir / "server.properties"
+        listener = self.listener
         listeners = (
-            f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}"
+            f"{listener}://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}"
         )
-        config.write_text(
+        _write_private(
+            config,
             "\n".join(
                 [
                     "# written by `clustertwin stack up`; edits are overwritten",
@@ -81,10 +219,11 @@ class Kafka(Service):
                     "node.id=1",
                     f"controller.quorum.voters=1@{self.host}:{self.controller_port}",
                     f"listeners={listeners}",
-                    f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                    f"advertised.listeners={listener}://{self.host}:{self.port}",
                     "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"inter.broker.listener.name={listener}",
+                    f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{listener}:{listener}",
+                    *self._security_lines(),
                     f"log.dirs={self.data_dir}",
                     "num.partitions=4",
                     "offsets.topic.replication.factor=1",
@@ -104,8 +243,9 @@ class Kafka(Service):
                     "num.io.threads=4",
                     "",
                 ]
-            )
+            ),
         )
+        self.mode_file.write_text(self.security + "\n")
         log4j = self.run_dir / "log4j.properties"
         log4j.write_text(
             "log4j.rootLogger=INFO, stdout\n"
@@ -144,27 +284,38 @@ class Kafka(Service):
         ]
 
     def _format(self, java: str, config: Path) -> None:
-        """Format KRaft storage once; the cluster id is random per machine, never shared."""
-        import subprocess
+        """Format KRaft storage once; the cluster id is random per machine, never shared.
 
+        In secured mode the SCRAM users are added here, into the initial metadata. The
+        arguments go through a 0600 Java @argfile so the passwords never appear in the
+        process list.
+        """
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        result = subprocess.run(
-            [
-                java,
-                "-cp",
-                self._classpath(),
-                f"-Dlog4j.configuration=file:{self.run_dir / 'log4j.properties'}",
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(config),
-                "--ignore-formatted",
-            ],
-            capture_output=True,
-            text=True,
-        )
+        args = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)]
+        args.append("--ignore-formatted")
+        if self.scram:
+            creds = self._credentials()
+            for user, password in (
+                (creds["broker_user"], creds["broker_password"]),
+                (creds["user"], creds["password"]),
+            ):
+                args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
+        argfile = self.run_dir / "format.args"
+        _write_private(argfile, "\n".join(f'"{a}"' for a in args) + "\n")
+        try:
+            result = subprocess.run(
+                [
+                    java,
+                    "-cp",
+                    self._classpath(),
+                    f"-Dlog4j.configuration=file:{self.run_dir / 'log4j.properties'}",
+                    f"@{argfile}",
+                ],
+                capture_output=True,
+                text=True,
+            )
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
 
@@ -174,11 +325,14 @@ class Kafka(Service):
 
         if not port_open(self.host, self.port):
             return False  # not listening yet: spare the client's connection-refused noise
+        if self.scram and self._load_credentials() is None:
+            return False  # a secured broker we hold no password for is not ours to use
         try:
             admin = KafkaAdminClient(
                 bootstrap_servers=f"{self.host}:{self.port}",
                 request_timeout_ms=3000,
                 client_id="clustertwin-stack-health",
+                **self.client_config(),
             )
         except (KafkaError, OSError, ValueError):
             return False
@@ -191,4 +345,19 @@ class Kafka(Service):
             admin.close()
 
     def settings(self) -> dict[str, str]:
-        return {"CLUSTERTWIN_KAFKA_BOOTSTRAP": f"{self.host}:{self.port}"}
+        values = {
+            "CLUSTERTWIN_KAFKA_BOOTSTRAP": f"{self.host}:{self.port}",
+            "CLUSTERTWIN_KAFKA_SECURITY_PROTOCOL": self.listener,
+        }
+        if self.scram:
+            creds = self._load_credentials()
+            if creds is None:
+                return values  # not formatted yet: no password is invented here
+            values.update(
+                {
+                    "CLUSTERTWIN_KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
+                    "CLUSTERTWIN_KAFKA_SASL_USERNAME": creds["user"],
+                    "CLUSTERTWIN_KAFKA_SASL_PASSWORD": creds["password"],
+                }
+            )
+        return values

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ from pydantic import Field, model_validator
 
 from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, Sample
 from twin.readings import MeterIndex
+
+log = logging.getLogger(__name__)
 
 
 class HttpPushConfig(ConnectorConfig):
@@ -48,8 +51,15 @@ class HttpPushConfig(ConnectorConfig):
             assert self.token_file is not None
             try:
                 value = self.token_file.read_text().strip()
+                mode = self.token_file.stat().st_mode
             except OSError as exc:
                 raise ValueError(f"token_file: cannot read {self.token_file}: {exc}") from exc
+            if mode & 0o077:
+                log.warning(
+                    "token_file %s is readable by other users (mode %o); chmod 600 it",
+                    self.token_file,
+                    mode & 0o777,
+                )
             where = f"file {self.token_file}"
         if len(value) < 16:
             raise ValueError(f"token: {where} is unset or shorter than 16 characters")
@@ -116,10 +126,22 @@ class HttpPushConnector(Connector[HttpPushConfig]):
             return [str(exc)]
         return []
 
+    def _authorized(self, request: web.Request) -> bool:
+        """Bearer token check in constant time (the scheme is case-insensitive, RFC 7235)."""
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        # aiohttp keeps undecodable header bytes as surrogates: compare the raw bytes, so a
+        # non-UTF-8 header is a wrong token (401), not a server error.
+        given = credentials.strip().encode("utf-8", "surrogateescape")
+        expected = self._token.encode()
+        return scheme.lower() == "bearer" and hmac.compare_digest(given, expected)
+
     async def _handle(self, request: web.Request) -> web.Response:
-        auth = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(auth.encode(), f"Bearer {self._token}".encode()):
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        if not self._authorized(request):
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="clustertwin"'},
+            )
         if (request.content_length or 0) > self.config.max_body_bytes:
             return web.json_response({"error": "body too large"}, status=413)
         try:

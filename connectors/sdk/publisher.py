@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kafka import KafkaProducer
@@ -38,10 +39,15 @@ def producer_config(
     compression: str = "lz4",
     linger_ms: int = 20,
     delivery_timeout_ms: int = 30_000,
+    security: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """kafka-python settings for an ordered, idempotent, compressed producer."""
+    """kafka-python settings for an ordered, idempotent, compressed producer.
+
+    ``security``: SASL/TLS settings from ``clustertwin.kafka_auth.client_security``.
+    """
     request_timeout = min(10_000, delivery_timeout_ms - linger_ms - 1)
     return {
+        **(security or {}),
         "bootstrap_servers": bootstrap,
         "client_id": client_id,
         "acks": "all",
@@ -70,9 +76,13 @@ class KafkaPublisher:
         *,
         max_in_flight: int = 64,
         backoff: Backoff | None = None,
+        diagnose: Callable[[], str | None] | None = None,
     ) -> None:
+        """``diagnose``: asked when a connection fails, returns why if Kafka refused us (a
+        wrong password mid-run otherwise reads as "unable to bootstrap")."""
         self.buffer = buffer
         self.config = config
+        self.diagnose = diagnose
         self.metrics = metrics or ConnectorMetrics()
         self.max_in_flight = max_in_flight
         self._backoff = backoff or Backoff(initial=0.5, maximum=10.0)
@@ -127,11 +137,22 @@ class KafkaPublisher:
             raise  # a wrong setting is not an outage: fail loudly
         except Exception as exc:  # NoBrokersAvailable, KafkaTimeoutError, socket errors...
             self._producer = None
-            self._failed(f"cannot reach Kafka at {self.config['bootstrap_servers']}: {exc}")
+            why = f"cannot reach Kafka at {self.config['bootstrap_servers']}: {exc}"
+            refused = self._diagnose()
+            self._failed(refused or why)
             return False
         self.connected.set()
         log.info("connected to Kafka at %s", self.config["bootstrap_servers"])
         return True
+
+    def _diagnose(self) -> str | None:
+        if self.diagnose is None:
+            return None
+        try:
+            return self.diagnose()
+        except Exception as exc:  # a diagnosis must never stop the sender
+            log.debug("diagnosis failed: %r", exc)
+            return None
 
     def _failed(self, why: str) -> None:
         self.metrics.add(kafka_failures=1)
