@@ -182,3 +182,46 @@ def test_runner_validates_groups_by_site_reconnects_and_buffers(
     assert reasons["gateway sent garbage"].value == b"\x00garbage"
     assert reasons["gateway sent garbage"].key == b"steelworks"
     assert len(dead) == 3
+
+
+def test_runner_dead_letters_readings_not_after_their_meters_last_one(
+    tmp_path: Path, mini_index: MeterIndex
+) -> None:
+    # An MQTT broker redelivering after a reconnect, a poll returning an interval twice.
+    t = now_ms() - 60_000
+    Scripted.script = [
+        [Sample("bf-gas", t, 1.0), Sample("bf-gas", t + 10, 2.0)],
+        [
+            Sample("bf-gas", t + 10, 2.0, raw=b'{"again": 1}'),  # the same reading again
+            Sample("bf-gas", t + 5, 9.0),  # older than what was handed on
+            Sample("bf-coke", t, 4.0, unit="MWh"),  # another meter's own clock
+            Sample("bf-gas", t + 20, 3.0),
+        ],
+    ]
+    cfg = ConnectorConfig(
+        connector="scripted",
+        name="order",
+        cluster=str(MINI),
+        kafka={"bootstrap": f"127.0.0.1:{dead_port()}"},
+        batch={"max_readings": 10, "max_delay_ms": 50},
+        buffer={"dir": tmp_path / "buf"},
+    )
+    metrics = ConnectorMetrics()
+    runner = ConnectorRunner(
+        Scripted(cfg, mini_index), make_publisher(cfg, metrics), metrics=metrics
+    )
+    asyncio.run(runner.run(drain_timeout=0.5))
+
+    assert (metrics.readings_accepted, metrics.readings_rejected) == (4, 2)
+    records = [r for _pos, r in DiskBuffer(tmp_path / "buf").read(100)]
+    sent = [
+        (r["meter"], r["ts"] - t)
+        for rec in records
+        if rec.topic == "readings"
+        for r in validate_envelope(rec.value, mini_index).accepted
+    ]
+    assert sent == [("bf-gas", 0), ("bf-gas", 10), ("bf-coke", 0), ("bf-gas", 20)]
+    dead = [r for r in records if r.topic == "readings-deadletter"]
+    reasons = [dict(r.headers)["clustertwin-reason"].decode() for r in dead]
+    assert len(dead) == 2 and all("not after its last reading" in x for x in reasons)
+    assert b'{"again": 1}' in [r.value for r in dead]  # the source's own bytes are kept
