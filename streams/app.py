@@ -22,16 +22,18 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import faust
 from aiohttp.web import Response
 from faust.types import TP
 
-from clustertwin.settings import Settings
+from clustertwin.kafka_auth import faust_credentials
+from clustertwin.settings import Settings, cache_dir
 from streams.catalog import MeterCatalog
 from streams.config import StreamSettings
-from streams.envelope import Record
+from streams.envelope import MAX_DEADLETTER_BYTES, Record
 from streams.pipeline import ClusterStage, SiteStage, Topics
 from streams.progress import ProgressWriter
 from streams.sink import InfluxSink, fields_line
@@ -113,6 +115,13 @@ def _plans(cfg: StreamSettings) -> dict[Any, Any]:
         return {}
 
 
+def faust_datadir(configured: Path | None, app_id: str) -> Path:
+    """Faust creates only the last level of its data directory, so make the parents here."""
+    datadir = configured or cache_dir() / "faust" / app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    return datadir
+
+
 def create_app(
     stream_settings: StreamSettings, settings: Settings, catalog: MeterCatalog, partitions: int
 ) -> faust.App:
@@ -120,6 +129,7 @@ def create_app(
     app = faust.App(
         cfg.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         topic_partitions=partitions,
         topic_replication_factor=1,
@@ -129,12 +139,16 @@ def create_app(
         web_in_thread=False,
         producer_acks=-1,
         producer_compression_type=None,
+        # dead letters carry bad messages whole, up to MAX_DEADLETTER_BYTES (aiokafka's
+        # default of 1 MB made a bigger bad message fail its dead-letter send and stall)
+        producer_max_request_size=MAX_DEADLETTER_BYTES + 64 * 1024,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=max(4096, cfg.batch_max * 2),
         table_standby_replicas=0,
         autodiscover=False,
         processing_guarantee="at_least_once",
+        datadir=str(faust_datadir(cfg.datadir, cfg.app_id)),
     )
     readings = app.topic(
         settings.readings_topic,
@@ -178,6 +192,14 @@ def create_app(
         settings.influx_org,
         settings.influx_bucket,
     )
+
+    async def close_sink(sender: Any, *args: Any, **kwargs: Any) -> None:
+        """Release the HTTP session to InfluxDB after the consumer has stopped."""
+        await sink.close()
+
+    # mode types the handler as taking a positional-only sender; ours takes it plainly
+    app.on_before_shutdown.connect(cast(Any, close_sink))
+
     topics_by_name = {
         settings.deadletter_topic: deadletter_topic,
         cfg.late_topic: late_topic,
@@ -240,13 +262,9 @@ def create_app(
             for e in events:
                 await stream.ack(e)
 
-    def caught_up(partition: int) -> bool:
+    def caught_up(partition: int, ends: dict[int, int]) -> bool:
         tp = TP(settings.readings_topic, partition)
-        try:
-            high = app.consumer.highwater(tp)
-        except Exception as exc:
-            log.debug("no highwater for %s: %r", tp, exc)
-            return False
+        high = ends.get(partition)
         if high is None:
             return False
         position = processed.get(partition)
@@ -292,10 +310,31 @@ def create_app(
             logging.shutdown()
             os._exit(70)
 
+    # last time the broker could not tell the end offsets of `readings` (process start counts)
+    broker_trouble = {"at": time.monotonic()}
+
     @app.timer(interval=1.0)
     async def idle_flush() -> None:
+        """Close the windows of silent sites, unless their silence may be a broker outage.
+
+        While Kafka is down, producers keep their readings (connectors buffer to disk) and
+        deliver them, with their old timestamps, once it is back: flushing then would make
+        them all late. So a site is idle only after ``idle_flush_s`` of silence with the
+        broker reachable, and "caught up" is judged on end offsets read now (the consumer's
+        last-fetched high watermark is stale during an outage).
+        """
+        tps = [TP(settings.readings_topic, p) for p in range(partitions)]
+        try:
+            ends = await asyncio.wait_for(app.consumer.highwaters(*tps), 5)
+        except Exception as exc:
+            log.debug("idle flush: no end offsets (%r)", exc)
+            broker_trouble["at"] = time.monotonic()
+            return
+        if time.monotonic() - broker_trouble["at"] < cfg.idle_flush_s:
+            return
+        fresh = {tp.partition: end for tp, end in ends.items() if end is not None}
         async with lock:
-            await site_stage.flush_idle(cfg.idle_flush_s, caught_up)
+            await site_stage.flush_idle(cfg.idle_flush_s, lambda p: caught_up(p, fresh))
 
     @app.timer(interval=cfg.progress_every_s)
     async def write_progress() -> None:

@@ -39,6 +39,11 @@ class StreamSettings(BaseSettings):
         description="readings waiting this long with no progress (and InfluxDB up) = stalled: "
         "the worker exits so its supervisor restarts it (safe: nothing unstored is acked)",
     )
+    datadir: Path | None = Field(
+        None,
+        description="Faust's data directory [cache dir/faust/<app id>]; never the current "
+        "directory, which Faust would otherwise fill with <app id>-data folders",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     loglevel: str = "WARNING"

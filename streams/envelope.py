@@ -17,7 +17,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -28,11 +27,16 @@ from streams.catalog import QUALITIES, MeterCatalog
 
 SCHEMA = "readings/1"
 FIELDS = ("meter", "ts", "value", "unit", "carrier", "quality")
-_get_fields = itemgetter(*FIELDS)
 QUALITY_CODES = {q: i for i, q in enumerate(sorted(QUALITIES))}
 QUALITY_NAMES = sorted(QUALITIES)
 _INT = {int}
 _NUMBER = {int, float}
+#: Largest dead-letter payload: what an 8 MiB topic (the stack's and the worker-created
+#: dead-letter topic's ``max.message.bytes``) carries with room left for the headers. A bad
+#: message can be bigger (``Limits.max_message_bytes`` is judged after decompression); its
+#: dead letter keeps this much of it and says so, rather than failing the send and stalling
+#: the partition behind a message that can never be dead-lettered.
+MAX_DEADLETTER_BYTES = 8 * 1024 * 1024 - 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,11 @@ class Reject:
         """Original bytes for a whole message; an envelope of one for a single reading.
 
         An envelope of one keeps the rejected reading replayable into ``readings`` as it is,
-        once fixed.
+        once fixed. Either is cut at ``MAX_DEADLETTER_BYTES`` (see ``headers``).
         """
+        return self._full_payload()[:MAX_DEADLETTER_BYTES]
+
+    def _full_payload(self) -> bytes:
         if self.index is None or self.envelope is None:
             return self.record.value or b""
         env = {k: v for k, v in self.envelope.items() if k != "readings"}
@@ -98,6 +105,10 @@ class Reject:
         ]
         if self.index is not None:
             hs.append(("clustertwin-dl-reading-index", str(self.index).encode()))
+        size = len(self._full_payload())
+        if size > MAX_DEADLETTER_BYTES:
+            # the payload is the first MAX_DEADLETTER_BYTES bytes; this is the whole size
+            hs.append(("clustertwin-dl-truncated", str(size).encode()))
         return hs
 
 
@@ -199,25 +210,20 @@ def _reading_problem(r: Any) -> str:
 def decode_batch(
     records: Sequence[Record], catalog: MeterCatalog, limits: Limits | None = None
 ) -> DecodedBatch:
-    """Decode records; structurally and semantically invalid parts land in ``rejects``."""
+    """Decode records; structurally and semantically invalid parts land in ``rejects``.
+
+    Envelopes are decoded one by one (one orjson call each); their readings are then
+    concatenated and turned into columns for the whole batch at once (``_columns``), so the
+    per-reading Python work is a few C-level passes. Only when a structural check fails does
+    the batch fall back to envelope by envelope, and only the failing envelope to the
+    reading-by-reading slow path.
+    """
     limits = limits or Limits()
     out = DecodedBatch()
-    envs: list[int] = []
-    ridx: list[int] = []
-    ts: list[int] = []
-    values: list[float] = []
-    units: list[str] = []
-    carriers: list[str] = []
-    quals: list[str] = []
-    meter_codes: list[int] = []
-    unit_codes: list[int] = []
-    carrier_codes: list[int] = []
-    quality_codes: list[int] = []
-    codes = _codes(catalog)
-    index_get = catalog.index.get
-    unit_get = codes.unit.get
-    carrier_get = codes.carrier.get
-    quality_get = QUALITY_CODES.get
+    groups: list[tuple[int, list[Any]]] = []  # (envelope id, its readings)
+    parts: list[tuple[np.ndarray, np.ndarray, _Columns]] = []
+    pending = 0
+    lookup = _lookup(catalog)
     for record in records:
         raw = record.value
         if not raw:
@@ -229,7 +235,7 @@ def decode_batch(
             )
             continue
         for hk, hv in record.headers:
-            if hk == "clustertwin-schema" and hv != SCHEMA.encode():
+            if hk == "clustertwin-schema" and hv != _SCHEMA_BYTES:
                 out.rejects.append(Reject(record, f"unsupported schema header {hv!r}"))
                 break
         else:
@@ -242,120 +248,79 @@ def decode_batch(
             if problem:
                 out.rejects.append(Reject(record, problem))
                 continue
-            e = len(out.envelopes)
+            groups.append((len(out.envelopes), body["readings"]))
             out.envelopes.append(
                 Envelope(record, body["cluster"], body["site"], body["source"], body)
             )
-            readings = body["readings"]
-            n = len(readings)
-            fast = True
-            try:
-                rows = list(map(_get_fields, readings))
-                m, t, v, u, c, q = zip(*rows, strict=True)
-                vt = set(map(type, v))
-                if (
-                    set(map(type, t)) != _INT
-                    or not vt <= _NUMBER
-                    or (int in vt and (max(v) >= 2**63 or min(v) <= -(2**63)))
-                    or max(t) >= 2**62
-                    or min(t) <= -(2**62)
-                ):
-                    fast = False
-                else:
-                    # dict lookups in C; an unhashable field (a list, an object) raises
-                    # TypeError and sends the envelope down the slow path
-                    mi = list(map(index_get, m, repeat(-1, n)))
-                    uc = list(map(unit_get, u, repeat(-1, n)))
-                    cc = list(map(carrier_get, c, repeat(-1, n)))
-                    qc = list(map(quality_get, q, repeat(-1, n)))
-            except (KeyError, TypeError):
-                fast = False
-            if fast:
-                envs.extend([e] * n)
-                ridx.extend(range(n))
-                meter_codes.extend(mi)
-                ts.extend(t)
-                values.extend(v)
-                units.extend(u)
-                unit_codes.extend(uc)
-                carriers.extend(c)
-                carrier_codes.extend(cc)
-                quals.extend(q)
-                quality_codes.extend(qc)
-                continue
-            for i, r in enumerate(readings):
-                problem = _reading_problem(r)
-                if problem:
-                    out.rejects.append(
-                        Reject(record, f"reading {i}: {problem}", index=i, reading=r, envelope=body)
-                    )
-                    continue
-                envs.append(e)
-                ridx.append(i)
-                meter_codes.append(index_get(r["meter"], -1))
-                ts.append(r["ts"])
-                values.append(r["value"])
-                units.append(r["unit"])
-                unit_codes.append(unit_get(r["unit"], -1))
-                carriers.append(r["carrier"])
-                carrier_codes.append(carrier_get(r["carrier"], -1))
-                quals.append(r["quality"])
-                quality_codes.append(quality_get(r["quality"], -1))
-
-    if not envs:
+            pending += len(body["readings"])
+            if pending >= _CHUNK:
+                # columns while the fresh readings are still in the CPU cache
+                parts.extend(_decode_groups(groups, lookup, catalog, out))
+                groups = []
+                pending = 0
+    if groups:
+        parts.extend(_decode_groups(groups, lookup, catalog, out))
+    if not parts:
         return out
-    out.env = np.array(envs, dtype=np.int64)
-    out.reading_index = np.array(ridx, dtype=np.int64)
-    out.meter = np.array(meter_codes, dtype=np.int64)
-    out.ts = np.array(ts, dtype=np.int64)
-    out.value = np.array(values, dtype=np.float64)
-    out.quality = np.array(quality_codes, dtype=np.int8)
+    if len(parts) == 1:
+        env, ridx, cols = parts[0]
+    else:
+        env = np.concatenate([p[0] for p in parts])
+        ridx = np.concatenate([p[1] for p in parts])
+        cols = _Columns(
+            np.concatenate([p[2].ts for p in parts]),
+            np.concatenate([p[2].value for p in parts]),
+            np.concatenate([p[2].code for p in parts]),
+        )
+    out.env = env
+    out.reading_index = ridx
+    out.ts = cols.ts
+    out.value = cols.value
 
     # --- semantic checks, whole batch at once -------------------------------------------
-    n = len(envs)
-    known = out.meter >= 0
-    safe_meter = np.where(known, out.meter, 0)
-    site_ok = np.zeros(n, dtype=bool)
-    # meter must belong to the envelope's site: compare per envelope via site codes
+    # ``code`` indexes the (meter, unit, carrier, quality) combinations seen valid before:
+    # one lookup stands for "known meter, accepted unit, its carrier, a known quality".
+    code = cols.code
+    meter, row, quality = lookup.arrays()
+    good = code >= 0
+    safe = np.where(good, code, 0)
+    out.meter = meter[safe]
+    out.row = row[safe]
+    out.quality = quality[safe]
     site_code = {key: k for k, key in enumerate(catalog.sites)}
     meter_site = _meter_site_codes(catalog, site_code)
     env_site = np.array(
         [site_code[(env.cluster, env.site)] for env in out.envelopes], dtype=np.int64
     )
-    site_ok = known & (meter_site[safe_meter] == env_site[out.env])
-    # units: fast compare with the meter's primary unit; others looked up one by one
-    unit_match = codes.meter_unit[safe_meter] == np.array(unit_codes, dtype=np.int64)
-    out.row = safe_meter.copy()
-    unit_ok = unit_match.copy()
-    for j in np.flatnonzero(~unit_match & known).tolist():
-        unit_row = catalog.resolve_unit(int(safe_meter[j]), units[j])
-        if unit_row is not None:
-            out.row[j] = unit_row
-            unit_ok[j] = True
-    carrier_ok = codes.meter_carrier[safe_meter] == np.array(carrier_codes, dtype=np.int64)
-    quality_ok = out.quality >= 0
-    finite = np.isfinite(out.value)
-    sign_ok = (out.value >= 0) | catalog.allow_negative[safe_meter]
-    size_ok = np.abs(out.value) <= catalog.max_value[safe_meter]
+    site_ok = meter_site[out.meter] == env_site[out.env]
+    value = out.value
+    finite = np.isfinite(value)
+    sign_ok = (value >= 0) | catalog.allow_negative[out.meter]
+    size_ok = np.abs(value) <= catalog.max_value[out.meter]
     ref = np.array([env.record.timestamp for env in out.envelopes], dtype=np.int64)[out.env]
-    ts_ok = (
-        (out.ts >= 0) & (out.ts <= ref + limits.max_future_ms) & (out.ts >= ref - limits.max_age_ms)
-    )
-    good = site_ok & unit_ok & carrier_ok & quality_ok & finite & sign_ok & size_ok & ts_ok
+    ts = out.ts
+    ts_ok = (ts >= 0) & (ts <= ref + limits.max_future_ms) & (ts >= ref - limits.max_age_ms)
+    good &= site_ok & finite & sign_ok & size_ok & ts_ok
     if not good.all():
         for i in np.flatnonzero(~good).tolist():
+            r = out.reading(i)
+            m = catalog.index.get(r["meter"], -1) if isinstance(r["meter"], str) else -1
+            known = m >= 0
+            unit_ok = known and catalog.resolve_unit(m, r["unit"]) is not None
+            if known:
+                out.meter[i] = m
             out.reject_reading(
                 i,
                 _semantic_reason(
                     catalog,
                     out,
                     i,
-                    units[i],
-                    carriers[i],
-                    quals[i],
-                    bool(known[i]),
-                    bool(site_ok[i]),
-                    bool(unit_ok[i]),
+                    r["unit"],
+                    r["carrier"],
+                    r["quality"],
+                    known,
+                    known and bool(meter_site[m] == env_site[out.env[i]]),
+                    unit_ok,
                     int(ref[i]),
                     limits,
                 ),
@@ -364,28 +329,171 @@ def decode_batch(
     return out
 
 
+_SCHEMA_BYTES = SCHEMA.encode()
+_get_ts = itemgetter("ts")
+_get_value = itemgetter("value")
+_get_key = itemgetter("meter", "unit", "carrier", "quality")
+_TS_LIMIT = 2**62
+# readings turned into columns at once: big enough to amortise the per-call overhead, small
+# enough for the just-decoded objects to still be in cache (a reading is ~0.5 KB of objects)
+_CHUNK = 8192
+_VALUE_LIMIT = 2**63
+
+
 @dataclass
-class _Codes:
-    """Small-integer codes of units and carriers, per catalog, for vectorised comparisons."""
-
-    unit: dict[str, int]
-    carrier: dict[str, int]
-    meter_unit: np.ndarray
-    meter_carrier: np.ndarray
+class _Columns:
+    ts: np.ndarray
+    value: np.ndarray
+    code: np.ndarray  # index into ``_Lookup`` arrays, -1 when not a known valid combination
 
 
-def _codes(catalog: MeterCatalog) -> _Codes:
-    cached: _Codes | None = getattr(catalog, "_codes", None)
+def _columns(readings: list[Any], lookup: _Lookup, catalog: MeterCatalog) -> _Columns | None:
+    """Columns of structurally valid readings; None if any reading is not (then slow path).
+
+    A missing field raises KeyError, a reading that is not an object TypeError, an
+    unhashable field (a list, an object) TypeError in the lookup: all send the caller to a
+    finer path. Types are checked over whole columns (``set(map(type, ...))``), in C.
+    """
+    n = len(readings)
+    try:
+        ts = list(map(_get_ts, readings))
+        values = list(map(_get_value, readings))
+        vt = set(map(type, values))
+        if set(map(type, ts)) != _INT or not vt <= _NUMBER:
+            return None
+        if (
+            int in vt
+            and (max(values) >= _VALUE_LIMIT or min(values) <= -_VALUE_LIMIT)
+            # only an int out of int64 is structural; a huge float beside an int is a
+            # plausibility reject later (and the slow path accepts it: its columns must exist)
+            and any(type(v) is int and not -_VALUE_LIMIT < v < _VALUE_LIMIT for v in values)
+        ):
+            return None
+        ts_a = np.array(ts, np.int64)  # OverflowError beyond int64
+        if n and (ts_a.max() >= _TS_LIMIT or ts_a.min() <= -_TS_LIMIT):
+            return None
+        keys = list(map(_get_key, readings))
+        code = np.fromiter(map(lookup.codes.__getitem__, keys), np.int64, n)
+    except (KeyError, TypeError, OverflowError):
+        return None
+    missed = np.flatnonzero(code < 0)
+    if missed.size:
+        # combinations not seen before (a new meter or quality, another unit the twin
+        # converts) are settled once each and remembered if valid; invalid ones stay -1
+        # and the caller says why, reading by reading
+        learnt = {k: lookup.learn(catalog, *k) for k in {keys[i] for i in missed.tolist()}}
+        code[missed] = [learnt[keys[i]] for i in missed.tolist()]
+    return _Columns(ts_a, np.array(values, np.float64), code)
+
+
+def _decode_groups(
+    groups: list[tuple[int, list[Any]]], lookup: _Lookup, catalog: MeterCatalog, out: DecodedBatch
+) -> list[tuple[np.ndarray, np.ndarray, _Columns]]:
+    """(envelope ids, reading indexes, columns) for the structurally valid readings."""
+    lengths = np.fromiter((len(g[1]) for g in groups), np.int64, len(groups))
+    envs = np.fromiter((g[0] for g in groups), np.int64, len(groups))
+    if len(groups) == 1:
+        every = groups[0][1]
+    else:
+        every = []
+        for _, readings in groups:
+            every.extend(readings)
+    cols = _columns(every, lookup, catalog)
+    if cols is not None:
+        starts = np.cumsum(lengths) - lengths
+        ridx = np.arange(len(every), dtype=np.int64) - np.repeat(starts, lengths)
+        return [(np.repeat(envs, lengths), ridx, cols)]
+    parts = []
+    for e, readings in groups:
+        cols = _columns(readings, lookup, catalog)
+        if cols is not None:
+            n = len(readings)
+            parts.append((np.full(n, e, np.int64), np.arange(n, dtype=np.int64), cols))
+            continue
+        env = out.envelopes[e]
+        keep: list[Any] = []
+        index: list[int] = []
+        for i, r in enumerate(readings):
+            problem = _reading_problem(r)
+            if problem:
+                out.rejects.append(
+                    Reject(
+                        env.record, f"reading {i}: {problem}", index=i, reading=r, envelope=env.body
+                    )
+                )
+                continue
+            keep.append(r)
+            index.append(i)
+        if keep:
+            cols = _columns(keep, lookup, catalog)
+            assert cols is not None, "readings that passed the slow path are structurally valid"
+            parts.append((np.full(len(keep), e, np.int64), np.array(index, np.int64), cols))
+    return parts
+
+
+class _Codes(dict[tuple[str, str, str, str], int]):
+    """A miss is -1 (new or invalid combination): hits stay in C, ``map(codes.__getitem__)``."""
+
+    def __missing__(self, key: tuple[str, str, str, str]) -> int:
+        return -1
+
+
+class _Lookup:
+    """(meter, unit, carrier, quality) -> meter index, factor row and quality code.
+
+    Only valid combinations are remembered (at most meters x accepted units x qualities),
+    learnt the first time they are seen: after that, validating a reading and finding its
+    pricing row is one dict lookup on a tuple of strings whose hashes are cached.
+    """
+
+    def __init__(self) -> None:
+        self.codes = _Codes()
+        self.meters: list[int] = []
+        self.rows: list[int] = []
+        self.qualities: list[int] = []
+        # index 0 is a placeholder gathered for readings without a valid code (masked out)
+        self._arrays = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int8))
+
+    def learn(
+        self, catalog: MeterCatalog, meter: Any, unit: Any, carrier: Any, quality: Any
+    ) -> int:
+        """Code of a combination if valid (remembered), else -1 (the caller says why)."""
+        if not all(isinstance(x, str) for x in (meter, unit, carrier, quality)):
+            return -1
+        key = (meter, unit, carrier, quality)
+        k = self.codes.get(key)
+        if k is not None:
+            return k
+        m = catalog.index.get(meter, -1)
+        q = QUALITY_CODES.get(quality, -1)
+        if m < 0 or q < 0 or catalog.carrier[m] != carrier:
+            return -1
+        row = catalog.resolve_unit(m, unit)
+        if row is None:
+            return -1
+        k = len(self.meters)
+        self.meters.append(m)
+        self.rows.append(row)
+        self.qualities.append(q)
+        self.codes[key] = k
+        return k
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(meter index, factor row, quality code) per combination code, as arrays."""
+        if len(self._arrays[0]) != max(1, len(self.meters)):
+            self._arrays = (
+                np.array(self.meters, np.int64),
+                np.array(self.rows, np.int64),
+                np.array(self.qualities, np.int8),
+            )
+        return self._arrays
+
+
+def _lookup(catalog: MeterCatalog) -> _Lookup:
+    cached: _Lookup | None = getattr(catalog, "_lookup", None)
     if cached is None:
-        unit = {u: k for k, u in enumerate(sorted(set(catalog.primary_unit)))}
-        carrier = {c: k for k, c in enumerate(sorted(set(catalog.carrier)))}
-        cached = _Codes(
-            unit,
-            carrier,
-            np.array([unit[u] for u in catalog.primary_unit], dtype=np.int64),
-            np.array([carrier[c] for c in catalog.carrier], dtype=np.int64),
-        )
-        catalog._codes = cached  # type: ignore[attr-defined]
+        cached = _Lookup()
+        catalog._lookup = cached  # type: ignore[attr-defined]
     return cached
 
 

@@ -17,6 +17,9 @@ import functools
 import gzip
 import logging
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -46,11 +49,37 @@ def _str_field(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _nano(value: int) -> str:
+    """A nano-unit integer as a line-protocol float: ``<int>e-9``.
+
+    InfluxDB parses the decimal to the nearest double, which for |value| < 2**53 is exactly
+    ``value / 1e9`` in Python: the same stored figure as ``repr(value / NANO)`` at a third of
+    the formatting cost (int formatting instead of shortest float repr, ~60 lines per
+    thousand readings). Beyond 2**53 the division rounds twice, so the repr is kept there.
+    """
+    if -_EXACT < value < _EXACT:
+        return f"{value}e-9"
+    return repr(value / NANO)
+
+
+_EXACT = 2**53
+if len(SCOPES) != 4:  # the fast path of _figure_fields writes the four scopes out
+    raise ImportError("streams.sink: _figure_fields must follow catalog.SCOPES")
+
+
 def _figure_fields(vec: Sequence[int]) -> str:
-    parts = [f"energy_mwh={vec[0] / NANO!r}"]
+    v0, v1, v2, v3, v4 = vec[0], vec[1], vec[2], vec[3], vec[4]
+    t = v1 + v2
+    if min(v0, v1, v2, v3, v4, t) > -_EXACT and max(v0, v1, v2, v3, v4, t) < _EXACT:
+        return (
+            f"energy_mwh={v0}e-9,tco2e_s1={v1}e-9,tco2e_s2_location={v2}e-9,"
+            f"tco2e_s2_market={v3}e-9,tco2e_s3_upstream={v4}e-9,tco2e={v1 + v2}e-9,"
+            f"readings={vec[NFIG]}i"
+        )
+    parts = [f"energy_mwh={_nano(v0)}"]
     for k, name in enumerate(SCOPES):
-        parts.append(f"tco2e_{name}={vec[1 + k] / NANO!r}")
-    parts.append(f"tco2e={(vec[1] + vec[2]) / NANO!r}")
+        parts.append(f"tco2e_{name}={_nano(vec[1 + k])}")
+    parts.append(f"tco2e={_nano(t)}")
     parts.append(f"readings={vec[NFIG]}i")
     return ",".join(parts)
 
@@ -108,6 +137,49 @@ def fields_line(measurement: str, tags: dict[str, str], fields: dict[str, object
         else:
             parts.append(f"{k}={_str_field(str(v))}")
     return f"{measurement},{tag_s} {','.join(parts)} {ts}"
+
+
+class InfluxAuthError(RuntimeError):
+    """InfluxDB answered and refused the token, or the org/bucket does not exist."""
+
+
+class InfluxUnreachable(RuntimeError):
+    """InfluxDB did not answer: the token could not be checked."""
+
+
+def check_write_access(url: str, token: str, org: str, bucket: str, timeout: float = 10.0) -> None:
+    """Ask InfluxDB once whether ``token`` may write to ``bucket``, by an empty write.
+
+    The sink retries 401s forever (a token can be fixed while the worker waits), which at
+    start-up only hides a typo: the worker calls this first and refuses to start instead.
+    An empty body writes nothing on 1.8 and 2.x; authentication is checked before it is.
+    """
+    query = urllib.parse.urlencode({"org": org, "bucket": bucket, "precision": "ms"})
+    target = url.rstrip("/") + "/api/v2/write?" + query
+    request = urllib.request.Request(
+        target, data=b"", method="POST", headers={"Authorization": f"Token {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return  # 204: the token may write here
+    except urllib.error.HTTPError as exc:
+        status, text = exc.code, exc.read()[:300].decode(errors="replace").strip()
+    except (OSError, TimeoutError) as exc:
+        raise InfluxUnreachable(f"could not check the InfluxDB token at {url}: {exc}") from exc
+    if status in (401, 403):
+        raise InfluxAuthError(
+            f"InfluxDB at {url} rejected the token (HTTP {status}{': ' + text if text else ''}): "
+            "check CLUSTERTWIN_INFLUX_TOKEN (`clustertwin stack env --show-secrets` prints the "
+            "local stack's)."
+        )
+    if status == 404:
+        raise InfluxAuthError(
+            f"InfluxDB at {url}: {text or 'not found'}; check CLUSTERTWIN_INFLUX_ORG={org!r} and "
+            f"CLUSTERTWIN_INFLUX_BUCKET={bucket!r}."
+        )
+    if status == 400:
+        return  # authenticated; only the (empty) body was judged
+    raise InfluxUnreachable(f"could not check the InfluxDB token at {url}: HTTP {status} {text}")
 
 
 @dataclass

@@ -47,13 +47,18 @@ def _load(names: Sequence[str]) -> list[Any]:
 
 
 def catalog_from_twin(names: Sequence[str]) -> MeterCatalog:
+    return catalog_from_clusters(_load(names))
+
+
+def catalog_from_clusters(clusters: Sequence[Any]) -> MeterCatalog:
+    """The meter index of parsed twin clusters (``twin.model.Cluster``)."""
     from twin.emissions import SCOPES as TWIN_SCOPES
     from twin.emissions import EmissionsCalculator
 
     if tuple(TWIN_SCOPES) != _TWIN_SCOPES or len(SCOPES) != len(_TWIN_SCOPES):
         raise CatalogError(f"twin scopes {TWIN_SCOPES} do not match the stream's {SCOPES}")
     specs: list[MeterSpec] = []
-    for cluster in _load(names):
+    for cluster in clusters:
         calc = EmissionsCalculator(cluster)
         refs = calc.factor_refs()
         for i, (site, _asset, meter) in enumerate(cluster.meters()):

@@ -218,80 +218,117 @@ def apply_batch(
     priced = catalog.price(batch.row[keep], batch.value[keep])
     state.accepted += int(keep.size)
 
-    # latest reading per meter (ts strictly increases per meter, so max ts = last)
+    # One sort by (meter, time): every window of every resolution is then a contiguous run,
+    # and each coarser resolution is summed from the finer one's window sums (1 h = 4 x 15
+    # min = 60 x 1 min), so only the 1-min level touches every reading.
     o = np.lexsort((ts, meter))
-    last_of_group = np.ones(o.size, dtype=bool)
-    last_of_group[:-1] = meter[o][1:] != meter[o][:-1]
-    for j in o[last_of_group].tolist():
-        state.last[names[int(meter[j])].meter] = [
-            int(ts[j]),
-            float(batch.value[keep[j]]),
-            int(batch.quality[keep[j]]),
-        ]
+    m_sorted = meter[o]
+    t_sorted = ts[o]
+    meter_start = np.r_[True, m_sorted[1:] != m_sorted[:-1]]
+    # latest reading per meter (ts strictly increases per meter, so the run's last = latest)
+    last_of_meter = np.r_[meter_start[1:], True]
+    meter_names, carriers, carrier_code, carrier_names = _meter_columns(catalog)
+    lasts = o[last_of_meter]
+    for m, t, v, q in zip(
+        meter[lasts].tolist(),
+        ts[lasts].tolist(),
+        batch.value[keep[lasts]].tolist(),
+        batch.quality[keep[lasts]].tolist(),
+        strict=True,
+    ):
+        state.last[meter_names[m]] = [t, v, q]
 
-    touched_sw: set[tuple[str, str, int]] = set()
+    figs = np.empty((o.size, NFIG + 1), np.int64)
+    figs[:, :NFIG] = priced[o]
+    figs[:, NFIG] = 1  # the reading count sums along
+    mw, sw, ytd = state.mw, state.sw, state.ytd
+    cluster, site = state.cluster, state.site
+    # meter level
+    key, start_ms, sums, new_key = m_sorted, t_sorted, figs, meter_start
+    minute: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     for res, width in RESOLUTIONS.items():
-        wstart = ts - ts % width
-        key = meter.astype(np.int64) * np.int64(1 << 32) + wstart // width
-        korder = np.argsort(key, kind="stable")
-        ks = key[korder]
-        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-        sums = np.add.reduceat(priced[korder], starts, axis=0)
-        counts = np.diff(np.r_[starts, ks.size])
-        for g, s in enumerate(starts.tolist()):
-            j = int(korder[s])
-            spec = names[int(meter[j])]
-            w = int(wstart[j])
-            add = sums[g].tolist()
-            n = int(counts[g])
-            mk = (spec.meter, res, w)
-            vec = state.mw.get(mk)
+        key, start_ms, sums = _windows(key, start_ms, sums, new_key, width)
+        new_key = np.r_[True, key[1:] != key[:-1]]
+        if minute is None:
+            minute = (key, start_ms, sums)
+        for m, w, add in zip(key.tolist(), start_ms.tolist(), sums.tolist(), strict=True):
+            name = meter_names[m]
+            mk = (name, res, w)
+            vec = mw.get(mk)
             if vec is None:
-                state.mw[mk] = [*add, n]
+                mw[mk] = vec = add
             else:
-                for k in range(NFIG):
-                    vec[k] += add[k]
-                vec[NFIG] += n
-            sk = (spec.carrier, res, w)
-            svec = state.sw.get(sk)
-            if svec is None:
-                state.sw[sk] = [*add, n]
-            else:
-                for k in range(NFIG):
-                    svec[k] += add[k]
-                svec[NFIG] += n
-            touched_sw.add(sk)
-            if res == "1h":
-                yk = (year_of(w), spec.carrier)
-                yvec = state.ytd.get(yk)
-                if yvec is None:
-                    state.ytd[yk] = [*add, n]
-                else:
-                    for k in range(NFIG):
-                        yvec[k] += add[k]
-                    yvec[NFIG] += n
+                vec[:] = map(_add, vec, add)
             updates.append(
-                WindowUpdate(
-                    "meter",
-                    state.cluster,
-                    state.site,
-                    spec.meter,
-                    spec.carrier,
-                    res,
-                    w,
-                    state.mw[mk],
-                    False,
-                )
+                WindowUpdate("meter", cluster, site, name, carriers[m], res, w, vec, False)
             )
-    for sk in touched_sw:
-        updates.append(
-            WindowUpdate(
-                "site", state.cluster, state.site, "", sk[0], sk[1], sk[2], state.sw[sk], False
-            )
-        )
+    # site x carrier level, from the 1-min meter windows
+    assert minute is not None
+    c = carrier_code[minute[0]]
+    so = np.lexsort((minute[1], c))
+    key, start_ms, sums = c[so], minute[1][so], minute[2][so]
+    new_key = np.r_[True, key[1:] != key[:-1]]
+    for res, width in RESOLUTIONS.items():
+        key, start_ms, sums = _windows(key, start_ms, sums, new_key, width)
+        new_key = np.r_[True, key[1:] != key[:-1]]
+        for k, w, add in zip(key.tolist(), start_ms.tolist(), sums.tolist(), strict=True):
+            carrier = carrier_names[k]
+            sk = (carrier, res, w)
+            vec = sw.get(sk)
+            if vec is None:
+                sw[sk] = vec = list(add)
+            else:
+                vec[:] = map(_add, vec, add)
+            updates.append(WindowUpdate("site", cluster, site, "", carrier, res, w, vec, False))
+            if res == "1h":
+                yk = (year_of(w), carrier)
+                yvec = ytd.get(yk)
+                if yvec is None:
+                    ytd[yk] = add
+                else:
+                    yvec[:] = map(_add, yvec, add)
     state.wm = max(state.wm, int(ts.max()))
     updates.extend(close_windows(state, grace_ms, catalog))
     return ApplyResult(_dedupe(updates), late_idx, dup_idx, int(keep.size))
+
+
+_SLOTS = np.int64(1) << np.int64(32)  # window slots per meter/carrier in a group key
+_add = int.__add__
+
+
+def _meter_columns(
+    catalog: MeterCatalog,
+) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+    """Meter ids and carriers by meter index, small-integer carrier codes by meter index,
+    and carriers by code (cached on the catalog)."""
+    cached: tuple[list[str], list[str], np.ndarray, list[str]] | None = getattr(
+        catalog, "_columns", None
+    )
+    if cached is None or len(cached[0]) != len(catalog.specs):
+        codes: dict[str, int] = {}
+        by_meter = [codes.setdefault(c, len(codes)) for c in catalog.carrier]
+        cached = (
+            [s.meter for s in catalog.specs],
+            list(catalog.carrier),
+            np.array(by_meter, np.int64),
+            list(codes),
+        )
+        catalog._columns = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def _windows(
+    key: np.ndarray, start_ms: np.ndarray, sums: np.ndarray, new_key: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum rows sorted by (key, time) into tumbling windows of ``width`` ms.
+
+    Returns one row per (key, window): the key, the window start and the summed figures.
+    """
+    window = start_ms - start_ms % width
+    change = new_key.copy()
+    change[1:] |= window[1:] != window[:-1]
+    starts = np.flatnonzero(change)
+    return key[starts], window[starts], np.add.reduceat(sums, starts, axis=0)
 
 
 _BAND = np.int64(1) << np.int64(44)

@@ -13,9 +13,16 @@ import sys
 import time
 from collections.abc import Sequence
 
+from clustertwin.kafka_auth import (
+    KafkaAuthError,
+    KafkaUnreachable,
+    check_credentials,
+    client_security,
+)
 from clustertwin.settings import MissingCredentialError, Settings
 from streams.catalog import CatalogError, MeterCatalog
 from streams.config import StreamSettings
+from streams.sink import InfluxAuthError, InfluxUnreachable, check_write_access
 
 log = logging.getLogger("streams")
 
@@ -32,6 +39,34 @@ def load_catalog(cfg: StreamSettings) -> MeterCatalog:
     return catalog_from_twin(cfg.cluster_names)
 
 
+def check_servers(settings: Settings, timeout: float = 10.0) -> None:
+    """Refuse to start when Kafka or InfluxDB refuses our credentials (or they are missing).
+
+    Asked once, within ``timeout`` each: otherwise a wrong password shows as a worker that
+    hangs in its Kafka bootstrap or retries InfluxDB writes forever. A server that is only
+    down is no reason to refuse: the worker waits for it (and is restarted by its
+    supervisor) as it always has.
+    """
+    try:
+        check_credentials(settings, timeout=timeout)
+    except (KafkaAuthError, MissingCredentialError) as exc:
+        raise WorkerConfigError(str(exc)) from exc
+    except KafkaUnreachable as exc:
+        log.warning("%s; starting anyway", exc)
+    try:
+        check_write_access(
+            settings.influx_url,
+            settings.require_influx_token(),
+            settings.influx_org,
+            settings.influx_bucket,
+            timeout=timeout,
+        )
+    except (InfluxAuthError, MissingCredentialError) as exc:
+        raise WorkerConfigError(str(exc)) from exc
+    except InfluxUnreachable as exc:
+        log.warning("%s; starting anyway, writes are retried", exc)
+
+
 def ensure_topics(settings: Settings, cfg: StreamSettings) -> int:
     """Create the topics the worker reads and writes if missing; return `readings` partitions.
 
@@ -42,10 +77,17 @@ def ensure_topics(settings: Settings, cfg: StreamSettings) -> int:
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    # dead letters carry whole bad messages (up to MAX_DEADLETTER_BYTES): their topics must
+    # take more than a broker's default 1 MB, or a big bad message stalls the worker
+    big = {"max.message.bytes": str(8 * 1024 * 1024)}
+    configs = {settings.deadletter_topic: big, cfg.late_topic: big}
+
     def create(admin: KafkaAdminClient, wanted: dict[str, int]) -> None:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(name, num_partitions=n, replication_factor=1)
+            NewTopic(
+                name, num_partitions=n, replication_factor=1, topic_configs=configs.get(name, {})
+            )
             for name, n in wanted.items()
             if name not in existing
         ]
@@ -53,8 +95,11 @@ def ensure_topics(settings: Settings, cfg: StreamSettings) -> int:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([topic])
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="ct-worker")
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    security = client_security(settings)
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="ct-worker", **security
+    )
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **security)
     try:
         create(
             admin,
@@ -90,6 +135,7 @@ def run_worker(
         catalog = load_catalog(cfg)
     except (MissingCredentialError, CatalogError) as exc:
         raise WorkerConfigError(str(exc)) from exc
+    check_servers(settings)
     partitions = ensure_topics(settings, cfg)
     from faust import Worker
 

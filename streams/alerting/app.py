@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import numpy as np
@@ -23,7 +25,8 @@ from faust.types import TP
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clustertwin.settings import Settings, cache_dir
+from clustertwin.kafka_auth import client_security, faust_credentials
+from clustertwin.settings import Settings
 from streams.alerting.config import AlertConfig
 from streams.alerting.engine import AlertEngine
 from streams.alerting.notify import WebhookNotifier
@@ -94,13 +97,19 @@ def load_catalog(cfg: AlertingSettings) -> MeterCatalog:
     return catalog_for_clusters(cfg.cluster_names)
 
 
-def ensure_topic(bootstrap: str, name: str, partitions: int) -> None:
+def ensure_topic(
+    bootstrap: str, name: str, partitions: int, security: Mapping[str, Any] | None = None
+) -> None:
     """Create the alerts topic before the first alert, not by the broker's auto-create
-    defaults (whatever its partition count, key = alert id keeps each alert's events in order)."""
+    defaults (whatever its partition count, key = alert id keeps each alert's events in order).
+
+    ``security``: from ``clustertwin.kafka_auth.client_security``."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="clustertwin-alerting")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="clustertwin-alerting", **(security or {})
+    )
     try:
         if name not in admin.list_topics():
             with contextlib.suppress(TopicAlreadyExistsError):
@@ -128,7 +137,7 @@ def _record(event: Any) -> Record:
 def create_alerting_app(
     cfg: AlertingSettings | None = None, settings: Settings | None = None
 ) -> faust.App:
-    from streams.app import FaustTable
+    from streams.app import FaustTable, faust_datadir
 
     cfg = cfg or AlertingSettings()
     settings = settings or Settings.load()
@@ -138,6 +147,7 @@ def create_alerting_app(
     app = faust.App(
         cfg.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         topic_partitions=cfg.partitions,
         topic_replication_factor=1,
@@ -151,7 +161,7 @@ def create_alerting_app(
         table_standby_replicas=0,
         autodiscover=False,
         processing_guarantee="at_least_once",
-        datadir=str(cfg.datadir or cache_dir() / "faust" / cfg.app_id),
+        datadir=str(faust_datadir(cfg.datadir, cfg.app_id)),
     )
     raw: dict[str, Any] = {
         "key_type": bytes,
@@ -163,7 +173,11 @@ def create_alerting_app(
     buckets_topic = app.topic(
         f"{cfg.app_id}-cluster-buckets", partitions=cfg.partitions, internal=True, **raw
     )
-    ensure_topic(settings.kafka_bootstrap, cfg.alerts_topic, cfg.alerts_partitions)
+    security = client_security(settings)
+    ensure_topic(settings.kafka_bootstrap, cfg.alerts_topic, cfg.alerts_partitions, security)
+    # Faust's own creation of internal topics races the first subscription on a new cluster:
+    # the agent then ignores the "missing" topic for good and cluster alerts never fire.
+    ensure_topic(settings.kafka_bootstrap, buckets_topic.get_topic_name(), cfg.partitions, security)
     alerts_topic = app.topic(cfg.alerts_topic, **raw)
     table_kw: dict[str, Any] = {
         "default": None,
@@ -196,6 +210,16 @@ def create_alerting_app(
         notifier,
     )
     app.alert_stage = stage  # type: ignore[attr-defined]
+
+    async def close_clients(sender: Any, *args: Any, **kwargs: Any) -> None:
+        """Release the HTTP sessions (InfluxDB, webhook) after the consumer has stopped."""
+        await sink.close()
+        if notifier is not None:
+            await notifier.close()
+
+    # mode types the handler as taking a positional-only sender; ours takes it plainly
+    app.on_before_shutdown.connect(cast(Any, close_clients))
+
     lock = asyncio.Lock()
     processed: dict[int, int] = {}
     last_record = [time.monotonic()]
@@ -252,4 +276,17 @@ def create_alerting_app(
 
 
 def main() -> None:
-    create_alerting_app().main()
+    """Run the alerting worker (Faust reads its command line from ``sys.argv``).
+
+    Refuses to start (exit 2, one line saying what to fix) when Kafka or InfluxDB refuses
+    the credentials or they are missing, instead of hanging in the Kafka bootstrap.
+    """
+    from streams.worker import WorkerConfigError, check_servers
+
+    settings = Settings.load()
+    try:
+        check_servers(settings)
+    except WorkerConfigError as exc:
+        print(f"clustertwin alerting worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    create_alerting_app(settings=settings).main()

@@ -8,7 +8,9 @@ whatever comes after). Replayed duplicates fold to the same state.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -55,9 +57,17 @@ def fold(alerts: list[Alert]) -> dict[str, AlertView]:
     return views
 
 
-def read_alerts(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Alert]:
-    """Every event on the topic, from the beginning up to its current end."""
+def read_alerts(
+    bootstrap: str,
+    topic: str,
+    timeout_s: float = 10.0,
+    security: Mapping[str, Any] | None = None,
+) -> list[Alert]:
+    """Every event on the topic, from the beginning up to its current end.
+
+    ``security``: from ``clustertwin.kafka_auth.client_security``."""
     consumer = KafkaConsumer(
+        **(security or {}),
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         consumer_timeout_ms=1000,
@@ -85,7 +95,13 @@ def read_alerts(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Ale
         consumer.close()
 
 
-def acknowledge(bootstrap: str, topic: str, view: AlertView, by: str) -> Alert:
+def acknowledge(
+    bootstrap: str,
+    topic: str,
+    view: AlertView,
+    by: str,
+    security: Mapping[str, Any] | None = None,
+) -> Alert:
     """Publish an ``acknowledge`` event for an alert; returns it."""
     now = int(time.time() * 1000)
     ack = view.latest.model_copy(
@@ -97,7 +113,7 @@ def acknowledge(bootstrap: str, topic: str, view: AlertView, by: str) -> Alert:
             "emitted_at": now,
         }
     )
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **(security or {}))
     try:
         producer.send(topic, key=ack.id.encode(), value=ack.to_json(), headers=ALERT_HEADERS).get(
             timeout=30

@@ -17,11 +17,12 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.catalog import NANO, MeterCatalog, MeterSpec, offline_price
 from streams.windows import RESOLUTIONS
@@ -65,11 +66,19 @@ def make_catalog(cluster: str, sites: int, meters_per_site: int) -> MeterCatalog
 
 @dataclass
 class Expected:
-    """Offline totals: (level, id, carrier, res, start) -> [mwh, s1, s2l, s2m, n] nano-units."""
+    """Offline totals: (level, id, carrier, res, start) -> [mwh, s1, s2l, s2m, s3, n] nano-units.
+
+    Also the year-to-date per (level, id, carrier, year) and each meter's last reading, which
+    the worker writes as ``twin_ytd`` and ``meter_latest``.
+    """
 
     windows: dict[tuple[str, str, str, str, int], list[int]] = field(
         default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0, 0])
     )
+    ytd: dict[tuple[str, str, str, int], list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0, 0])
+    )
+    latest: dict[str, tuple[int, float]] = field(default_factory=dict)
     readings: int = 0
 
     def add(self, catalog: MeterCatalog, meter: str, unit: str, ts: int, value: float) -> None:
@@ -87,6 +96,17 @@ class Expected:
                 for k in range(5):
                     vec[k] += figures[k]
                 vec[5] += 1
+        year = datetime.fromtimestamp(ts / 1000, tz=UTC).year
+        for ykey in (
+            ("site", spec.site, spec.carrier, year),
+            ("cluster", spec.cluster, spec.carrier, year),
+        ):
+            yvec = self.ytd[ykey]
+            for k in range(5):
+                yvec[k] += figures[k]
+            yvec[5] += 1
+        if ts > self.latest.get(meter, (-1, 0.0))[0]:
+            self.latest[meter] = (ts, value)
 
 
 class Generator:
@@ -229,6 +249,16 @@ class WorkerProc:
             return ""
 
 
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Records ever written to ``topic`` (end offsets summed over its partitions)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
 def influx_windows(
     client: Any, bucket: str, twin: str
 ) -> dict[tuple[str, str, str, str, int], dict[str, Any]]:
@@ -264,20 +294,68 @@ def compare(expected: Expected, actual: dict[Any, dict[str, Any]]) -> list[str]:
         if got is None:
             problems.append(f"missing {key}")
             continue
-        want = {
-            "energy_mwh": vec[0] / NANO,
-            "tco2e_s1": vec[1] / NANO,
-            "tco2e_s2_location": vec[2] / NANO,
-            "tco2e_s2_market": vec[3] / NANO,
-            "tco2e_s3_upstream": vec[4] / NANO,
-            "tco2e": (vec[1] + vec[2]) / NANO,
-            "readings": vec[5],
-        }
-        for f, v in want.items():
+        for f, v in _want(vec).items():
             if got.get(f) != v:
                 problems.append(f"{key} {f}: InfluxDB {got.get(f)!r} != offline {v!r}")
     extra = set(actual) - set(expected.windows)
     problems.extend(f"unexpected window {k}" for k in sorted(extra, key=str)[:20])
+    return problems
+
+
+def _want(vec: list[int]) -> dict[str, Any]:
+    return {
+        "energy_mwh": vec[0] / NANO,
+        "tco2e_s1": vec[1] / NANO,
+        "tco2e_s2_location": vec[2] / NANO,
+        "tco2e_s2_market": vec[3] / NANO,
+        "tco2e_s3_upstream": vec[4] / NANO,
+        "tco2e": (vec[1] + vec[2]) / NANO,
+        "readings": vec[5],
+    }
+
+
+def compare_ytd_latest(expected: Expected, client: Any, bucket: str, twin: str) -> list[str]:
+    """The newest ``twin_ytd`` point of every site and cluster equals the offline
+    year-to-date, and every meter's newest ``meter_latest`` point is its last reading."""
+    query = f'''
+from(bucket: "{bucket}")
+  |> range(start: 0)
+  |> filter(fn: (r) => r.twin == "{twin}")
+  |> filter(fn: (r) => r._measurement == "twin_ytd" or r._measurement == "meter_latest")
+  |> last()
+'''
+    ytd: dict[tuple[str, str, str, int], dict[str, Any]] = defaultdict(dict)
+    latest: dict[str, dict[str, Any]] = defaultdict(dict)
+    for table in client.query_api().query(query):
+        for rec in table.records:
+            v = rec.values
+            if rec.get_measurement() == "meter_latest":
+                latest[v["meter"]][rec.get_field()] = rec.get_value()
+                latest[v["meter"]]["ts"] = int(rec.get_time().timestamp() * 1000)
+            else:
+                site = v.get("site")
+                key = (
+                    "site" if site else "cluster",
+                    site or v["cluster"],
+                    v["carrier"],
+                    int(v["year"]),
+                )
+                ytd[key][rec.get_field()] = rec.get_value()
+    problems = []
+    for ykey, vec in expected.ytd.items():
+        got = ytd.get(ykey, {})
+        for f, want in _want(vec).items():
+            if got.get(f) != want:
+                problems.append(f"ytd {ykey} {f}: InfluxDB {got.get(f)!r} != offline {want!r}")
+    problems.extend(f"unexpected ytd {k}" for k in sorted(set(ytd) - set(expected.ytd), key=str))
+    for meter, (ts, value) in expected.latest.items():
+        got = latest.get(meter, {})
+        if (got.get("ts"), got.get("value")) != (ts, value):
+            problems.append(
+                f"latest {meter}: InfluxDB {got.get('ts')!r} {got.get('value')!r} "
+                f"!= offline {ts} {value!r}"
+            )
+    problems.extend(f"unexpected latest {m}" for m in sorted(set(latest) - set(expected.latest)))
     return problems
 
 

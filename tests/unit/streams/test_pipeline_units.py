@@ -309,7 +309,15 @@ def test_cluster_windows_are_the_sum_of_site_windows_and_replays_overwrite():
     assert twin["windows"]["1m"]["total"]["energy_mwh"] == 3.75
     assert twin["windows"]["1m"]["total"]["readings"] == 2
     assert sorted(twin["windows"]["1m"]["sites_reporting"]) == ["a", "b"]
-    assert any(line.startswith("cluster_window,") and "energy_mwh=3.75," in line for line in lines)
+    assert any(
+        line.startswith("cluster_window,") and _field(line, "energy_mwh") == 3.75 for line in lines
+    )
+
+
+def _field(line: str, name: str) -> float:
+    """A float field of a line-protocol point, as InfluxDB reads it (``3750000000e-9`` too)."""
+    fields = dict(kv.split("=", 1) for kv in line.split(" ")[1].split(","))
+    return float(fields[name])
 
 
 def test_pricing_is_exact_and_order_independent():
