@@ -3,7 +3,10 @@
 Prints, from one run:
 
 * raw: readings/s at which aiokafka alone consumes (``getmany``) and decodes (orjson) the
-  envelopes of a topic;
+  envelopes of a topic, twice: JSON only, and decoded into the columns the pipeline works on
+  (timestamps, values, one code per meter/unit/carrier/quality), without any validation.
+  The second is the fair ceiling (the pipeline cannot skip producing columns) and the ratio's
+  denominator; both are printed;
 * pipeline: readings/s through one worker process on the same envelopes (Kafka in,
   validation, pricing, windows, tables, InfluxDB out), and the ratio (target >= 50%);
 * latency at a fixed rate (default 5,000 readings/s): p50/p99 from a record's production
@@ -25,9 +28,11 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +125,45 @@ def produce(bootstrap: str, topic: str, items, rate_readings: float | None = Non
     return total
 
 
-async def raw_rate(bootstrap: str, topic: str, expect_records: int) -> tuple[float, int]:
+def _columns(values: list[bytes]) -> int:
+    """Decode envelopes into the columns the pipeline works on, and nothing more.
+
+    One orjson call per envelope, then per batch: timestamps (int64) and values (float64) as
+    numpy arrays, and (meter, unit, carrier, quality) as one categorical code per reading,
+    the same C-level passes as the worker's decoder but without any check.
+    """
+    total = 0
+    readings: list[Any] = []
+    for i, value in enumerate(values):
+        readings.extend(orjson.loads(value)["readings"])
+        # by chunks of ~8,000 readings, as the worker does: still in the CPU cache
+        if len(readings) >= 8192 or i == len(values) - 1:
+            n = len(readings)
+            np.array(list(map(_TS, readings)), np.int64)
+            np.array(list(map(_VALUE, readings)), np.float64)
+            np.fromiter(map(_CODES.__getitem__, map(_KEY, readings)), np.int64, n)
+            total += n
+            readings = []
+    return total
+
+
+class _Codes(dict[tuple[str, str, str, str], int]):
+    def __missing__(self, key: tuple[str, str, str, str]) -> int:
+        self[key] = code = len(self)
+        return code
+
+
+_CODES = _Codes()
+_TS = itemgetter("ts")
+_VALUE = itemgetter("value")
+_KEY = itemgetter("meter", "unit", "carrier", "quality")
+
+
+async def raw_rate(
+    bootstrap: str, topic: str, expect_records: int, columns: bool
+) -> tuple[float, int, float]:
+    """Readings/s (wall clock, and per CPU-second) of aiokafka ``getmany`` + orjson (+ columns):
+    the ceiling of any consumer."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -136,16 +179,22 @@ async def raw_rate(bootstrap: str, topic: str, expect_records: int) -> tuple[flo
     try:
         records = readings = 0
         started = None
+        cpu_started = 0.0
         while records < expect_records:
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             if started is None and batch:
                 started = time.perf_counter()
+                cpu_started = time.process_time()
             for msgs in batch.values():
-                for m in msgs:
-                    readings += len(orjson.loads(m.value)["readings"])
+                if columns:
+                    readings += _columns([m.value for m in msgs])
+                else:
+                    for m in msgs:
+                        readings += len(orjson.loads(m.value)["readings"])
                 records += len(msgs)
         elapsed = time.perf_counter() - (started or time.perf_counter())
-        return readings / elapsed, readings
+        cpu = time.process_time() - cpu_started
+        return readings / elapsed, readings, readings / cpu
     finally:
         await consumer.stop()
 
@@ -162,7 +211,7 @@ def get(port: int, path: str) -> Any:
 
 
 def start_worker(
-    env_base: dict[str, str], name: str, topic: str, cat_file: Path
+    env_base: dict[str, str], name: str, topic: str, cat_file: Path, repo: Path = REPO
 ) -> tuple[Any, int]:
     port = free_port()
     env = {
@@ -178,7 +227,7 @@ def start_worker(
     }
     log = open(f"/tmp/{name}-{topic}-worker.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams"], env=env, cwd=REPO, stdout=log, stderr=log
+        [sys.executable, "-m", "streams"], env=env, cwd=repo, stdout=log, stderr=log
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -192,6 +241,46 @@ def start_worker(
     raise SystemExit("worker did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(
+    env_base: dict[str, str], name: str, topic: str, cat_file: Path, envelopes: int, repo: Path
+) -> tuple[float, int, float]:
+    """(readings/s, readings accepted, readings per CPU-second) of one worker draining
+    ``topic`` from the start."""
+    proc, port = start_worker(env_base, name, topic, cat_file, repo)
+    try:
+        first = last = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            c = get(port, "/twin/")["counters"]
+            now = time.perf_counter()
+            if first is None and c["records"] > 0:
+                first = (now, c["accepted"], cpu_seconds(proc.pid))
+            if c["records"] >= envelopes:
+                last = (now, c["accepted"], cpu_seconds(proc.pid))
+                break
+            time.sleep(0.05)
+        if first is None or last is None:
+            raise SystemExit("the worker did not process the envelopes in time")
+        accepted = int(get(port, "/twin/")["counters"]["accepted"])
+        elapsed = last[0] - first[0]
+        cpu = last[2] - first[2]
+        done = last[1] - first[1]
+        return (
+            done / elapsed if elapsed > 0 else float("nan"),
+            accepted,
+            done / cpu if cpu > 0 else float("nan"),
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--envelopes", type=int, default=2000)
@@ -200,6 +289,12 @@ def main() -> None:
     ap.add_argument("--meters", type=int, default=50, help="meters per site")
     ap.add_argument("--rate", type=float, default=5000.0, help="readings/s for the latency run")
     ap.add_argument("--latency-seconds", type=float, default=30.0)
+    ap.add_argument(
+        "--baseline-repo",
+        type=Path,
+        help="a directory holding another version of the streams/ package: its worker is "
+        "measured on the same envelopes too (before/after, side by side)",
+    )
     args = ap.parse_args()
 
     stack = LocalStack()
@@ -228,35 +323,45 @@ def main() -> None:
         topic,
         envelopes(cat, cluster, args.envelopes, args.readings, t0, live=False),
     )
-    raw, raw_n = asyncio.run(raw_rate(settings.kafka_bootstrap, topic, args.envelopes))
-    print(f"raw aiokafka getmany + orjson: {raw:,.0f} readings/s ({raw_n:,} readings)", flush=True)
+    raw_json, raw_n, raw_json_cpu = asyncio.run(
+        raw_rate(settings.kafka_bootstrap, topic, args.envelopes, columns=False)
+    )
+    print(
+        f"raw aiokafka getmany + orjson (JSON only): {raw_json:,.0f} readings/s, "
+        f"{raw_json_cpu:,.0f} per CPU-s ({raw_n:,} readings)",
+        flush=True,
+    )
+    raw, raw_n, raw_cpu = asyncio.run(
+        raw_rate(settings.kafka_bootstrap, topic, args.envelopes, columns=True)
+    )
+    print(
+        f"raw aiokafka getmany + orjson + columns (ts, value, meter/unit/carrier/quality "
+        f"code): {raw:,.0f} readings/s, {raw_cpu:,.0f} per CPU-s ({raw_n:,} readings)",
+        flush=True,
+    )
 
-    proc, port = start_worker(env_base, name, topic, cat_file)
-    try:
-        first = last = None
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            c = get(port, "/twin/")["counters"]
-            now = time.perf_counter()
-            if first is None and c["records"] > 0:
-                first = (now, c["accepted"])
-            if c["records"] >= args.envelopes:
-                last = (now, c["accepted"])
-                break
-            time.sleep(0.05)
-        if first is None or last is None:
-            raise SystemExit("the worker did not process the envelopes in time")
-        accepted = get(port, "/twin/")["counters"]["accepted"]
-        elapsed = last[0] - first[0]
-        pipe = (last[1] - first[1]) / elapsed if elapsed > 0 else float("nan")
-        print(
-            f"pipeline (1 worker, Kafka -> InfluxDB): {pipe:,.0f} readings/s "
-            f"({accepted:,} of {total:,} readings accepted)"
+    pipe = throughput(env_base, name, topic, cat_file, args.envelopes, REPO)
+    print(
+        f"pipeline (1 worker, Kafka -> InfluxDB): {pipe[0]:,.0f} readings/s, "
+        f"{pipe[2]:,.0f} per CPU-s ({pipe[1]:,} of {total:,} readings accepted)"
+    )
+    print(
+        f"ratio pipeline/raw (decoded into columns): {pipe[0] / raw:.0%} (target >= 50%), "
+        f"per CPU-s {pipe[2] / raw_cpu:.0%}; pipeline/raw JSON only: {pipe[0] / raw_json:.0%}, "
+        f"per CPU-s {pipe[2] / raw_json_cpu:.0%}",
+        flush=True,
+    )
+    if args.baseline_repo is not None:
+        base = throughput(
+            env_base, f"{name}-base", topic, cat_file, args.envelopes, args.baseline_repo
         )
-        print(f"ratio pipeline/raw: {pipe / raw:.0%} (target >= 50%)", flush=True)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        print(
+            f"baseline worker ({args.baseline_repo}/streams), same envelopes: {base[0]:,.0f} "
+            f"readings/s, {base[2]:,.0f} per CPU-s ({base[1]:,} accepted); ratio to raw "
+            f"(columns) {base[0] / raw:.0%}, per CPU-s {base[2] / raw_cpu:.0%}; this worker: "
+            f"{pipe[0] / base[0]:.2f}x wall clock, {pipe[2] / base[2]:.2f}x per CPU-s",
+            flush=True,
+        )
 
     # -- latency at a fixed rate ----------------------------------------------------------
     topic = f"{name}-latency"

@@ -50,6 +50,12 @@ TEMPLATES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
 
 
 def synthetic_cluster(k: int, n_sites: int, n_meters: int, rng: np.random.Generator) -> Cluster:
+    return parse_cluster(synthetic_raw(k, n_sites, n_meters, rng), f"bench-{k}")
+
+
+def synthetic_raw(k: int, n_sites: int, n_meters: int, rng: np.random.Generator) -> dict[str, Any]:
+    """The cluster file (as data) of synthetic cluster ``bench-<k>``; bench_scale writes it
+    out for the worker and the simulator."""
     sites = []
     for s in range(n_sites):
         meters = []
@@ -79,7 +85,7 @@ def synthetic_cluster(k: int, n_sites: int, n_meters: int, rng: np.random.Genera
         "reference_year": 2022,
         "sites": sites,
     }
-    return parse_cluster(raw, f"bench-{k}")
+    return raw
 
 
 def naive_recompute(calc: EmissionsCalculator, q: list[float]) -> tuple[list[float], list[float]]:
