@@ -111,3 +111,14 @@ def test_connector_command_points_at_a_shipped_config() -> None:
     command = SERVICES["connector-simulator"]["command"]
     config = command[-1]
     assert (ROOT / config).exists(), f"{config} is copied into the image and must exist"
+
+
+def test_alerting_worker_runs_beside_the_stream_worker_on_the_same_clusters() -> None:
+    alerting, worker = SERVICES["alerting"], SERVICES["worker"]
+    assert alerting["command"] == ["clustertwin", "alerts", "worker"]
+    assert alerting["image"] == worker["image"]
+    assert (
+        alerting["environment"]["CLUSTERTWIN_ALERTS_CLUSTERS"]
+        == worker["environment"]["CLUSTERTWIN_STREAMS_CLUSTERS"]
+    )
+    assert "/alerts/" in " ".join(alerting["healthcheck"]["test"])  # a page the worker serves
