@@ -19,13 +19,7 @@ from typing import Any
 
 import orjson
 
-from clustertwin.kafka_auth import (
-    KafkaAuthError,
-    KafkaUnreachable,
-    check_credentials,
-    client_security,
-)
-from clustertwin.settings import MissingCredentialError, Settings, cache_dir
+from clustertwin.settings import Settings, cache_dir
 from connectors.sdk.backoff import Backoff
 from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, Sample
 from connectors.sdk.buffer import BufferFull, DiskBuffer, Record
@@ -53,44 +47,11 @@ def buffer_dir(config: ConnectorConfig) -> Path:
     return cache_dir() / "connectors" / config.name
 
 
-class ConnectorStartError(RuntimeError):
-    """The connector must not start; the message says what to fix."""
-
-
-def check_kafka_access(
-    config: ConnectorConfig,
-    *,
-    bootstrap: str | None = None,
-    settings: Settings | None = None,
-    timeout: float = 10.0,
-) -> None:
-    """Refuse to start when Kafka refuses our credentials (or they are missing).
-
-    Checked once at start-up, against the broker, within ``timeout``: a wrong password
-    otherwise looks like an endless outage while the disk buffer fills. A broker that is
-    merely unreachable is not a reason to refuse: the buffer exists for that.
-    """
-    settings = settings or Settings.load()
-    target = bootstrap or config.kafka.bootstrap or settings.kafka_bootstrap
-    try:
-        check_credentials(settings, target, timeout=timeout)
-    except (KafkaAuthError, MissingCredentialError) as exc:
-        raise ConnectorStartError(str(exc)) from exc
-    except KafkaUnreachable as exc:
-        log.warning("%s; starting anyway: readings wait in the disk buffer", exc)
-
-
 def make_publisher(
-    config: ConnectorConfig,
-    metrics: ConnectorMetrics,
-    *,
-    bootstrap: str | None = None,
-    settings: Settings | None = None,
+    config: ConnectorConfig, metrics: ConnectorMetrics, *, bootstrap: str | None = None
 ) -> KafkaPublisher:
-    """The buffer-backed producer a config asks for (bootstrap: config, else settings;
-    credentials: settings)."""
-    settings = settings or Settings.load()
-    bootstrap = bootstrap or config.kafka.bootstrap or settings.kafka_bootstrap
+    """The buffer-backed producer a config asks for (bootstrap: config, else settings)."""
+    bootstrap = bootstrap or config.kafka.bootstrap or Settings.load().kafka_bootstrap
     buffer = DiskBuffer(
         buffer_dir(config),
         max_bytes=config.buffer.max_bytes,
@@ -105,22 +66,9 @@ def make_publisher(
             compression=config.kafka.compression,
             linger_ms=config.kafka.linger_ms,
             delivery_timeout_ms=config.kafka.delivery_timeout_ms,
-            security=client_security(settings),
         ),
         metrics,
-        diagnose=lambda: _refusal(settings, bootstrap),
     )
-
-
-def _refusal(settings: Settings, bootstrap: str) -> str | None:
-    """Why Kafka refuses us, if it does (None: it accepts us, or cannot be asked)."""
-    try:
-        check_credentials(settings, bootstrap, timeout=5.0)
-    except (KafkaAuthError, MissingCredentialError) as exc:
-        return str(exc)
-    except KafkaUnreachable:
-        return None
-    return None
 
 
 class ConnectorRunner:
@@ -147,7 +95,6 @@ class ConnectorRunner:
         self._pending_since: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._spill: list[Record] = []
-        self._last_ts: dict[str, int] = {}  # meter -> ts of the last reading handed on
 
     def stop(self) -> None:
         """Ask the run to end (signal handlers call this): flush, drain, close."""
@@ -224,11 +171,6 @@ class ConnectorRunner:
         accepted_total = 0
         for site, raws in by_site.items():
             accepted, rejected = validate_readings(raws, site=site, index=index, now=now)
-            accepted, stale = self._in_meter_order(accepted, rejected, len(raws))
-            for position, reason in stale:
-                original = originals[site][position]
-                raw = original.raw if original.raw is not None else _sample_bytes(original)
-                rejects.append((site, reason, raw))
             accepted_total += len(accepted)
             if accepted:
                 if site not in self._pending:
@@ -258,38 +200,6 @@ class ConnectorRunner:
                     ),
                 )
             )
-
-    def _in_meter_order(
-        self, accepted: list[ReadingDict], rejected: list[Rejection], n: int
-    ) -> tuple[list[ReadingDict], list[tuple[int, str]]]:
-        """Keep each meter's readings strictly after the last one this run handed on.
-
-        The worker dead-letters a reading that is not after its meter's last one, so letting
-        it through only moves the rejection downstream, away from the source that caused it.
-        Sources do repeat themselves: an MQTT broker redelivers QoS 1 messages after a
-        reconnect, a Modbus poll can return the same interval twice, a site re-pushes a file.
-        Returns the readings in order and (position in the batch, reason) of the others.
-        """
-        bad = {r.position for r in rejected}
-        positions = [i for i in range(n) if i not in bad]
-        kept: list[ReadingDict] = []
-        stale: list[tuple[int, str]] = []
-        last = self._last_ts
-        for position, reading in zip(positions, accepted, strict=True):
-            meter, ts = reading["meter"], reading["ts"]
-            previous = last.get(meter)
-            if previous is not None and ts <= previous:
-                stale.append(
-                    (
-                        position,
-                        f"meter {meter!r}: ts {ts} is not after its last reading ({previous}); "
-                        "a duplicate or out-of-order redelivery from the source",
-                    )
-                )
-                continue
-            last[meter] = ts
-            kept.append(reading)
-        return kept, stale
 
     # -- envelopes --------------------------------------------------------------------
 
