@@ -19,7 +19,13 @@ from typing import Any
 
 import orjson
 
-from clustertwin.settings import Settings, cache_dir
+from clustertwin.kafka_auth import (
+    KafkaAuthError,
+    KafkaUnreachable,
+    check_credentials,
+    client_security,
+)
+from clustertwin.settings import MissingCredentialError, Settings, cache_dir
 from connectors.sdk.backoff import Backoff
 from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, Sample
 from connectors.sdk.buffer import BufferFull, DiskBuffer, Record
@@ -47,11 +53,44 @@ def buffer_dir(config: ConnectorConfig) -> Path:
     return cache_dir() / "connectors" / config.name
 
 
+class ConnectorStartError(RuntimeError):
+    """The connector must not start; the message says what to fix."""
+
+
+def check_kafka_access(
+    config: ConnectorConfig,
+    *,
+    bootstrap: str | None = None,
+    settings: Settings | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """Refuse to start when Kafka refuses our credentials (or they are missing).
+
+    Checked once at start-up, against the broker, within ``timeout``: a wrong password
+    otherwise looks like an endless outage while the disk buffer fills. A broker that is
+    merely unreachable is not a reason to refuse: the buffer exists for that.
+    """
+    settings = settings or Settings.load()
+    target = bootstrap or config.kafka.bootstrap or settings.kafka_bootstrap
+    try:
+        check_credentials(settings, target, timeout=timeout)
+    except (KafkaAuthError, MissingCredentialError) as exc:
+        raise ConnectorStartError(str(exc)) from exc
+    except KafkaUnreachable as exc:
+        log.warning("%s; starting anyway: readings wait in the disk buffer", exc)
+
+
 def make_publisher(
-    config: ConnectorConfig, metrics: ConnectorMetrics, *, bootstrap: str | None = None
+    config: ConnectorConfig,
+    metrics: ConnectorMetrics,
+    *,
+    bootstrap: str | None = None,
+    settings: Settings | None = None,
 ) -> KafkaPublisher:
-    """The buffer-backed producer a config asks for (bootstrap: config, else settings)."""
-    bootstrap = bootstrap or config.kafka.bootstrap or Settings.load().kafka_bootstrap
+    """The buffer-backed producer a config asks for (bootstrap: config, else settings;
+    credentials: settings)."""
+    settings = settings or Settings.load()
+    bootstrap = bootstrap or config.kafka.bootstrap or settings.kafka_bootstrap
     buffer = DiskBuffer(
         buffer_dir(config),
         max_bytes=config.buffer.max_bytes,
@@ -66,9 +105,22 @@ def make_publisher(
             compression=config.kafka.compression,
             linger_ms=config.kafka.linger_ms,
             delivery_timeout_ms=config.kafka.delivery_timeout_ms,
+            security=client_security(settings),
         ),
         metrics,
+        diagnose=lambda: _refusal(settings, bootstrap),
     )
+
+
+def _refusal(settings: Settings, bootstrap: str) -> str | None:
+    """Why Kafka refuses us, if it does (None: it accepts us, or cannot be asked)."""
+    try:
+        check_credentials(settings, bootstrap, timeout=5.0)
+    except (KafkaAuthError, MissingCredentialError) as exc:
+        return str(exc)
+    except KafkaUnreachable:
+        return None
+    return None
 
 
 class ConnectorRunner:
