@@ -31,6 +31,9 @@ class Feeder(threading.Thread):
         self.host, self.port, self.prefix, self.n, self.rate = host, port, prefix, n, rate
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"feed-{prefix}")
         self.client.max_queued_messages_set(0)
+        # One QoS 1 message in flight: with a wider window, messages re-sent after a broker
+        # restart can land after newer ones, and this gateway promises order.
+        self.client.max_inflight_messages_set(1)
         self.t0 = now_ms() - self.n * 1000
         self.stop = threading.Event()
 
