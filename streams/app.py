@@ -76,7 +76,8 @@ class FaustTable:
         return list(self.table.data.keys())
 
 
-def _record(event: Any) -> Record:
+def record_from_event(event: Any) -> Record:
+    """A Faust event as the plain record the stages take, so they never see Faust types."""
     m = event.message
     headers = m.headers or []
     if isinstance(headers, dict):
@@ -234,7 +235,7 @@ def create_app(
     @app.agent(readings, name="site-stage")
     async def site_agent(stream: Any) -> None:
         async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
-            records = [_record(e) for e in events]
+            records = [record_from_event(e) for e in events]
             async with lock:
                 busy["since"] = time.monotonic()
                 held, seeks = await site_stage.process(records)

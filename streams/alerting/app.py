@@ -32,7 +32,6 @@ from streams.alerting.engine import AlertEngine
 from streams.alerting.notify import WebhookNotifier
 from streams.alerting.stage import AlertStage, AlertTopics
 from streams.catalog import MeterCatalog
-from streams.envelope import Record
 from streams.sink import InfluxSink
 from twin.targets import Pathway
 
@@ -118,26 +117,10 @@ def ensure_topic(
         admin.close()
 
 
-def _record(event: Any) -> Record:
-    m = event.message
-    headers = m.headers or []
-    if isinstance(headers, dict):
-        headers = list(headers.items())
-    return Record(
-        topic=m.topic,
-        partition=m.partition,
-        offset=m.offset,
-        timestamp=round(m.timestamp * 1000),
-        key=m.key,
-        value=m.value,
-        headers=[(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in headers],
-    )
-
-
 def create_alerting_app(
     cfg: AlertingSettings | None = None, settings: Settings | None = None
 ) -> faust.App:
-    from streams.app import FaustTable, faust_datadir
+    from streams.app import FaustTable, faust_datadir, record_from_event
 
     cfg = cfg or AlertingSettings()
     settings = settings or Settings.load()
@@ -227,7 +210,7 @@ def create_alerting_app(
     @app.agent(readings, name="alert-site-stage")
     async def site_agent(stream: Any) -> None:
         async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
-            records = [_record(e) for e in events]
+            records = [record_from_event(e) for e in events]
             async with lock:
                 await stage.process(records)
             for r in records:
