@@ -13,23 +13,17 @@ their end), so a leak in window state, latency samples or caches shows as growth
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_pipeline import catalog, envelopes, get, produce, start_worker  # noqa: E402
-
-from clustertwin.settings import Settings  # noqa: E402
-from clustertwin.stack import LocalStack  # noqa: E402
+from bench_pipeline import envelopes, get, prepare_run, produce, start_worker  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -49,21 +43,15 @@ def main() -> None:
     args = ap.parse_args()
     warmup_s = 60 * (args.warmup_minutes if args.warmup_minutes is not None else args.minutes / 10)
 
-    stack = LocalStack()
-    stack.up(["influxdb", "kafka"])
-    settings = Settings.from_stack_settings(stack.settings())
-    env_base = {**os.environ, **stack.settings()}
-    name = f"mem-{uuid.uuid4().hex[:6]}"
-    cat = catalog("benchc", 20, 50)
-    cat_file = Path(tempfile.mkdtemp()) / "catalog.json"
-    cat_file.write_text(cat.to_json())
+    run = prepare_run("mem", "benchc", 20, 50, ["readings"])
+    settings, env_base, name, cat, cat_file = (
+        run.settings,
+        run.env,
+        run.name,
+        run.cat,
+        run.cat_file,
+    )
     topic = f"{name}-readings"
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 4, 1)])
-    admin.close()
 
     proc, port = start_worker(env_base, name, topic, cat_file)
     samples: list[tuple[float, float]] = []

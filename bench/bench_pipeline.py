@@ -28,6 +28,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,35 @@ def catalog(cluster: str, sites: int, meters: int) -> MeterCatalog:
             carrier, unit, mwh, f = kinds[(s + m) % len(kinds)]
             specs.append(MeterSpec(f"s{s}-m{m}", f"s{s}", cluster, carrier, {unit: (mwh, f)}))
     return MeterCatalog(specs)
+
+
+@dataclass
+class BenchRun:
+    """A bench's own slice of the local stack: names, catalog file and topics."""
+
+    settings: Settings
+    env: dict[str, str]  # for worker subprocesses: this environment plus the stack's settings
+    name: str
+    cat: MeterCatalog
+    cat_file: Path
+
+
+def prepare_run(prefix: str, cluster: str, sites: int, meters: int, topics: list[str]) -> BenchRun:
+    """Bring up Kafka and InfluxDB, write a catalog, create ``<name>-<topic>`` (4 partitions)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    stack = LocalStack()
+    stack.up(["influxdb", "kafka"])
+    settings = Settings.from_stack_settings(stack.settings())
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    cat = catalog(cluster, sites, meters)
+    cat_file = Path(tempfile.mkdtemp()) / "catalog.json"
+    cat_file.write_text(cat.to_json())
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin.create_topics([NewTopic(f"{name}-{t}", 4, 1) for t in topics])
+    admin.close()
+    return BenchRun(settings, {**os.environ, **stack.settings()}, name, cat, cat_file)
 
 
 def envelopes(cat: MeterCatalog, cluster: str, n: int, per_env: int, t0: int, live: bool):
@@ -297,24 +327,18 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    stack = LocalStack()
-    stack.up(["influxdb", "kafka"])
-    settings = Settings.from_stack_settings(stack.settings())
-    env_base = {**os.environ, **stack.settings()}
-    name = f"bench-{uuid.uuid4().hex[:6]}"
     cluster = "benchc"
-    cat = catalog(cluster, args.sites, args.meters)
-    cat_file = Path(tempfile.mkdtemp()) / "catalog.json"
-    cat_file.write_text(cat.to_json())
+    run = prepare_run("bench", cluster, args.sites, args.meters, ["throughput", "latency"])
+    settings, env_base, name, cat, cat_file = (
+        run.settings,
+        run.env,
+        run.name,
+        run.cat,
+        run.cat_file,
+    )
 
     # -- throughput: the same envelopes, raw consumer vs one worker ------------------------
     topic = f"{name}-throughput"
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 4, 1), NewTopic(f"{name}-latency", 4, 1)])
-    admin.close()
     t0 = int(time.time() * 1000) - 3 * 86_400_000
     t0 -= t0 % 3_600_000
     print(f"producing {args.envelopes} envelopes x ~{args.readings} readings ...", flush=True)

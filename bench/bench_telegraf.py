@@ -37,17 +37,15 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_pipeline import catalog, cpu_seconds, envelopes, produce, raw_rate, throughput  # noqa: E402
+from bench_pipeline import cpu_seconds, envelopes, prepare_run, produce, raw_rate, throughput  # noqa: E402
 
 from clustertwin.settings import Settings  # noqa: E402
-from clustertwin.stack import LocalStack  # noqa: E402
 
 DEFAULT_TELEGRAF = Path.home() / ".cache" / "clustertwin" / "telegraf" / "telegraf"
 
@@ -179,21 +177,15 @@ def main() -> None:
     ap.add_argument("--no-worker", action="store_true", help="skip the worker's run")
     args = ap.parse_args()
 
-    stack = LocalStack()
-    stack.up(["influxdb", "kafka"])
-    settings = Settings.from_stack_settings(stack.settings())
-    env_base = {**os.environ, **stack.settings()}
-    name = f"tg-{uuid.uuid4().hex[:6]}"
-    cat = catalog("benchc", 20, 50)
-    cat_file = Path(tempfile.mkdtemp()) / "catalog.json"
-    cat_file.write_text(cat.to_json())
+    run = prepare_run("tg", "benchc", 20, 50, ["readings"])
+    settings, env_base, name, cat, cat_file = (
+        run.settings,
+        run.env,
+        run.name,
+        run.cat,
+        run.cat_file,
+    )
     topic = f"{name}-readings"
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 4, 1)])
-    admin.close()
     t0 = int(time.time() * 1000) - 3 * 86_400_000
     t0 -= t0 % 3_600_000
     print(f"producing {args.envelopes} envelopes x ~{args.readings} readings ...", flush=True)
@@ -219,7 +211,7 @@ def main() -> None:
             f"docstring to build it from the Go module): compared with raw aiokafka only",
             flush=True,
         )
-    elif not stack.settings().get("CLUSTERTWIN_INFLUX_VERSION", "1.").startswith("1."):
+    elif not run.env.get("CLUSTERTWIN_INFLUX_VERSION", "1.").startswith("1."):
         print("telegraf: this bench drives InfluxDB 1.8 (outputs.influxdb) only; skipped")
     else:
         version = subprocess.run(
