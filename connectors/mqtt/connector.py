@@ -29,6 +29,7 @@ from connectors.sdk.base import (
     Item,
     Sample,
     SourceUnavailable,
+    drain_queue,
 )
 from twin.readings import MeterIndex
 
@@ -209,11 +210,7 @@ class MqttConnector(Connector[MqttConfig]):
             first = await self._queue.get()
             if isinstance(first, Exception):
                 raise first
-            batch: list[Item] = [first]
-            while not self._queue.empty() and len(batch) < self.config.max_batch:
-                nxt = self._queue.get_nowait()
-                if isinstance(nxt, Exception):
-                    yield batch
-                    raise nxt
-                batch.append(nxt)
+            batch, error = drain_queue(self._queue, first, self.config.max_batch)
             yield batch
+            if error is not None:
+                raise error

@@ -26,6 +26,7 @@ from connectors.sdk.base import (
     Item,
     Sample,
     SourceUnavailable,
+    drain_queue,
 )
 from twin.readings import MeterIndex, now_ms
 
@@ -193,14 +194,10 @@ class OpcUaConnector(Connector[OpcUaConfig]):
                 continue
             if isinstance(first, Exception):
                 raise first
-            batch: list[Item] = [first]
-            while not self._queue.empty() and len(batch) < self.config.max_batch:
-                nxt = self._queue.get_nowait()
-                if isinstance(nxt, Exception):
-                    yield batch
-                    raise nxt
-                batch.append(nxt)
+            batch, error = drain_queue(self._queue, first, self.config.max_batch)
             yield batch
+            if error is not None:
+                raise error
             if loop.time() >= next_probe:
                 await self._probe()
                 next_probe = loop.time() + self.config.watchdog_s

@@ -172,6 +172,21 @@ class PollingConnector(Connector[PollT]):
             await asyncio.sleep(delay)
 
 
+def drain_queue(
+    queue: asyncio.Queue[Item | Exception], first: Item, max_batch: int
+) -> tuple[list[Item], Exception | None]:
+    """What a push source (MQTT, OPC UA subscriptions) has queued behind ``first``, up to
+    ``max_batch``, and the source's error if one was queued: the items before an error are
+    still handed on before it is raised, so a disconnect never drops received readings."""
+    batch: list[Item] = [first]
+    while not queue.empty() and len(batch) < max_batch:
+        nxt = queue.get_nowait()
+        if isinstance(nxt, Exception):
+            return batch, nxt
+        batch.append(nxt)
+    return batch, None
+
+
 def unknown_meters(meters: Sequence[str], index: MeterIndex, where: str) -> list[str]:
     """Lint helper: one message per mapped meter id the cluster does not have."""
     return [
