@@ -7,6 +7,11 @@ timestamp near the record's own timestamp) runs once over the whole batch with n
 Only envelopes that fail the cheap structural check take the reading-by-reading slow path,
 so one bad reading costs its envelope a slower decode, never its neighbours.
 
+Well-formed envelopes are decoded by msgspec straight into typed structs: the JSON types are
+checked while parsing and no dict is built per reading (dicts and their freeing were a third
+of a batch's time). Anything msgspec refuses is decoded again by orjson into plain objects
+and judged by the rules below, which name the bad field; the slow path decides every reject.
+
 Timestamps are judged against the Kafka record timestamp, not the wall clock, so a replay of
 the same records makes the same decisions.
 """
@@ -17,9 +22,10 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -112,6 +118,30 @@ class Reject:
         return hs
 
 
+class _Reading(msgspec.Struct, gc=False):
+    """A structurally valid reading as msgspec decodes it (unknown fields are ignored, as
+    the slow path does). No cycles, so the GC need not track the millions of them."""
+
+    meter: str
+    ts: int
+    value: int | float
+    unit: str
+    carrier: str
+    quality: str
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    schema: str
+    cluster: str
+    site: str
+    source: str
+    sent_at: int
+    readings: list[_Reading]
+
+
+_DECODER = msgspec.json.Decoder(_Envelope)
+
+
 @dataclass
 class Envelope:
     """A valid envelope header; its accepted readings live in the batch arrays."""
@@ -120,7 +150,14 @@ class Envelope:
     cluster: str
     site: str
     source: str
-    body: dict[str, Any]
+    _body: dict[str, Any] | None = None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The envelope as plain JSON objects, decoded only when a reading is rejected."""
+        if self._body is None:
+            self._body = orjson.loads(self.record.value or b"")
+        return self._body
 
 
 @dataclass
@@ -221,6 +258,7 @@ def decode_batch(
     limits = limits or Limits()
     out = DecodedBatch()
     groups: list[tuple[int, list[Any]]] = []  # (envelope id, its readings)
+    typed = True  # whether ``groups`` holds msgspec structs (else orjson dicts)
     parts: list[tuple[np.ndarray, np.ndarray, _Columns]] = []
     pending = 0
     lookup = _lookup(catalog)
@@ -239,27 +277,51 @@ def decode_batch(
                 out.rejects.append(Reject(record, f"unsupported schema header {hv!r}"))
                 break
         else:
+            body: Any
             try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                out.rejects.append(Reject(record, f"malformed JSON: {exc}"))
-                continue
+                typed_env = _DECODER.decode(raw)
+                if not _JSON_INT_MIN <= typed_env.sent_at < _JSON_INT_MAX:
+                    raise ValueError("an integer the plain path reads as a float")
+                # the same header checks as the slow path; the readings stay structs
+                body = {
+                    "schema": typed_env.schema,
+                    "cluster": typed_env.cluster,
+                    "site": typed_env.site,
+                    "source": typed_env.source,
+                    "sent_at": typed_env.sent_at,
+                    "readings": typed_env.readings,
+                }
+                is_typed, cache = True, None
+            except (msgspec.MsgspecError, ValueError):  # invalid UTF-8 is a ValueError
+                try:
+                    body = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    out.rejects.append(Reject(record, f"malformed JSON: {exc}"))
+                    continue
+                is_typed, cache = False, body
             problem = _envelope_problem(body, record, catalog, limits)
             if problem:
                 out.rejects.append(Reject(record, problem))
                 continue
+            if is_typed != typed and groups:
+                # keep arrival order across the two kinds: the first of two equal
+                # timestamps is the one accepted
+                parts.extend(_decode_groups(groups, lookup, catalog, out, typed))
+                groups = []
+                pending = 0
+            typed = is_typed
             groups.append((len(out.envelopes), body["readings"]))
             out.envelopes.append(
-                Envelope(record, body["cluster"], body["site"], body["source"], body)
+                Envelope(record, body["cluster"], body["site"], body["source"], cache)
             )
             pending += len(body["readings"])
             if pending >= _CHUNK:
                 # columns while the fresh readings are still in the CPU cache
-                parts.extend(_decode_groups(groups, lookup, catalog, out))
+                parts.extend(_decode_groups(groups, lookup, catalog, out, typed))
                 groups = []
                 pending = 0
     if groups:
-        parts.extend(_decode_groups(groups, lookup, catalog, out))
+        parts.extend(_decode_groups(groups, lookup, catalog, out, typed))
     if not parts:
         return out
     if len(parts) == 1:
@@ -330,9 +392,18 @@ def decode_batch(
 
 
 _SCHEMA_BYTES = SCHEMA.encode()
-_get_ts = itemgetter("ts")
-_get_value = itemgetter("value")
-_get_key = itemgetter("meter", "unit", "carrier", "quality")
+# orjson reads integers outside [-2**63, 2**64) as floats; msgspec keeps them integers
+_JSON_INT_MIN, _JSON_INT_MAX = -(2**63), 2**64
+_FROM_DICT = (
+    itemgetter("ts"),
+    itemgetter("value"),
+    itemgetter("meter", "unit", "carrier", "quality"),
+)
+_FROM_STRUCT = (
+    attrgetter("ts"),
+    attrgetter("value"),
+    attrgetter("meter", "unit", "carrier", "quality"),
+)
 _TS_LIMIT = 2**62
 # readings turned into columns at once: big enough to amortise the per-call overhead, small
 # enough for the just-decoded objects to still be in cache (a reading is ~0.5 KB of objects)
@@ -347,7 +418,9 @@ class _Columns:
     code: np.ndarray  # index into ``_Lookup`` arrays, -1 when not a known valid combination
 
 
-def _columns(readings: list[Any], lookup: _Lookup, catalog: MeterCatalog) -> _Columns | None:
+def _columns(
+    readings: list[Any], lookup: _Lookup, catalog: MeterCatalog, typed: bool = False
+) -> _Columns | None:
     """Columns of structurally valid readings; None if any reading is not (then slow path).
 
     A missing field raises KeyError, a reading that is not an object TypeError, an
@@ -355,9 +428,10 @@ def _columns(readings: list[Any], lookup: _Lookup, catalog: MeterCatalog) -> _Co
     finer path. Types are checked over whole columns (``set(map(type, ...))``), in C.
     """
     n = len(readings)
+    get_ts, get_value, get_key = _FROM_STRUCT if typed else _FROM_DICT
     try:
-        ts = list(map(_get_ts, readings))
-        values = list(map(_get_value, readings))
+        ts = list(map(get_ts, readings))
+        values = list(map(get_value, readings))
         vt = set(map(type, values))
         if set(map(type, ts)) != _INT or not vt <= _NUMBER:
             return None
@@ -372,7 +446,7 @@ def _columns(readings: list[Any], lookup: _Lookup, catalog: MeterCatalog) -> _Co
         ts_a = np.array(ts, np.int64)  # OverflowError beyond int64
         if n and (ts_a.max() >= _TS_LIMIT or ts_a.min() <= -_TS_LIMIT):
             return None
-        keys = list(map(_get_key, readings))
+        keys = list(map(get_key, readings))
         code = np.fromiter(map(lookup.codes.__getitem__, keys), np.int64, n)
     except (KeyError, TypeError, OverflowError):
         return None
@@ -387,9 +461,17 @@ def _columns(readings: list[Any], lookup: _Lookup, catalog: MeterCatalog) -> _Co
 
 
 def _decode_groups(
-    groups: list[tuple[int, list[Any]]], lookup: _Lookup, catalog: MeterCatalog, out: DecodedBatch
+    groups: list[tuple[int, list[Any]]],
+    lookup: _Lookup,
+    catalog: MeterCatalog,
+    out: DecodedBatch,
+    typed: bool,
 ) -> list[tuple[np.ndarray, np.ndarray, _Columns]]:
-    """(envelope ids, reading indexes, columns) for the structurally valid readings."""
+    """(envelope ids, reading indexes, columns) for the structurally valid readings.
+
+    ``typed``: the readings are msgspec structs; an envelope of them that still fails (an
+    integer beyond int64, a timestamp beyond 2**62) is judged on its plain JSON objects.
+    """
     lengths = np.fromiter((len(g[1]) for g in groups), np.int64, len(groups))
     envs = np.fromiter((g[0] for g in groups), np.int64, len(groups))
     if len(groups) == 1:
@@ -398,13 +480,14 @@ def _decode_groups(
         every = []
         for _, readings in groups:
             every.extend(readings)
-    cols = _columns(every, lookup, catalog)
+    cols = _columns(every, lookup, catalog, typed)
     if cols is not None:
         starts = np.cumsum(lengths) - lengths
         ridx = np.arange(len(every), dtype=np.int64) - np.repeat(starts, lengths)
         return [(np.repeat(envs, lengths), ridx, cols)]
     parts = []
-    for e, readings in groups:
+    for e, group in groups:
+        readings = out.envelopes[e].body["readings"] if typed else group
         cols = _columns(readings, lookup, catalog)
         if cols is not None:
             n = len(readings)

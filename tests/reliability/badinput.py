@@ -21,16 +21,25 @@ example database), so a run produces the same inputs every time and 10,000 take 
 from __future__ import annotations
 
 import json
+import random
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from streams.catalog import QUALITIES, MeterCatalog
 from streams.envelope import FIELDS, SCHEMA
 
+if TYPE_CHECKING:
+    from tests.integration.streams.harness import Generator
+
 HEADERS = [("content-type", b"application/json"), ("clustertwin-schema", b"readings/1")]
+#: the suite's good traffic: envelopes per site (5 s of event time each), sites, meters a site
+STEPS = 300
+SITES, METERS = 4, 6
 DAY_MS = 86_400_000
 
 #: How many of each bad input (10,000 in all). Whole messages first, then single readings.
@@ -508,4 +517,80 @@ def generate(
     return messages, readings
 
 
-__all__ = ["REASONS", "TOTAL", "BadMessage", "BadReading", "dumps", "generate"]
+@dataclass
+class Outgoing:
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    big: bool = False
+    # what must come out in the dead-letter topic: (reading index or None, kind, original)
+    expect: list[tuple[int | None, str, Any]] = field(default_factory=list)
+
+
+def assemble(
+    gen: Generator, messages: list[BadMessage], readings: list[BadReading], seed: int
+) -> list[Outgoing]:
+    """The send order: good envelopes (some carrying bad readings), bad messages between
+    them, and re-sent copies of earlier envelopes; deterministic for a seed."""
+    rng = random.Random(seed)
+    slots = STEPS * SITES
+    per_slot: dict[tuple[int, str], list[BadReading]] = defaultdict(list)
+    for r in readings:
+        per_slot[(rng.randrange(STEPS), r.site)].append(r)
+    after: dict[int, list[BadMessage | None]] = defaultdict(list)  # None = re-send one
+    for m in messages:
+        after[rng.randrange(slots)].append(m)
+    for _ in range(DUP_ENVELOPES):
+        after[rng.randrange(slots)].append(None)
+    out: list[Outgoing] = []
+    history: list[Outgoing] = []
+    slot = 0
+    for step in range(STEPS):
+        for site, raw in gen.step():
+            body = orjson.loads(raw)
+            entries: list[tuple[str | None, Any]] = [(None, r) for r in body["readings"]]
+            for bad in per_slot.get((step, site), []):
+                if bad.kind == "duplicate_reading":
+                    goods = [i for i, (k, _) in enumerate(entries) if k is None]
+                    g = goods[bad.reading % len(goods)]
+                    pos = rng.randint(g + 1, len(entries))
+                    entries.insert(pos, (bad.kind, dict(entries[g][1])))
+                else:
+                    entries.insert(rng.randint(0, len(entries)), (bad.kind, bad.reading))
+            body["readings"] = [r for _, r in entries]
+            env = Outgoing(
+                site.encode(),
+                dumps(body),
+                list(HEADERS),
+                expect=[(i, k, r) for i, (k, r) in enumerate(entries) if k is not None],
+            )
+            # a re-send dead-letters every reading: bad ones for their own fault
+            env_kinds = [k or "duplicate_envelope" for k, _ in entries]
+            out.append(env)
+            history.append(
+                Outgoing(
+                    env.key,
+                    env.value,
+                    env.headers,
+                    expect=[(i, env_kinds[i], r) for i, (_, r) in enumerate(entries)],
+                )
+            )
+            for m in after.get(slot, []):
+                if m is None:
+                    out.append(rng.choice(history))
+                else:
+                    out.append(Outgoing(m.key, m.value, m.headers, m.big, [(None, m.kind, m)]))
+            slot += 1
+    return out
+
+
+__all__ = [
+    "REASONS",
+    "TOTAL",
+    "BadMessage",
+    "BadReading",
+    "Outgoing",
+    "assemble",
+    "dumps",
+    "generate",
+]

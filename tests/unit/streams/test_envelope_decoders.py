@@ -1,0 +1,99 @@
+"""The typed fast decoder (msgspec) decides exactly as the plain-JSON path (orjson) does.
+
+The worker decodes an envelope with msgspec and falls back to orjson plus field-by-field
+checks only when msgspec refuses it. Both paths must accept the same readings, put the same
+figures in the same order into the batch columns and reject the same things for the same
+reasons, or a replay, or a change of decoder, would change the twin. The reliability
+suite's 10,000 generated bad inputs, mixed into good envelopes as that suite sends them,
+are decoded both ways and compared field by field.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+from streams import envelope
+from streams.envelope import Record, decode_batch
+from tests.integration.streams.harness import Generator, make_catalog
+from tests.reliability import badinput
+from tests.reliability.badinput import METERS, SITES, assemble
+
+
+class _RefusesEverything:
+    def decode(self, raw: bytes) -> Any:
+        raise msgspec.ValidationError("forced: judge it on plain JSON")
+
+
+def _summary(records: list[Record], catalog: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"rejects": [], "columns": []}
+    for start in range(0, len(records), 64):
+        batch = decode_batch(records[start : start + 64], catalog)
+        out["rejects"] += [(r.record.offset, r.index, r.reason, r.payload()) for r in batch.rejects]
+        offsets = np.array([e.record.offset for e in batch.envelopes], np.int64)
+        out["columns"].append(
+            np.stack(
+                [
+                    offsets[batch.env] if batch.env.size else batch.env,
+                    batch.reading_index,
+                    batch.meter,
+                    batch.row,
+                    batch.ts,
+                    batch.value.view(np.int64),  # bit for bit
+                    batch.quality.astype(np.int64),
+                ]
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def records() -> tuple[list[Record], Any]:
+    cluster = "rbad"
+    catalog = make_catalog(cluster, SITES, METERS)
+    now = int(time.time() * 1000)
+    messages, bad_readings = badinput.generate(catalog, cluster, now)
+    start = now - 3600_000
+    gen = Generator(catalog, cluster, start_ms=start - start % 60_000 + 1234)
+    plan = assemble(gen, messages, bad_readings, seed=8)
+    out = [Record("readings", 0, i, now, o.key, o.value, o.headers) for i, o in enumerate(plan)]
+    return out, catalog
+
+
+def test_both_decoders_accept_reject_and_order_alike(records, monkeypatch):
+    recs, catalog = records
+    fast = _summary(recs, catalog)
+    monkeypatch.setattr(envelope, "_DECODER", _RefusesEverything())
+    plain = _summary(recs, catalog)
+    assert len(fast["rejects"]) > 9_000  # the inputs really are bad, and judged
+    # the order of dead letters is not part of the contract (they are sent concurrently)
+    assert sorted(fast["rejects"]) == sorted(plain["rejects"])
+    assert len(fast["columns"]) == len(plain["columns"])
+    for a, b in zip(fast["columns"], plain["columns"], strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_the_fast_path_is_taken_for_good_envelopes(records, monkeypatch):
+    """Guards the point of the fast path: a good envelope never needs its plain JSON."""
+    _, catalog = records
+    now = int(time.time() * 1000)
+    gen = Generator(catalog, "rbad", start_ms=now - 600_000)
+    good = [
+        Record("readings", 0, i, now, site.encode(), raw)
+        for i, (site, raw) in enumerate(e for _ in range(10) for e in gen.step())
+    ]
+    calls = []
+    real = envelope.orjson.loads
+
+    def counting(raw: Any) -> Any:
+        calls.append(1)
+        return real(raw)
+
+    monkeypatch.setattr(envelope.orjson, "loads", counting)
+    batch = decode_batch(good, catalog)
+    assert not batch.rejects and batch.env.size == 10 * SITES * METERS
+    assert calls == []
