@@ -144,6 +144,9 @@ def create_app(
         # default of 1 MB made a bigger bad message fail its dead-letter send and stall)
         producer_max_request_size=MAX_DEADLETTER_BYTES + 64 * 1024,
         broker_commit_interval=1.0,
+        # Faust's default (1 MB per partition) brings ~16 typical envelopes per fetch; a
+        # backlog then drains in smaller batches, each rewriting its open windows
+        consumer_max_fetch_size=16 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=max(4096, cfg.batch_max * 2),
         table_standby_replicas=0,
