@@ -34,7 +34,7 @@ from clustertwin.settings import Settings, cache_dir
 from streams.catalog import MeterCatalog
 from streams.config import StreamSettings
 from streams.envelope import MAX_DEADLETTER_BYTES, Record
-from streams.pipeline import ClusterStage, SiteStage, Topics
+from streams.pipeline import ClusterStage, OverlappedCommits, PreparedBatch, SiteStage, Topics
 from streams.progress import ProgressWriter
 from streams.sink import InfluxSink, fields_line
 from streams.windows import SiteState
@@ -235,26 +235,39 @@ def create_app(
     processed: dict[int, int] = {}
     app.twin_stages = (site_stage, cluster_stage)  # type: ignore[attr-defined]
 
+    commits = OverlappedCommits(site_stage)
+    app.twin_commits = commits  # type: ignore[attr-defined]
+
     @app.agent(readings, name="site-stage")
     async def site_agent(stream: Any) -> None:
-        async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
-            records = [record_from_event(e) for e in events]
-            async with lock:
-                busy["since"] = time.monotonic()
-                held, seeks = await site_stage.process(records)
-                busy["since"] = None
-                busy["last"] = time.monotonic()
-            held_ids = {(r.partition, r.offset) for r in held}
-            for r in records:
-                if (r.partition, r.offset) not in held_ids and r.offset > processed.get(
-                    r.partition, -1
-                ):
-                    processed[r.partition] = r.offset
-            for e, r in zip(events, records, strict=True):
-                if (r.partition, r.offset) not in held_ids:
-                    await stream.ack(e)
-            for partition, offset in seeks.items():
-                await app.consumer.seek(TP(settings.readings_topic, partition), offset)
+        try:
+            async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
+                records = [record_from_event(e) for e in events]
+
+                async def stored(prepared: PreparedBatch, events: list[Any] = events) -> None:
+                    """Acknowledge what is stored, seek back over gaps (after the commit)."""
+                    held_ids = {(r.partition, r.offset) for r in prepared.held}
+                    for e, r in zip(events, prepared.records_in, strict=True):
+                        if (r.partition, r.offset) in held_ids:
+                            continue
+                        if r.offset > processed.get(r.partition, -1):
+                            processed[r.partition] = r.offset
+                        await stream.ack(e)
+                    for partition, offset in prepared.seeks.items():
+                        await app.consumer.seek(TP(settings.readings_topic, partition), offset)
+                    busy["since"] = None
+                    busy["last"] = time.monotonic()
+
+                async with lock:
+                    if busy["since"] is None:
+                        busy["since"] = time.monotonic()
+                    await commits.submit(records, stored)
+                    if not cfg.overlap_commits:
+                        await commits.wait()
+        finally:
+            # Cancelled by a rebalance (Faust restarts the agent) or stopping: what is not
+            # stored is not acknowledged and comes again; start the next agent from the table.
+            await commits.abandon()
 
     @app.agent(updates_topic, name="cluster-stage")
     async def cluster_agent(stream: Any) -> None:
@@ -338,6 +351,7 @@ def create_app(
             return
         fresh = {tp.partition: end for tp, end in ends.items() if end is not None}
         async with lock:
+            await commits.wait(raise_errors=False)
             await site_stage.flush_idle(cfg.idle_flush_s, lambda p: caught_up(p, fresh))
 
     @app.timer(interval=cfg.progress_every_s)

@@ -33,6 +33,11 @@ class StreamSettings(BaseSettings):
     )
     batch_max: int = Field(2000, ge=1, description="records per processing batch")
     batch_within_s: float = Field(0.2, gt=0, description="max wait to fill a batch")
+    overlap_commits: bool = Field(
+        True,
+        description="compute the next batch while the previous one is being stored; off: "
+        "one batch at a time (same guarantees, for comparing or ruling it out)",
+    )
     stall_s: float = Field(
         60.0,
         gt=0,

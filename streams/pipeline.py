@@ -15,6 +15,13 @@ A crash before 3 replays the records against the old state and rewrites the same
 a crash after 3 finds each record's offset already in its site's state and skips it.
 Faust flushes the changelog before it commits offsets, so a committed offset always has its
 state behind it.
+
+Steps 1 and 2-3 are separate calls (``prepare`` and ``commit``) so the worker can compute
+the next batch while the previous one is being stored (InfluxDB parses on another core):
+``prepare`` serialises everything a commit needs, and later batches start from the states of
+prepared, not yet stored, batches. Commits still happen one at a time and in order, and a
+record is acknowledged only after its own commit; ``forget`` drops the unstored states when
+a commit is abandoned, so the next batch starts again from what the table holds.
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 Write = Callable[[Iterable[str]], Awaitable[None]]
+
+
+class StaleBatch(Exception):
+    """A prepared batch counted on states that were forgotten: its records must come again."""
 
 
 class StateTable(Protocol):
@@ -110,12 +121,48 @@ class Counters:
     replayed: int = 0
     last_batch_wall: float = 0.0
 
+    def add(self, other: Counters) -> None:
+        """Count a stored batch (its counts are kept aside until it is stored)."""
+        for name in (
+            "records",
+            "readings",
+            "accepted",
+            "deadletters",
+            "late",
+            "duplicates",
+            "batches",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 @dataclass
 class Topics:
     deadletter: str
     late: str
     cluster_updates: str
+
+
+@dataclass
+class PreparedBatch:
+    """A batch computed in memory, everything its commit needs already serialised.
+
+    Nothing here refers to a live ``SiteState``: a later batch may go on changing those
+    objects while this one is being stored.
+    """
+
+    epoch: int
+    seq: int
+    records: Sequence[Record]
+    held: list[Record]
+    seeks: dict[int, int]
+    lines: list[str]
+    messages: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]
+    # site -> (state as stored, its partition, the state object it was serialised from)
+    stored: dict[str, tuple[bytes, int, SiteState]]
+    cursors: dict[int, int]
+    counters: Counters
+    # every record given to ``prepare``, in order: replays and held records included
+    records_in: Sequence[Record] = ()
 
 
 class SiteStage:
@@ -156,8 +203,37 @@ class SiteStage:
         # site -> (the bytes last put in the table, the same state decoded): saves decoding
         # every site's state on every batch
         self._live: dict[str, tuple[bytes, SiteState]] = {}
+        # States and cursors of prepared batches not yet stored: site -> (batch seq, state),
+        # partition -> (batch seq, next offset). The next batch starts from these.
+        self._pending: dict[str, tuple[int, SiteState]] = {}
+        self._pending_cursors: dict[int, tuple[int, int]] = {}
+        self._seq = 0
+        # Bumped by ``forget``: a batch prepared before it was computed from states that
+        # will never be stored, so its commit is refused.
+        self._epoch = 0
+
+    def forget(self) -> None:
+        """Drop every state not read from the table (prepared batches, decoded copies).
+
+        For when a commit failed or was cancelled: the batches prepared after it counted
+        effects that are not stored. Call it only once no commit is running any more, so
+        that what the table holds is final; the unacknowledged records come again.
+        """
+        self._pending.clear()
+        self._pending_cursors.clear()
+        self._live.clear()
+        self._epoch += 1
+
+    @property
+    def idle(self) -> bool:
+        """No prepared batch waits to be stored (what ``flush_idle`` needs)."""
+        return not self._pending and not self._pending_cursors
 
     def load(self, cluster: str, site: str, partition: int) -> SiteState:
+        pending = self._pending.pop(site, None)
+        if pending is not None:
+            # the newest state, from a batch still being stored; taken out while in use
+            return pending[1]
         raw = self.table.get(site.encode())
         if raw is None:
             return SiteState(cluster, site, partition)
@@ -191,6 +267,9 @@ class SiteStage:
         return b"\x00cursor/" + str(partition).encode()
 
     def cursor(self, partition: int) -> int | None:
+        pending = self._pending_cursors.get(partition)
+        if pending is not None:
+            return pending[1]
         raw = self.table.get(self.cursor_key(partition))
         return None if raw is None else int(raw)
 
@@ -246,12 +325,20 @@ class SiteStage:
         return admitted, held, seeks
 
     async def process(self, records: Sequence[Record]) -> tuple[list[Record], dict[int, int]]:
-        """Apply a batch; return the records to leave unacknowledged and the seeks to do."""
-        admitted, held, seeks = self.admit(records)
-        await self._process(admitted)
-        return held, seeks
+        """Apply a batch and store it; return the records to leave unacknowledged and the
+        seeks to do (``prepare`` then ``commit``, for callers that do not overlap them)."""
+        prepared = self.prepare(records)
+        await self.commit(prepared)
+        return prepared.held, prepared.seeks
 
-    async def _process(self, records: Sequence[Record]) -> None:
+    def prepare(self, records: Sequence[Record]) -> PreparedBatch:
+        """Compute a batch in memory: new states, points, dead letters, cluster summaries.
+
+        Later batches see its states at once; they are stored by ``commit``. If computing
+        fails half-way the states it had taken are gone, so everything unstored is
+        forgotten (the caller must let a running commit end before preparing again).
+        """
+        admitted, held, seeks = self.admit(records)
         # The cyclic GC is held off while a batch is computed: decoding allocates a
         # container per reading and keeps them all alive until the batch is folded, so
         # collections would keep re-scanning them for nothing (no cycles are made); they
@@ -259,18 +346,62 @@ class SiteStage:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            emit = self._compute(records)
+            prepared = self._compute(admitted)
+        except BaseException:
+            self.forget()
+            raise
         finally:
             if gc_was_enabled:
                 gc.enable()
-        await self._emit(*emit)
-        # production (record CreateTime) -> effects stored: what a dashboard user waits
-        done_ms = time.time() * 1000
-        self.latencies.extend(done_ms - r.timestamp for r in records)
+        prepared.held, prepared.seeks, prepared.records_in = held, seeks, records
+        return prepared
 
-    def _compute(self, records: Sequence[Record]) -> tuple[Any, ...]:
-        """New site states and everything to emit for them (``_emit``'s arguments)."""
-        c = self.counters
+    async def commit(self, prepared: PreparedBatch) -> None:
+        """Store a prepared batch: points, messages, then the states and cursors.
+
+        Commits must come in the order the batches were prepared, one at a time.
+        """
+        if prepared.epoch != self._epoch:
+            raise StaleBatch("prepared before a failed commit; its records come again")
+        if prepared.lines:
+            await self.write(prepared.lines)
+        if prepared.messages:
+            await asyncio.gather(*(self.send(*m) for m in prepared.messages))
+        await _settle(
+            [
+                self.table.put(site.encode(), raw, partition)
+                for site, (raw, partition, _) in prepared.stored.items()
+            ]
+        )
+        # cursors after the sites: a crash in between replays records the sites skip
+        if prepared.cursors:
+            await _settle(
+                [
+                    self.table.put(self.cursor_key(p), str(offset).encode(), p)
+                    for p, offset in prepared.cursors.items()
+                ]
+            )
+        for site, (raw, _, state) in prepared.stored.items():
+            pending = self._pending.get(site)
+            if pending is not None and pending[0] == prepared.seq:
+                # no later batch took it: the table holds the newest state again
+                del self._pending[site]
+                self._live[site] = (raw, state)
+        for p in prepared.cursors:
+            pending_cursor = self._pending_cursors.get(p)
+            if pending_cursor is not None and pending_cursor[0] == prepared.seq:
+                del self._pending_cursors[p]
+        self.counters.add(prepared.counters)
+        self.counters.points += len(prepared.lines)
+        self.counters.last_batch_wall = time.time()
+        if prepared.records:
+            # production (record CreateTime) -> effects stored: what a dashboard user waits
+            done_ms = time.time() * 1000
+            self.latencies.extend(done_ms - r.timestamp for r in prepared.records)
+
+    def _compute(self, records: Sequence[Record]) -> PreparedBatch:
+        """New site states and everything to emit for them."""
+        c = Counters()
         c.records += len(records)
         c.batches += 1
         if self.first_batch is None:
@@ -339,7 +470,38 @@ class SiteStage:
         cursors: dict[int, int] = {}
         for r in records:
             cursors[r.partition] = max(cursors.get(r.partition, 0), r.offset + 1)
-        return lines, deadletters, late, updates, states, cursors
+        return self._prepared(records, lines, deadletters, late, updates, states, cursors, c)
+
+    def _prepared(
+        self,
+        records: Sequence[Record],
+        lines: list[str],
+        deadletters: list[Reject],
+        late: list[Reject],
+        updates: list[WindowUpdate],
+        states: dict[str, SiteState],
+        cursors: dict[int, int],
+        counters: Counters,
+    ) -> PreparedBatch:
+        """Serialise what a commit needs and make the new states the ones to start from."""
+        self._seq += 1
+        seq = self._seq
+        messages = [
+            (self.topics.deadletter, r.record.key, r.payload(), r.headers()) for r in deadletters
+        ]
+        messages += [(self.topics.late, r.record.key, r.payload(), r.headers("late")) for r in late]
+        messages += [
+            (self.topics.cluster_updates, cluster.encode(), payload, [])
+            for cluster, payload in _cluster_payloads(updates, states).items()
+        ]
+        stored = {site: (state.dumps(), state.partition, state) for site, state in states.items()}
+        for site, state in states.items():
+            self._pending[site] = (seq, state)
+        for p, offset in cursors.items():
+            self._pending_cursors[p] = (seq, offset)
+        return PreparedBatch(
+            self._epoch, seq, records, [], {}, lines, messages, stored, cursors, counters
+        )
 
     def _latest_lines(self, state: SiteState, batch: SiteBatch) -> list[str]:
         out = []
@@ -369,46 +531,6 @@ class SiteStage:
             if year == _year(state.wm)
         ]
 
-    async def _emit(
-        self,
-        lines: list[str],
-        deadletters: list[Reject],
-        late: list[Reject],
-        updates: list[WindowUpdate],
-        states: dict[str, SiteState],
-        cursors: dict[int, int] | None = None,
-    ) -> None:
-        sends: list[Awaitable[None]] = []
-        for r in deadletters:
-            sends.append(self.send(self.topics.deadletter, r.record.key, r.payload(), r.headers()))
-        for r in late:
-            sends.append(self.send(self.topics.late, r.record.key, r.payload(), r.headers("late")))
-        for cluster, payload in _cluster_payloads(updates, states).items():
-            sends.append(self.send(self.topics.cluster_updates, cluster.encode(), payload, []))
-        if lines:
-            await self.write(lines)
-            self.counters.points += len(lines)
-        if sends:
-            await asyncio.gather(*sends)
-        stored = {site: state.dumps() for site, state in states.items()}
-        await _settle(
-            [
-                self.table.put(site.encode(), stored[site], state.partition)
-                for site, state in states.items()
-            ]
-        )
-        for site, state in states.items():
-            self._live[site] = (stored[site], state)
-        # cursors after the sites: a crash in between replays records the sites skip
-        if cursors:
-            await _settle(
-                [
-                    self.table.put(self.cursor_key(p), str(offset).encode(), p)
-                    for p, offset in cursors.items()
-                ]
-            )
-        self.counters.last_batch_wall = time.time()
-
     async def flush_idle(
         self, idle_s: float, caught_up: Callable[[int], bool], now_ms: int | None = None
     ) -> int:
@@ -417,6 +539,8 @@ class SiteStage:
         Only for partitions whose records have all been processed: a site is not idle while
         its readings wait in Kafka (after a restart or an InfluxDB outage).
         """
+        if not self.idle:
+            raise RuntimeError("flush_idle while a prepared batch waits to be stored")
         now = time.monotonic()
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         if self.first_batch is None or now - self.first_batch < idle_s:
@@ -456,8 +580,75 @@ class SiteStage:
                 closed_sites += 1
         if states:
             lines = [window_line(self.twin, u) for u in updates]
-            await self._emit(lines, [], [], updates, states)
+            await self.commit(self._prepared([], lines, [], [], updates, states, {}, Counters()))
         return closed_sites
+
+
+class OverlappedCommits:
+    """Stores one batch while the worker prepares the next: double buffering.
+
+    Without it the worker sat idle for a third of the time waiting for InfluxDB to parse
+    and index each batch's points; now that wait overlaps the next batch's computing. One
+    commit at a time, in the order of preparation, and ``after`` (acknowledging the
+    records) runs only once its batch is stored, so the delivery guarantee is unchanged.
+    """
+
+    def __init__(self, stage: SiteStage) -> None:
+        self.stage = stage
+        self._inflight: asyncio.Future[None] | None = None
+
+    async def submit(
+        self, records: Sequence[Record], after: Callable[[PreparedBatch], Awaitable[None]]
+    ) -> None:
+        """Prepare ``records`` now; store them, then call ``after``, once the previous
+        batch is stored. Returns as soon as the commit has started, unless the batch holds
+        records back (a gap to seek): then only when it is done, so the seek comes before
+        the next batch is prepared."""
+        try:
+            prepared = self.stage.prepare(records)
+        except BaseException:
+            await self.wait(raise_errors=False)
+            self.stage.forget()  # again: the commit that was running may have stored more
+            raise
+        await self.wait()
+        task = asyncio.ensure_future(self._store(prepared, after))
+        self._inflight = task
+        if prepared.held or prepared.seeks:
+            await self.wait()
+
+    async def _store(
+        self, prepared: PreparedBatch, after: Callable[[PreparedBatch], Awaitable[None]]
+    ) -> None:
+        await self.stage.commit(prepared)
+        await after(prepared)
+
+    async def wait(self, raise_errors: bool = True) -> None:
+        """Until no commit is running. A failed commit's unstored states are forgotten and
+        its error raised (when ``raise_errors``): its records were never acknowledged."""
+        task = self._inflight
+        if task is None:
+            return
+        # asyncio.wait: a caller cancelled here does not cancel the commit it waits for
+        await asyncio.wait([task])
+        if self._inflight is task:
+            self._inflight = None
+        if task.cancelled():
+            self.stage.forget()
+            return
+        error = task.exception()
+        if error is not None:
+            self.stage.forget()
+            if raise_errors:
+                raise error
+            log.error("storing a batch failed (%r); its records come again", error)
+
+    async def abandon(self) -> None:
+        """Cancel the running commit (a rebalance or shutdown) and forget what is unstored."""
+        task = self._inflight
+        if task is not None and not task.done():
+            task.cancel()
+        await self.wait(raise_errors=False)
+        self.stage.forget()
 
 
 def _closes_any(state: SiteState, now_ms: int, stage: SiteStage) -> bool:
@@ -705,6 +896,8 @@ __all__ = [
     "ClusterStage",
     "DecodedBatch",
     "DictTable",
+    "OverlappedCommits",
+    "PreparedBatch",
     "Record",
     "SiteStage",
     "Topics",
