@@ -89,9 +89,19 @@ class MeterCatalog:
         self.index = {}
         self.sites = {}
         self.clusters = {}
+        cluster_of_site: dict[str, str] = {}
         for i, spec in enumerate(self.specs):
             if spec.meter in self.index:
                 raise CatalogError(f"duplicate meter id {spec.meter!r}")
+            # Readings are keyed by site id (the Kafka key, the worker's state), so two
+            # clusters' sites of one id would be summed into one site's windows.
+            first = cluster_of_site.setdefault(spec.site, spec.cluster)
+            if first != spec.cluster:
+                raise CatalogError(
+                    f"site id {spec.site!r} is in clusters {first!r} and {spec.cluster!r}: "
+                    "site ids must be unique across the clusters one worker serves "
+                    "(readings and the twin's state are keyed by site id)"
+                )
             self.index[spec.meter] = i
             self.sites.setdefault((spec.cluster, spec.site), []).append(i)
             sites = self.clusters.setdefault(spec.cluster, [])

@@ -344,6 +344,17 @@ def test_line_protocol_escapes_tags_and_uses_window_start():
     assert line.endswith(" 900000") and "complete=true" in line and "readings=6i" in line
 
 
+def test_a_site_id_in_two_clusters_is_refused_by_name():
+    """The worker keys readings and state by site id: two clusters' sites of one id would
+    be summed together, so the catalog refuses them (found with two real clusters)."""
+    specs = [
+        MeterSpec("ch-a", "chemicals", "teda", "natural_gas", {"MWh": (1.0, (0.2, 0.0, 0.0, 0.0))}),
+        MeterSpec("ch-b", "chemicals", "rotterdam", "natural_gas", {"MWh": (1.0, (0.2, 0, 0, 0))}),
+    ]
+    with pytest.raises(CatalogError, match="'chemicals' is in clusters 'teda' and 'rotterdam'"):
+        MeterCatalog(specs)
+
+
 def test_catalog_round_trips_and_rejects_bad_records(tmp_path):
     cat = catalog()
     path = tmp_path / "cat.json"
