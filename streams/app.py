@@ -236,7 +236,6 @@ def create_app(
     app.twin_stages = (site_stage, cluster_stage)  # type: ignore[attr-defined]
 
     commits = OverlappedCommits(site_stage)
-    app.twin_commits = commits  # type: ignore[attr-defined]
 
     @app.agent(readings, name="site-stage")
     async def site_agent(stream: Any) -> None:
