@@ -195,10 +195,10 @@ def main() -> None:
         envelopes(cat, "benchc", args.envelopes, args.readings, t0, live=False),
     )
     raw_json, _, raw_json_cpu = asyncio.run(
-        raw_rate(settings.kafka_bootstrap, topic, args.envelopes, columns=False)
+        raw_rate(settings.kafka_bootstrap, topic, args.envelopes, "json")
     )
     raw, _, raw_cpu = asyncio.run(
-        raw_rate(settings.kafka_bootstrap, topic, args.envelopes, columns=True)
+        raw_rate(settings.kafka_bootstrap, topic, args.envelopes, "columns")
     )
     print(
         f"raw aiokafka + orjson: JSON only {raw_json:,.0f} readings/s ({raw_json_cpu:,.0f} per "
