@@ -333,12 +333,17 @@ def create_app(
     async def idle_flush() -> None:
         """Close the windows of silent sites, unless their silence may be a broker outage.
 
+        Not while stopping: Faust keeps running timers while it waits for the agents'
+        records to be acknowledged, and the cluster stage's would wait behind this lock.
+
         While Kafka is down, producers keep their readings (connectors buffer to disk) and
         deliver them, with their old timestamps, once it is back: flushing then would make
         them all late. So a site is idle only after ``idle_flush_s`` of silence with the
         broker reachable, and "caught up" is judged on end offsets read now (the consumer's
         last-fetched high watermark is stale during an outage).
         """
+        if app.should_stop:
+            return
         tps = [TP(settings.readings_topic, p) for p in range(partitions)]
         try:
             ends = await asyncio.wait_for(app.consumer.highwaters(*tps), 5)
@@ -355,6 +360,8 @@ def create_app(
 
     @app.timer(interval=cfg.progress_every_s)
     async def write_progress() -> None:
+        if app.should_stop:
+            return  # see idle_flush
         async with lock:
             lines = progress.lines(site_stage, cluster_stage)
             c = site_stage.counters

@@ -44,6 +44,12 @@ class StreamSettings(BaseSettings):
         description="readings waiting this long with no progress (and InfluxDB up) = stalled: "
         "the worker exits so its supervisor restarts it (safe: nothing unstored is acked)",
     )
+    stop_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a stop (SIGTERM/SIGINT) taking longer exits the process at once (Faust "
+        "can wait forever for its last offset commit); safe, nothing unstored is acknowledged",
+    )
     datadir: Path | None = Field(
         None,
         description="Faust's data directory [cache dir/faust/<app id>]; never the current "
