@@ -300,8 +300,14 @@ class ConformanceKit:
         min_readings: int,
         timeout: float = 120.0,
         disrupt: Callable[[], Awaitable[None]] | None = None,
+        redelivers: bool = False,
     ) -> ConformanceReport:
-        """Contract + ordering + reconnect (``disrupt``, or an injected source failure)."""
+        """Contract + ordering + reconnect (``disrupt``, or an injected source failure).
+
+        ``redelivers``: the source's protocol re-delivers what it did not see acknowledged
+        before a reconnect (MQTT QoS 1 with a persistent session), so a repeat after the
+        injected failure is allowed too; the worker drops it as a duplicate.
+        """
         cfg, metrics = await self.run_connector(
             make,
             config,
@@ -315,7 +321,7 @@ class ConformanceKit:
             raise ConformanceError("the source failure was not noticed (no reconnect counted)")
         # Live sources may re-deliver around a reconnect (at-least-once): duplicates allowed
         # there, never losses or reordering.
-        return self.collect(cfg, index, metrics, allow_duplicates=disrupt is not None)
+        return self.collect(cfg, index, metrics, allow_duplicates=disrupt is not None or redelivers)
 
     async def check_buffering(
         self,

@@ -36,11 +36,19 @@ class Feeder(threading.Thread):
         self.client.max_inflight_messages_set(1)
         self.t0 = now_ms() - self.n * 1000
         self.stop = threading.Event()
+        # Publish only while connected: messages paho queues during a broker outage were
+        # seen to land out of order after it (a gateway that promises order waits instead).
+        self.connected = threading.Event()
+        self.client.on_connect = lambda *_a: self.connected.set()
+        self.client.on_disconnect = lambda *_a: self.connected.clear()
 
     def run(self) -> None:
         self.client.connect_async(self.host, self.port)
         self.client.loop_start()
         for i in range(self.n):
+            while not self.connected.wait(0.1):
+                if self.stop.is_set():
+                    return
             if self.stop.is_set():
                 break
             meter = "bf-gas" if i % 2 == 0 else "mill-power"
@@ -81,7 +89,9 @@ def test_mqtt_contract_with_persistent_session_loses_nothing(
 ) -> None:
     prefix = unique_name.replace("/", "-")
     cfg = config(stack.mqtt_host, stack.mqtt_port, prefix)
-    feeder = Feeder(stack.mqtt_host, stack.mqtt_port, prefix, n=600, rate=400)
+    # more than the run reads: a QoS 1 repeat after the injected failure counts as a
+    # sample, so the run may stop a few readings short of the 600th
+    feeder = Feeder(stack.mqtt_host, stack.mqtt_port, prefix, n=640, rate=400)
 
     async def run():  # type: ignore[no-untyped-def]
         async def start_feeding() -> None:
@@ -89,17 +99,25 @@ def test_mqtt_contract_with_persistent_session_loses_nothing(
             feeder.start()
 
         asyncio.get_running_loop().create_task(start_feeding())
+        # QoS 1: a message whose PUBACK had not reached the broker when the injected
+        # failure dropped the connection comes again (seen once in CI under load)
         return await conformance.check_contract(
-            lambda c: MqttConnector(c, mini_index), cfg, mini_index, min_readings=600
+            lambda c: MqttConnector(c, mini_index),
+            cfg,
+            mini_index,
+            min_readings=600,
+            redelivers=True,
         )
 
     try:
         report = asyncio.run(run())
     finally:
         feeder.close()
-    # The injected disconnect happened mid-feed; the broker kept the session's messages.
+    # The injected disconnect happened mid-feed; the broker kept the session's messages:
+    # what came is every reading up to the last one read, without a hole.
     values = sorted(r["value"] for r in report.readings)
-    assert values == [1.0 + i for i in range(600) if i != 7]
+    assert len(values) >= 590
+    assert values == [1.0 + i for i in range(int(values[-1])) if i != 7]
     assert len(report.deadletters) == 1
     assert b"lots" in report.deadletters[0].value
 
