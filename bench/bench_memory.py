@@ -23,14 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_pipeline import envelopes, get, prepare_run, produce, start_worker  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from bench_pipeline import (  # noqa: E402
+    envelopes,
+    get,
+    prepare_run,
+    produce,
+    rss_mb,
+    start_worker,
+)
 
 
 def main() -> None:

@@ -227,6 +227,22 @@ _VALUE = itemgetter("value")
 _KEY = itemgetter("meter", "unit", "carrier", "quality")
 
 
+#: what ``raw_rate`` can decode with, and how the benches name it
+RAW_DECODERS = {
+    "json": "orjson (JSON only)",
+    "columns": "orjson + columns (ts, value, meter/unit/carrier/quality code)",
+    "typed": "msgspec structs + columns",
+}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process now, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 async def raw_rate(
     bootstrap: str, topic: str, expect_records: int, decode: str
 ) -> tuple[float, int, float]:
@@ -394,30 +410,21 @@ def main() -> None:
         topic,
         envelopes(cat, cluster, args.envelopes, args.readings, t0, live=False),
     )
-    raw_json, raw_n, raw_json_cpu = asyncio.run(
-        raw_rate(settings.kafka_bootstrap, topic, args.envelopes, "json")
-    )
-    print(
-        f"raw aiokafka getmany + orjson (JSON only): {raw_json:,.0f} readings/s, "
-        f"{raw_json_cpu:,.0f} per CPU-s ({raw_n:,} readings)",
-        flush=True,
-    )
-    raw, raw_n, raw_cpu = asyncio.run(
-        raw_rate(settings.kafka_bootstrap, topic, args.envelopes, "columns")
-    )
-    print(
-        f"raw aiokafka getmany + orjson + columns (ts, value, meter/unit/carrier/quality "
-        f"code): {raw:,.0f} readings/s, {raw_cpu:,.0f} per CPU-s ({raw_n:,} readings)",
-        flush=True,
-    )
-
-    typed, typed_n, typed_cpu = asyncio.run(
-        raw_rate(settings.kafka_bootstrap, topic, args.envelopes, "typed")
-    )
-    print(
-        f"raw aiokafka getmany + msgspec structs + columns: {typed:,.0f} readings/s, "
-        f"{typed_cpu:,.0f} per CPU-s ({typed_n:,} readings)",
-        flush=True,
+    rates: dict[str, tuple[float, float]] = {}
+    for decode, label in RAW_DECODERS.items():
+        rate, n, per_cpu = asyncio.run(
+            raw_rate(settings.kafka_bootstrap, topic, args.envelopes, decode)
+        )
+        rates[decode] = (rate, per_cpu)
+        print(
+            f"raw aiokafka getmany + {label}: {rate:,.0f} readings/s, {per_cpu:,.0f} per CPU-s "
+            f"({n:,} readings)",
+            flush=True,
+        )
+    (raw_json, raw_json_cpu), (raw, raw_cpu), (typed, typed_cpu) = (
+        rates["json"],
+        rates["columns"],
+        rates["typed"],
     )
 
     pipe = throughput(env_base, name, topic, cat_file, args.envelopes, REPO)

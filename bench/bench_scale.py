@@ -50,19 +50,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_pipeline import HEADERS, cpu_seconds, start_worker  # noqa: E402
+from bench_pipeline import HEADERS, cpu_seconds, rss_mb, start_worker  # noqa: E402
 from bench_twin import synthetic_raw  # noqa: E402
 
 from clustertwin.settings import Settings  # noqa: E402
 from clustertwin.stack import LocalStack  # noqa: E402
 from connectors.sdk.base import Sample  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def synthetic_clusters(clusters: int, sites: int, meters: int) -> list[Any]:
