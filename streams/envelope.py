@@ -433,7 +433,8 @@ def _columns(
         ts = list(map(get_ts, readings))
         values = list(map(get_value, readings))
         vt = set(map(type, values))
-        if set(map(type, ts)) != _INT or not vt <= _NUMBER:
+        # msgspec structs come typed already (ts an int, value an int or a float)
+        if not typed and (set(map(type, ts)) != _INT or not vt <= _NUMBER):
             return None
         if (
             int in vt
