@@ -11,6 +11,11 @@ Prints, from one run:
   here, is printed beside it;
 * pipeline: readings/s through one worker process on the same envelopes (Kafka in,
   validation, pricing, windows, tables, InfluxDB out), and the ratio (target >= 50%);
+* the workers run as they ship (batch wait ``CLUSTERTWIN_STREAMS_BATCH_WITHIN_S``
+  included: it sets how many records a batch holds under a backlog, which moves the
+  throughput by a third; ``--batch-within-s`` measures another value);
+* every throughput figure is measured ``--rounds`` times (default 3), raw and worker runs
+  interleaved, and the ratios are of the medians (single drains move by +-15% here);
 * latency at a fixed rate (default 5,000 readings/s): p50/p99 from a record's production
   (its Kafka CreateTime) to its points being stored in InfluxDB (target p99 < 2 s).
 
@@ -21,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +52,9 @@ sys.path.insert(0, str(REPO))
 from clustertwin.settings import Settings  # noqa: E402
 from clustertwin.stack import LocalStack  # noqa: E402
 from streams.catalog import MeterCatalog, MeterSpec  # noqa: E402
+from streams.config import StreamSettings  # noqa: E402
+
+BATCH_WITHIN_DEFAULT = StreamSettings.model_fields["batch_within_s"].default
 
 HEADERS = [("content-type", b"application/json"), ("clustertwin-schema", b"readings/1")]
 
@@ -75,7 +85,13 @@ class BenchRun:
 
 
 def prepare_run(prefix: str, cluster: str, sites: int, meters: int, topics: list[str]) -> BenchRun:
-    """Bring up Kafka and InfluxDB, write a catalog, create ``<name>-<topic>`` (4 partitions)."""
+    """Bring up Kafka and InfluxDB, write a catalog, create ``<name>-<topic>`` (4 partitions).
+
+    Every topic named ``<name>-...`` (these, and the ones its workers create) is deleted when
+    the bench exits: a worker fetches the metadata of every topic on the broker, and on a
+    broker left holding a thousand topics of earlier runs that alone cost a worker several
+    percent of its throughput.
+    """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
@@ -88,8 +104,35 @@ def prepare_run(prefix: str, cluster: str, sites: int, meters: int, topics: list
     cat_file.write_text(cat.to_json())
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     admin.create_topics([NewTopic(f"{name}-{t}", 4, 1) for t in topics])
+    held = len(admin.list_topics())
     admin.close()
+    print(f"the broker holds {held} topics", flush=True)
+    if held > 200:
+        print(
+            "  (left by earlier runs and tests? a worker parses the metadata of every topic "
+            "while it starts, which slows the first seconds of a drain: figures taken on "
+            "this broker are not comparable with those of a clean one)",
+            flush=True,
+        )
+    atexit.register(drop_topics, settings.kafka_bootstrap, name)
     return BenchRun(settings, {**os.environ, **stack.settings()}, name, cat, cat_file)
+
+
+def drop_topics(bootstrap: str, prefix: str) -> None:
+    """Delete the topics whose names start with ``prefix``."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            doomed = [t for t in admin.list_topics() if t.startswith(prefix)]
+            if doomed:
+                admin.delete_topics(doomed, timeout_ms=30_000)
+        finally:
+            admin.close()
+    except KafkaError as exc:
+        print(f"could not delete the bench's topics {prefix}-*: {exc}", file=sys.stderr)
 
 
 def envelopes(cat: MeterCatalog, cluster: str, n: int, per_env: int, t0: int, live: bool):
@@ -227,6 +270,13 @@ _VALUE = itemgetter("value")
 _KEY = itemgetter("meter", "unit", "carrier", "quality")
 
 
+#: the workers ``bench_pipeline`` can measure beside the raw rates
+VARIANT_LABELS = {
+    "pipe": "pipeline (1 worker, Kafka -> InfluxDB)",
+    "serial": "the same worker, one batch at a time (overlapped commits off)",
+    "base": "baseline worker (--baseline-repo), same envelopes",
+}
+
 #: what ``raw_rate`` can decode with, and how the benches name it
 RAW_DECODERS = {
     "json": "orjson (JSON only)",
@@ -310,7 +360,6 @@ def start_worker(
         "CLUSTERTWIN_STREAMS_TWIN": name,
         "CLUSTERTWIN_STREAMS_CATALOG_FILE": str(cat_file),
         "CLUSTERTWIN_STREAMS_WEB_PORT": str(port),
-        "CLUSTERTWIN_STREAMS_BATCH_WITHIN_S": "0.05",
     }
     log = open(f"/tmp/{name}-{topic}-worker.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -336,32 +385,39 @@ def cpu_seconds(pid: int) -> float:
 
 def throughput(
     env_base: dict[str, str], name: str, topic: str, cat_file: Path, envelopes: int, repo: Path
-) -> tuple[float, int, float]:
-    """(readings/s, readings accepted, readings per CPU-second) of one worker draining
-    ``topic`` from the start."""
+) -> tuple[float, int, float, float]:
+    """(readings/s, readings accepted, readings per CPU-second, records per batch) of one
+    worker draining ``topic`` from the start.
+
+    Timed by the worker itself, from the moment its first batch began to the moment its last
+    one was stored (``first_batch_*``/``last_batch_*`` in its counters), as the raw rate is
+    timed from its first fetched batch: a window between two polls of the counters would
+    miss the first batch, or count one computed before the window opened, and with batches
+    of a thousand records (a third of the backlog) either is a third of the figure.
+
+    Records per batch is printed because it moves the cost: how many records Faust hands
+    over at once depends on how far its fetcher got, and each batch rewrites the open
+    windows it touches."""
     proc, port = start_worker(env_base, name, topic, cat_file, repo)
     try:
-        first = last = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             c = get(port, "/twin/")["counters"]
-            now = time.perf_counter()
-            if first is None and c["records"] > 0:
-                first = (now, c["accepted"], cpu_seconds(proc.pid))
             if c["records"] >= envelopes:
-                last = (now, c["accepted"], cpu_seconds(proc.pid))
                 break
             time.sleep(0.05)
-        if first is None or last is None:
+        else:
             raise SystemExit("the worker did not process the envelopes in time")
-        accepted = int(get(port, "/twin/")["counters"]["accepted"])
-        elapsed = last[0] - first[0]
-        cpu = last[2] - first[2]
-        done = last[1] - first[1]
+        if "first_batch_wall" not in c:
+            raise SystemExit(f"{repo}/streams is too old for this bench (no first_batch_wall)")
+        elapsed = c["last_batch_wall"] - c["first_batch_wall"]
+        cpu = c["last_batch_cpu"] - c["first_batch_cpu"]
+        done = c["accepted"]
         return (
             done / elapsed if elapsed > 0 else float("nan"),
-            accepted,
+            done,
             done / cpu if cpu > 0 else float("nan"),
+            c["records"] / max(1, c["batches"]),
         )
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -376,6 +432,18 @@ def main() -> None:
     ap.add_argument("--meters", type=int, default=50, help="meters per site")
     ap.add_argument("--rate", type=float, default=5000.0, help="readings/s for the latency run")
     ap.add_argument("--latency-seconds", type=float, default=30.0)
+    ap.add_argument(
+        "--batch-within-s",
+        type=float,
+        help="the workers' CLUSTERTWIN_STREAMS_BATCH_WITHIN_S (how long a batch may wait to "
+        "fill); default: the worker's own",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measure every rate this many times, interleaved, and compare medians",
+    )
     ap.add_argument(
         "--baseline-repo",
         type=Path,
@@ -400,6 +468,11 @@ def main() -> None:
         run.cat_file,
     )
 
+    if args.batch_within_s is not None:
+        env_base = {**env_base, "CLUSTERTWIN_STREAMS_BATCH_WITHIN_S": str(args.batch_within_s)}
+    within = float(env_base.get("CLUSTERTWIN_STREAMS_BATCH_WITHIN_S", BATCH_WITHIN_DEFAULT))
+    print(f"workers wait up to {within} s to fill a batch (CLUSTERTWIN_STREAMS_BATCH_WITHIN_S)")
+
     # -- throughput: the same envelopes, raw consumer vs one worker ------------------------
     topic = f"{name}-throughput"
     t0 = int(time.time() * 1000) - 3 * 86_400_000
@@ -410,59 +483,85 @@ def main() -> None:
         topic,
         envelopes(cat, cluster, args.envelopes, args.readings, t0, live=False),
     )
-    rates: dict[str, tuple[float, float]] = {}
-    for decode, label in RAW_DECODERS.items():
-        rate, n, per_cpu = asyncio.run(
-            raw_rate(settings.kafka_bootstrap, topic, args.envelopes, decode)
-        )
-        rates[decode] = (rate, per_cpu)
-        print(
-            f"raw aiokafka getmany + {label}: {rate:,.0f} readings/s, {per_cpu:,.0f} per CPU-s "
-            f"({n:,} readings)",
-            flush=True,
-        )
-    (raw_json, raw_json_cpu), (raw, raw_cpu), (typed, typed_cpu) = (
-        rates["json"],
-        rates["columns"],
-        rates["typed"],
-    )
+    # The machine's other load (InfluxDB compacting, the page cache, the VM's neighbours)
+    # moves single drains by +-15%: every measurement is taken ``--rounds`` times,
+    # interleaved, and the ratios are of medians.
+    runs: dict[str, list[tuple[float, float]]] = {}
 
-    pipe = throughput(env_base, name, topic, cat_file, args.envelopes, REPO)
-    print(
-        f"pipeline (1 worker, Kafka -> InfluxDB): {pipe[0]:,.0f} readings/s, "
-        f"{pipe[2]:,.0f} per CPU-s ({pipe[1]:,} of {total:,} readings accepted)"
+    def measured(key: str, figures: tuple[float, float]) -> None:
+        runs.setdefault(key, []).append(figures)
+
+    variants: list[tuple[str, str, dict[str, str], Path]] = [("pipe", name, env_base, REPO)]
+    if args.also_serial:
+        serial_env = {**env_base, "CLUSTERTWIN_STREAMS_OVERLAP_COMMITS": "false"}
+        variants.append(("serial", f"{name}-serial", serial_env, REPO))
+    if args.baseline_repo is not None:
+        variants.append(("base", f"{name}-base", env_base, args.baseline_repo))
+    for round_no in range(1, args.rounds + 1):
+        for decode, label in RAW_DECODERS.items():
+            rate, n, per_cpu = asyncio.run(
+                raw_rate(settings.kafka_bootstrap, topic, args.envelopes, decode)
+            )
+            measured(decode, (rate, per_cpu))
+            print(
+                f"[round {round_no}] raw aiokafka getmany + {label}: {rate:,.0f} readings/s, "
+                f"{per_cpu:,.0f} per CPU-s ({n:,} readings)",
+                flush=True,
+            )
+        for key, worker_name, env, repo in variants:
+            rate, accepted, per_cpu, per_batch = throughput(
+                env, f"{worker_name}-r{round_no}", topic, cat_file, args.envelopes, repo
+            )
+            measured(key, (rate, per_cpu))
+            print(
+                f"[round {round_no}] {VARIANT_LABELS[key]}: {rate:,.0f} readings/s, "
+                f"{per_cpu:,.0f} per CPU-s ({accepted:,} of {total:,} readings accepted, "
+                f"{per_batch:.0f} records a batch)",
+                flush=True,
+            )
+
+    def median(key: str) -> tuple[float, float]:
+        return (
+            statistics.median(r[0] for r in runs[key]),
+            statistics.median(r[1] for r in runs[key]),
+        )
+
+    (raw_json, raw_json_cpu), (raw, raw_cpu), (typed, typed_cpu) = (
+        median("json"),
+        median("columns"),
+        median("typed"),
     )
+    pipe = median("pipe")
+    print(f"medians of {args.rounds} rounds:")
+    for key in runs:
+        rate, per_cpu = median(key)
+        label = RAW_DECODERS.get(key) or VARIANT_LABELS[key]
+        print(f"  {label}: {rate:,.0f} readings/s, {per_cpu:,.0f} per CPU-s")
     print(
         f"ratio pipeline/raw (decoded into columns): {pipe[0] / raw:.0%} (target >= 50%), "
-        f"per CPU-s {pipe[2] / raw_cpu:.0%}; pipeline/raw JSON only: {pipe[0] / raw_json:.0%}, "
-        f"per CPU-s {pipe[2] / raw_json_cpu:.0%}; pipeline/raw msgspec columns: "
-        f"{pipe[0] / typed:.0%}, per CPU-s {pipe[2] / typed_cpu:.0%}",
+        f"per CPU-s {pipe[1] / raw_cpu:.0%}; pipeline/raw JSON only: {pipe[0] / raw_json:.0%}, "
+        f"per CPU-s {pipe[1] / raw_json_cpu:.0%}; pipeline/raw msgspec columns: "
+        f"{pipe[0] / typed:.0%}, per CPU-s {pipe[1] / typed_cpu:.0%}",
+        flush=True,
+    )
+    per_round = [p[0] / r[0] for p, r in zip(runs["pipe"], runs["columns"], strict=True)]
+    print(
+        "ratio pipeline/raw (columns) round by round: " + ", ".join(f"{x:.0%}" for x in per_round),
         flush=True,
     )
     if args.also_serial:
-        serial = throughput(
-            {**env_base, "CLUSTERTWIN_STREAMS_OVERLAP_COMMITS": "false"},
-            f"{name}-serial",
-            topic,
-            cat_file,
-            args.envelopes,
-            REPO,
-        )
+        serial = median("serial")
         print(
-            f"this worker, one batch at a time (overlapped commits off): {serial[0]:,.0f} "
-            f"readings/s, {serial[2]:,.0f} per CPU-s; ratio to raw (columns) "
-            f"{serial[0] / raw:.0%}; overlapping: {pipe[0] / serial[0]:.2f}x wall clock",
+            f"overlapped commits: {pipe[0] / serial[0]:.2f}x wall clock over one batch at a "
+            f"time; ratio to raw (columns) without them {serial[0] / raw:.0%}",
             flush=True,
         )
     if args.baseline_repo is not None:
-        base = throughput(
-            env_base, f"{name}-base", topic, cat_file, args.envelopes, args.baseline_repo
-        )
+        base = median("base")
         print(
-            f"baseline worker ({args.baseline_repo}/streams), same envelopes: {base[0]:,.0f} "
-            f"readings/s, {base[2]:,.0f} per CPU-s ({base[1]:,} accepted); ratio to raw "
-            f"(columns) {base[0] / raw:.0%}, per CPU-s {base[2] / raw_cpu:.0%}; this worker: "
-            f"{pipe[0] / base[0]:.2f}x wall clock, {pipe[2] / base[2]:.2f}x per CPU-s",
+            f"this worker against the baseline ({args.baseline_repo}/streams): "
+            f"{pipe[0] / base[0]:.2f}x wall clock, {pipe[1] / base[1]:.2f}x per CPU-s; the "
+            f"baseline's ratio to raw (columns) {base[0] / raw:.0%}",
             flush=True,
         )
 

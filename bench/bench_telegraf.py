@@ -227,7 +227,9 @@ def main() -> None:
             flush=True,
         )
     if not args.no_worker:
-        pipe, accepted, pipe_cpu = throughput(env_base, name, topic, cat_file, args.envelopes, REPO)
+        pipe, accepted, pipe_cpu, _ = throughput(
+            env_base, name, topic, cat_file, args.envelopes, REPO
+        )
         print(
             f"worker (validate, price, windows, twin state, at-least-once): {pipe:,.0f} "
             f"readings/s ({pipe_cpu:,.0f} per CPU-s), {accepted:,} accepted; "
