@@ -430,25 +430,38 @@ def _columns(
     n = len(readings)
     get_ts, get_value, get_key = _FROM_STRUCT if typed else _FROM_DICT
     try:
-        ts = list(map(get_ts, readings))
-        values = list(map(get_value, readings))
-        vt = set(map(type, values))
-        # msgspec structs come typed already (ts an int, value an int or a float)
-        if not typed and (set(map(type, ts)) != _INT or not vt <= _NUMBER):
-            return None
-        if (
-            int in vt
-            and (max(values) >= _VALUE_LIMIT or min(values) <= -_VALUE_LIMIT)
-            # only an int out of int64 is structural; a huge float beside an int is a
-            # plausibility reject later (and the slow path accepts it: its columns must exist)
-            and any(type(v) is int and not -_VALUE_LIMIT < v < _VALUE_LIMIT for v in values)
-        ):
-            return None
-        ts_a = np.array(ts, np.int64)  # OverflowError beyond int64
+        if typed:
+            # msgspec has typed them already (ts an int, value an int or a float): straight
+            # into arrays, without a list per column. An int beyond int64 is structural:
+            # np.fromiter refuses it for ts; for values, only a figure that reads as 2**63
+            # or more in float can be one, and then the exact check runs on the objects.
+            ts_a = np.fromiter(map(get_ts, readings), np.int64, n)  # OverflowError > int64
+            value_a = np.fromiter(map(get_value, readings), np.float64, n)
+            if (
+                n
+                and np.abs(value_a).max() >= _VALUE_LIMIT
+                and _int_beyond_int64(list(map(get_value, readings)))
+            ):
+                return None
+        else:
+            ts = list(map(get_ts, readings))
+            values = list(map(get_value, readings))
+            vt = set(map(type, values))
+            if set(map(type, ts)) != _INT or not vt <= _NUMBER:
+                return None
+            if (
+                int in vt
+                and (max(values) >= _VALUE_LIMIT or min(values) <= -_VALUE_LIMIT)
+                # only an int out of int64 is structural; a huge float beside an int is a
+                # plausibility reject later (the slow path accepts it: its columns must exist)
+                and _int_beyond_int64(values)
+            ):
+                return None
+            ts_a = np.array(ts, np.int64)  # OverflowError beyond int64
+            value_a = np.array(values, np.float64)
         if n and (ts_a.max() >= _TS_LIMIT or ts_a.min() <= -_TS_LIMIT):
             return None
-        keys = list(map(get_key, readings))
-        code = np.fromiter(map(lookup.codes.__getitem__, keys), np.int64, n)
+        code = np.fromiter(map(lookup.codes.__getitem__, map(get_key, readings)), np.int64, n)
     except (KeyError, TypeError, OverflowError):
         return None
     missed = np.flatnonzero(code < 0)
@@ -456,9 +469,14 @@ def _columns(
         # combinations not seen before (a new meter or quality, another unit the twin
         # converts) are settled once each and remembered if valid; invalid ones stay -1
         # and the caller says why, reading by reading
-        learnt = {k: lookup.learn(catalog, *k) for k in {keys[i] for i in missed.tolist()}}
-        code[missed] = [learnt[keys[i]] for i in missed.tolist()]
-    return _Columns(ts_a, np.array(values, np.float64), code)
+        keys = [get_key(readings[i]) for i in missed.tolist()]
+        learnt = {k: lookup.learn(catalog, *k) for k in set(keys)}
+        code[missed] = [learnt[k] for k in keys]
+    return _Columns(ts_a, value_a, code)
+
+
+def _int_beyond_int64(values: list[Any]) -> bool:
+    return any(type(v) is int and not -_VALUE_LIMIT < v < _VALUE_LIMIT for v in values)
 
 
 def _decode_groups(
