@@ -12,10 +12,11 @@ Prints, from one run:
 * pipeline: readings/s through one worker process on the same envelopes (Kafka in,
   validation, pricing, windows, tables, InfluxDB out), and the ratio (target >= 50%);
 * the workers run as they ship (batch wait ``CLUSTERTWIN_STREAMS_BATCH_WITHIN_S``
-  included: it sets how many records a batch holds under a backlog, which moves the
-  throughput by a third; ``--batch-within-s`` measures another value);
+  included: it sets how many records a batch holds under a backlog, and so how often the
+  open windows are rewritten; ``--batch-within-s`` measures another value);
 * every throughput figure is measured ``--rounds`` times (default 3), raw and worker runs
-  interleaved, and the ratios are of the medians (single drains move by +-15% here);
+  interleaved, and the ratios are of the medians (on this shared 2-core VM one round's
+  ratio can be half another's);
 * latency at a fixed rate (default 5,000 readings/s): p50/p99 from a record's production
   (its Kafka CreateTime) to its points being stored in InfluxDB (target p99 < 2 s).
 
@@ -484,7 +485,7 @@ def main() -> None:
         envelopes(cat, cluster, args.envelopes, args.readings, t0, live=False),
     )
     # The machine's other load (InfluxDB compacting, the page cache, the VM's neighbours)
-    # moves single drains by +-15%: every measurement is taken ``--rounds`` times,
+    # moves single drains a lot: every measurement is taken ``--rounds`` times,
     # interleaved, and the ratios are of medians.
     runs: dict[str, list[tuple[float, float]]] = {}
 
