@@ -54,6 +54,7 @@ from clustertwin.settings import Settings  # noqa: E402
 from clustertwin.stack import LocalStack  # noqa: E402
 from streams.catalog import MeterCatalog, MeterSpec  # noqa: E402
 from streams.config import StreamSettings  # noqa: E402
+from streams.envelope import _typed_decoder as typed_decoder  # noqa: E402
 
 BATCH_WITHIN_DEFAULT = StreamSettings.model_fields["batch_within_s"].default
 
@@ -221,12 +222,12 @@ _VALUE_ATTR = attrgetter("value")
 _KEY_ATTR = attrgetter("meter", "unit", "carrier", "quality")
 
 
-def _typed_columns(values: list[bytes]) -> int:
+def _typed_columns(values: list[bytes], decoder: Any) -> int:
     """``_columns`` with msgspec structs instead of orjson dicts."""
     total = 0
     readings: list[Any] = []
     for i, value in enumerate(values):
-        readings.extend(_TYPED.decode(value).readings)
+        readings.extend(decoder.decode(value).readings)
         if len(readings) >= 8192 or i == len(values) - 1:
             n = len(readings)
             np.fromiter(map(_TS_ATTR, readings), np.int64, n)
@@ -282,7 +283,7 @@ VARIANT_LABELS = {
 RAW_DECODERS = {
     "json": "orjson (JSON only)",
     "columns": "orjson + columns (ts, value, meter/unit/carrier/quality code)",
-    "typed": "msgspec structs + columns",
+    "typed": "msgspec structs (the worker's decoder) + columns",
 }
 
 
@@ -295,11 +296,16 @@ def rss_mb(pid: int) -> float:
 
 
 async def raw_rate(
-    bootstrap: str, topic: str, expect_records: int, decode: str
+    bootstrap: str,
+    topic: str,
+    expect_records: int,
+    decode: str,
+    catalog: MeterCatalog | None = None,
 ) -> tuple[float, int, float]:
     """Readings/s (wall clock, and per CPU-second) of aiokafka ``getmany`` + a decoder:
     ``json`` (orjson only), ``columns`` (orjson into columns) or ``typed`` (msgspec into
-    columns). The ceiling of any consumer."""
+    columns; with ``catalog``, the worker's own decoder, whose meters, carriers and
+    qualities are literals). The ceiling of any consumer."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -311,6 +317,7 @@ async def raw_rate(
         fetch_max_bytes=52_428_800,
         max_partition_fetch_bytes=16_777_216,
     )
+    typed = _TYPED if catalog is None else typed_decoder(catalog)
     await consumer.start()
     try:
         records = readings = 0
@@ -325,7 +332,7 @@ async def raw_rate(
                 if decode == "columns":
                     readings += _columns([m.value for m in msgs])
                 elif decode == "typed":
-                    readings += _typed_columns([m.value for m in msgs])
+                    readings += _typed_columns([m.value for m in msgs], typed)
                 else:
                     for m in msgs:
                         readings += len(orjson.loads(m.value)["readings"])
@@ -501,7 +508,7 @@ def main() -> None:
     for round_no in range(1, args.rounds + 1):
         for decode, label in RAW_DECODERS.items():
             rate, n, per_cpu = asyncio.run(
-                raw_rate(settings.kafka_bootstrap, topic, args.envelopes, decode)
+                raw_rate(settings.kafka_bootstrap, topic, args.envelopes, decode, cat)
             )
             measured(decode, (rate, per_cpu))
             print(

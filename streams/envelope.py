@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -118,28 +118,60 @@ class Reject:
         return hs
 
 
-class _Reading(msgspec.Struct, gc=False):
-    """A structurally valid reading as msgspec decodes it (unknown fields are ignored, as
-    the slow path does). No cycles, so the GC need not track the millions of them."""
-
-    meter: str
-    ts: int
-    value: int | float
-    unit: str
-    carrier: str
-    quality: str
+#: an int or a float, as JSON numbers come (a typing form, which mypy does not take as a type)
+_JSON_NUMBER: Any = int | float
 
 
-class _Envelope(msgspec.Struct, gc=False):
-    schema: str
-    cluster: str
-    site: str
-    source: str
-    sent_at: int
-    readings: list[_Reading]
+def _one_of(values: Iterable[str]) -> Any:
+    """The catalog's strings as a msgspec ``Literal``, or ``str`` when there are none.
+
+    msgspec matches a ``Literal`` string in C and returns the catalog's own string object,
+    not a new one: every reading of a meter then carries the same key objects, whose hashes
+    are cached and whose comparisons are by identity. That halves the cost of the per-reading
+    (meter, unit, carrier, quality) lookup, and a reading allocates four strings fewer.
+    """
+    choices = tuple(sorted(set(values)))
+    return Literal.__getitem__(choices) if choices else str
 
 
-_DECODER = msgspec.json.Decoder(_Envelope)
+def _typed_decoder(catalog: MeterCatalog) -> Any:
+    """msgspec decoder of well-formed envelopes for this catalog's meters (cached on it).
+
+    A meter, carrier or quality outside the catalog fails the typed decode like any other
+    mismatch, and its envelope is judged on plain JSON by the rules that name the bad field.
+    Units stay plain strings: the twin converts units it can parse, which no list holds.
+    Structs hold no cycles (``gc=False``), so the GC need not track the millions of them;
+    unknown fields are ignored, as the slow path does.
+    """
+    cached: Any = getattr(catalog, "_typed_decoder", None)
+    if cached is None:
+        reading = msgspec.defstruct(
+            "TypedReading",
+            [
+                ("meter", _one_of(catalog.index)),
+                ("ts", int),
+                ("value", _JSON_NUMBER),
+                ("unit", str),
+                ("carrier", _one_of(catalog.carrier)),
+                ("quality", _one_of(QUALITIES)),
+            ],
+            gc=False,
+        )
+        envelope = msgspec.defstruct(
+            "TypedEnvelope",
+            [
+                ("schema", str),
+                ("cluster", str),
+                ("site", str),
+                ("source", str),
+                ("sent_at", int),
+                ("readings", list[reading]),  # type: ignore[valid-type]
+            ],
+            gc=False,
+        )
+        cached = msgspec.json.Decoder(envelope)
+        catalog._typed_decoder = cached  # type: ignore[attr-defined]
+    return cached
 
 
 @dataclass
@@ -262,6 +294,7 @@ def decode_batch(
     parts: list[tuple[np.ndarray, np.ndarray, _Columns]] = []
     pending = 0
     lookup = _lookup(catalog)
+    typed_decoder = _typed_decoder(catalog)
     for record in records:
         raw = record.value
         if not raw:
@@ -279,7 +312,7 @@ def decode_batch(
         else:
             body: Any
             try:
-                typed_env = _DECODER.decode(raw)
+                typed_env = typed_decoder.decode(raw)
                 if not _JSON_INT_MIN <= typed_env.sent_at < _JSON_INT_MAX:
                     raise ValueError("an integer the plain path reads as a float")
                 # the same header checks as the slow path; the readings stay structs

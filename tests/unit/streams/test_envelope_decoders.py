@@ -67,7 +67,7 @@ def records() -> tuple[list[Record], Any]:
 def test_both_decoders_accept_reject_and_order_alike(records, monkeypatch):
     recs, catalog = records
     fast = _summary(recs, catalog)
-    monkeypatch.setattr(envelope, "_DECODER", _RefusesEverything())
+    monkeypatch.setattr(envelope, "_typed_decoder", lambda catalog: _RefusesEverything())
     plain = _summary(recs, catalog)
     assert len(fast["rejects"]) > 9_000  # the inputs really are bad, and judged
     # the order of dead letters is not part of the contract (they are sent concurrently)
@@ -97,3 +97,30 @@ def test_the_fast_path_is_taken_for_good_envelopes(records, monkeypatch):
     batch = decode_batch(good, catalog)
     assert not batch.rejects and batch.env.size == 10 * SITES * METERS
     assert calls == []
+
+
+def test_escaped_strings_still_take_the_fast_path(records, monkeypatch):
+    """The catalog literals are matched on the decoded string, not on its JSON spelling."""
+    _, catalog = records
+    now = int(time.time() * 1000)
+    gen = Generator(catalog, "rbad", start_ms=now - 600_000)
+    site, raw = gen.step()[0]
+    meter = catalog.specs[catalog.sites[("rbad", site)][0]].meter
+    escaped = meter[:-1] + f"\\u{ord(meter[-1]):04x}"
+    spelt = raw.replace(f'"{meter}"'.encode(), f'"{escaped}"'.encode())
+    spelt = spelt.replace(b'"measured"', b'"measur\\u0065d"')
+    assert spelt != raw and b"\\u" in spelt
+    calls = []
+    real = envelope.orjson.loads
+
+    def counting(raw: Any) -> Any:
+        calls.append(1)
+        return real(raw)
+
+    monkeypatch.setattr(envelope.orjson, "loads", counting)
+    plain = decode_batch([Record("readings", 0, 0, now, site.encode(), raw)], catalog)
+    escaped_batch = decode_batch([Record("readings", 0, 0, now, site.encode(), spelt)], catalog)
+    assert calls == []
+    assert not escaped_batch.rejects
+    assert np.array_equal(plain.meter, escaped_batch.meter)
+    assert np.array_equal(plain.quality, escaped_batch.quality)
