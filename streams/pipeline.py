@@ -126,6 +126,9 @@ class Counters:
     first_batch_wall: float = 0.0
     first_batch_cpu: float = 0.0
     last_batch_cpu: float = 0.0
+    # Seconds a prepared batch waited for the previous one to be stored: how far storing
+    # (InfluxDB, Kafka) rather than computing holds the worker back.
+    commit_wait_s: float = 0.0
 
     def add(self, other: Counters) -> None:
         """Count a stored batch (its counts are kept aside until it is stored)."""
@@ -619,7 +622,9 @@ class OverlappedCommits:
             await self.wait(raise_errors=False)
             self.stage.forget()  # again: the commit that was running may have stored more
             raise
+        began = time.monotonic()
         await self.wait()
+        self.stage.counters.commit_wait_s += time.monotonic() - began
         task = asyncio.ensure_future(self._store(prepared, after))
         self._inflight = task
         if prepared.held or prepared.seeks:
