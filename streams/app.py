@@ -33,6 +33,7 @@ from clustertwin.kafka_auth import faust_credentials
 from clustertwin.settings import Settings, cache_dir
 from streams.catalog import MeterCatalog
 from streams.config import StreamSettings
+from streams.end_offsets import EndOffsets
 from streams.envelope import MAX_DEADLETTER_BYTES, Record
 from streams.pipeline import ClusterStage, OverlappedCommits, PreparedBatch, SiteStage, Topics
 from streams.progress import ProgressWriter
@@ -278,16 +279,7 @@ def create_app(
             for e in events:
                 await stream.ack(e)
 
-    def caught_up(partition: int, ends: dict[int, int]) -> bool:
-        tp = TP(settings.readings_topic, partition)
-        high = ends.get(partition)
-        if high is None:
-            return False
-        position = processed.get(partition)
-        if position is not None:
-            return position + 1 >= high
-        committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
-        return committed is not None and committed >= high
+    end_offsets = EndOffsets(lambda: app.consumer, settings.readings_topic, partitions)
 
     busy: dict[str, float | None] = {"since": None, "last": time.monotonic()}
     stalls = {"count": 0}
@@ -326,9 +318,6 @@ def create_app(
             logging.shutdown()
             os._exit(70)
 
-    # last time the broker could not tell the end offsets of `readings` (process start counts)
-    broker_trouble = {"at": time.monotonic()}
-
     @app.timer(interval=1.0)
     async def idle_flush() -> None:
         """Close the windows of silent sites, unless their silence may be a broker outage.
@@ -344,19 +333,14 @@ def create_app(
         """
         if app.should_stop:
             return
-        tps = [TP(settings.readings_topic, p) for p in range(partitions)]
-        try:
-            ends = await asyncio.wait_for(app.consumer.highwaters(*tps), 5)
-        except Exception as exc:
-            log.debug("idle flush: no end offsets (%r)", exc)
-            broker_trouble["at"] = time.monotonic()
+        ends = await end_offsets.read(timeout_s=5)
+        if ends is None or end_offsets.answering_for() < cfg.idle_flush_s:
             return
-        if time.monotonic() - broker_trouble["at"] < cfg.idle_flush_s:
-            return
-        fresh = {tp.partition: end for tp, end in ends.items() if end is not None}
         async with lock:
             await commits.wait(raise_errors=False)
-            await site_stage.flush_idle(cfg.idle_flush_s, lambda p: caught_up(p, fresh))
+            await site_stage.flush_idle(
+                cfg.idle_flush_s, lambda p: end_offsets.caught_up(p, ends, processed)
+            )
 
     @app.timer(interval=cfg.progress_every_s)
     async def write_progress() -> None:

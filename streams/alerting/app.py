@@ -21,7 +21,6 @@ from typing import Any, cast
 import faust
 import numpy as np
 import orjson
-from faust.types import TP
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,6 +31,7 @@ from streams.alerting.engine import AlertEngine
 from streams.alerting.notify import WebhookNotifier
 from streams.alerting.stage import AlertStage, AlertTopics
 from streams.catalog import MeterCatalog
+from streams.end_offsets import EndOffsets
 from streams.sink import InfluxSink
 from twin.targets import Pathway
 
@@ -229,22 +229,28 @@ def create_alerting_app(
             for e in events:
                 await stream.ack(e)
 
-    def caught_up(partition: int) -> bool:
-        tp = TP(settings.readings_topic, partition)
-        try:
-            high = app.consumer.highwater(tp)
-        except Exception:
-            return False
-        return high is not None and processed.get(partition, -1) + 1 >= high
+    end_offsets = EndOffsets(lambda: app.consumer, settings.readings_topic, cfg.partitions)
 
     if cfg.wall_clock:
 
         @app.timer(interval=10.0)
         async def wall_clock_silence() -> None:
+            """Meters silent by the wall clock, once no record came for ``idle_s``.
+
+            Not while the broker is down or just back: the consumer's last-fetched end
+            offsets would call the worker caught up, and every meter would be reported
+            silent while the connectors hold their readings for Kafka's return.
+            """
             if time.monotonic() - last_record[0] < cfg.idle_s:
                 return
+            ends = await end_offsets.read(timeout_s=5)
+            if ends is None or end_offsets.answering_for() < cfg.idle_s:
+                return
             async with lock:
-                await stage.tick(int(time.time() * 1000), caught_up)
+                await stage.tick(
+                    int(time.time() * 1000),
+                    lambda p: end_offsets.caught_up(p, ends, processed),
+                )
 
     @app.page("/alerts/")
     async def counters(web: Any, request: Any) -> Any:
