@@ -27,7 +27,6 @@ Without the binary the bench says so and compares with the raw aiokafka consumer
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -43,7 +42,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_pipeline import cpu_seconds, envelopes, prepare_run, produce, raw_rate, throughput  # noqa: E402
+from bench_pipeline import (  # noqa: E402
+    cpu_seconds,
+    envelopes,
+    prepare_run,
+    produce,
+    raw_rate_fresh,
+    throughput,
+)
 
 from clustertwin.settings import Settings  # noqa: E402
 
@@ -194,12 +200,10 @@ def main() -> None:
         topic,
         envelopes(cat, "benchc", args.envelopes, args.readings, t0, live=False),
     )
-    raw_json, _, raw_json_cpu = asyncio.run(
-        raw_rate(settings.kafka_bootstrap, topic, args.envelopes, "json")
+    raw_json, _, raw_json_cpu = raw_rate_fresh(
+        settings.kafka_bootstrap, topic, args.envelopes, "json"
     )
-    raw, _, raw_cpu = asyncio.run(
-        raw_rate(settings.kafka_bootstrap, topic, args.envelopes, "columns")
-    )
+    raw, _, raw_cpu = raw_rate_fresh(settings.kafka_bootstrap, topic, args.envelopes, "columns")
     print(
         f"raw aiokafka + orjson: JSON only {raw_json:,.0f} readings/s ({raw_json_cpu:,.0f} per "
         f"CPU-s); into columns {raw:,.0f} readings/s ({raw_cpu:,.0f} per CPU-s)",
