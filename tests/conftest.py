@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from influxdb_client import InfluxDBClient
+from kafka.admin import KafkaAdminClient
 
 from clustertwin.settings import Settings
 from clustertwin.stack import OPT_IN_SERVICE_NAMES, SERVICE_NAMES, LocalStack, StackError
@@ -115,6 +117,27 @@ def stack() -> Iterator[StackHandle]:
 
 
 @pytest.fixture
-def unique_name(request: pytest.FixtureRequest) -> str:
-    """A name no other test (or earlier run) uses: topics and series stay isolated."""
-    return f"t-{request.node.name[:40].replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:8]}"
+def unique_name(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A name no other test (or earlier run) uses: topics and series stay isolated.
+
+    The test's Kafka topics (those named after it) are deleted when it ends: a developer's
+    broker kept between runs (CLUSTERTWIN_KEEP_STACK=1) otherwise grows by hundreds of
+    topics, and every Faust worker reads the metadata of all of them when it starts.
+    """
+    name = f"t-{request.node.name[:40].replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:8]}"
+    yield name
+    if "stack" in request.fixturenames:
+        _drop_topics(request.getfixturevalue("stack"), (name, name.lower().replace("_", "-")))
+
+
+def _drop_topics(stack: StackHandle, prefixes: tuple[str, ...]) -> None:
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap, request_timeout_ms=10_000)
+        try:
+            doomed = [t for t in admin.list_topics() if t.startswith(prefixes)]
+            if doomed:
+                admin.delete_topics(doomed, timeout_ms=10_000)
+        finally:
+            admin.close()
+    except Exception as exc:  # a fault test may leave the broker down; not the test's result
+        warnings.warn(f"could not delete the topics of {prefixes[0]}: {exc!r}", stacklevel=1)

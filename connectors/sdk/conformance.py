@@ -23,12 +23,14 @@ import inspect
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient
 
 from connectors.sdk.base import Connector, ConnectorConfig, Item, SourceUnavailable
 from connectors.sdk.metrics import ConnectorMetrics
@@ -129,6 +131,26 @@ class ConformanceKit:
     def __init__(self, kafka_bootstrap: str, work_dir: Path) -> None:
         self.bootstrap = kafka_bootstrap
         self.work_dir = Path(work_dir)
+        self.topics: list[str] = []  # made for this kit's runs, dropped by drop_topics
+
+    def drop_topics(self) -> None:
+        """Delete the private topics of this kit's runs (best effort: a check that stopped
+        the broker may leave it down). Keeps a developer's broker from growing by two
+        topics per run."""
+        if not self.topics:
+            return
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
+            try:
+                existing = set(admin.list_topics())
+                doomed = [t for t in self.topics if t in existing]
+                if doomed:
+                    admin.delete_topics(doomed, timeout_ms=10_000)
+            finally:
+                admin.close()
+        except Exception as exc:
+            warnings.warn(f"conformance kit: topics left on the broker ({exc!r})", stacklevel=2)
+        self.topics = []
 
     # -- packaging --------------------------------------------------------------------
 
@@ -153,6 +175,7 @@ class ConformanceKit:
 
     def _isolated(self, config: ConnectorConfig, tag: str) -> ConnectorConfig:
         run = f"{tag}-{uuid.uuid4().hex[:8]}"
+        self.topics += [f"conformance-{run}", f"conformance-{run}-dl"]
         return config.model_copy(
             update={
                 "kafka": config.kafka.model_copy(

@@ -7,6 +7,7 @@ otherwise from the ClusterTwin settings (CLUSTERTWIN_KAFKA_BOOTSTRAP).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,13 @@ from connectors.sdk.conformance import ConformanceKit
 
 
 @pytest.fixture
-def conformance(request: pytest.FixtureRequest, tmp_path: Path) -> ConformanceKit:
+def conformance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ConformanceKit]:
+    """The kit; the private topics of its runs are deleted after the test."""
     try:
         stack = request.getfixturevalue("stack")
         bootstrap = str(stack.kafka_bootstrap)
     except pytest.FixtureLookupError:
         bootstrap = Settings.load().kafka_bootstrap
-    return ConformanceKit(bootstrap, tmp_path / "conformance")
+    kit = ConformanceKit(bootstrap, tmp_path / "conformance")
+    yield kit
+    kit.drop_topics()
