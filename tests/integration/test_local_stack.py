@@ -21,6 +21,11 @@ def test_kafka_topic_produce_and_consume_in_group(stack: StackHandle, unique_nam
     admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
     try:
         admin.create_topics([NewTopic(unique_name, num_partitions=3, replication_factor=1)])
+        # CreateTopics returns once the controller made it; the metadata a broker serves
+        # may lag a moment behind (more so while earlier tests' topics are being deleted)
+        deadline = time.monotonic() + 15
+        while unique_name not in admin.list_topics() and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert unique_name in admin.list_topics()
     finally:
         admin.close()
