@@ -31,7 +31,8 @@ import gc
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -348,20 +349,43 @@ class SiteStage:
         forgotten (the caller must let a running commit end before preparing again).
         """
         admitted, held, seeks = self.admit(records)
-        # The cyclic GC is held off while a batch is computed: decoding allocates a
-        # container per reading and keeps them all alive until the batch is folded, so
-        # collections would keep re-scanning them for nothing (no cycles are made); they
-        # are freed by reference counting when ``_compute`` returns.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
+        steps = self._compute(admitted)
+        with _gc_held_off():
+            try:
+                while True:
+                    next(steps)
+            except StopIteration as done:
+                prepared: PreparedBatch = done.value
+            except BaseException:
+                self.forget()
+                raise
+        prepared.held, prepared.seeks, prepared.records_in = held, seeks, records
+        return prepared
+
+    async def prepare_yielding(self, records: Sequence[Record]) -> PreparedBatch:
+        """``prepare``, letting the event loop run between sites.
+
+        A batch takes a few hundred ms of CPU. Computed in one go, the event loop stood
+        still meanwhile, and the previous batch's commit (an InfluxDB request per 5,000
+        lines, then the Kafka sends and table writes, each waiting for the one before)
+        advanced one step per batch: the worker then waited for it. Between sites, its
+        next step goes out while this batch is computed.
+
+        Nothing else changes the stage meanwhile: its callers hold the stage's lock, and a
+        commit finishing only moves states this batch already sees from pending to live.
+        """
+        admitted, held, seeks = self.admit(records)
+        steps = self._compute(admitted)
         try:
-            prepared = self._compute(admitted)
+            while True:
+                with _gc_held_off():
+                    next(steps)
+                await asyncio.sleep(0)
+        except StopIteration as done:
+            prepared: PreparedBatch = done.value
         except BaseException:
             self.forget()
             raise
-        finally:
-            if gc_was_enabled:
-                gc.enable()
         prepared.held, prepared.seeks, prepared.records_in = held, seeks, records
         return prepared
 
@@ -409,8 +433,9 @@ class SiteStage:
             done_ms = time.time() * 1000
             self.latencies.extend(done_ms - r.timestamp for r in prepared.records)
 
-    def _compute(self, records: Sequence[Record]) -> PreparedBatch:
-        """New site states and everything to emit for them."""
+    def _compute(self, records: Sequence[Record]) -> Generator[None, None, PreparedBatch]:
+        """New site states and everything to emit for them; pauses (yields) between sites,
+        where the caller may let the event loop run."""
         c = Counters()
         c.records += len(records)
         c.batches += 1
@@ -440,6 +465,7 @@ class SiteStage:
         by_reading = np.argsort(reading_site, kind="stable")
         bounds = np.searchsorted(reading_site[by_reading], np.arange(len(by_site) + 1))
         for k, (site, env_ids) in enumerate(by_site.items()):
+            yield
             first = decoded.envelopes[env_ids[0]]
             state = self.load(first.cluster, site, first.record.partition)
             sel = by_reading[bounds[k] : bounds[k + 1]]
@@ -596,6 +622,21 @@ class SiteStage:
         return closed_sites
 
 
+@contextmanager
+def _gc_held_off() -> Iterator[None]:
+    """The cyclic GC is held off while a batch is computed: decoding allocates a container
+    per reading and keeps them all alive until the batch is folded, so collections would
+    keep re-scanning them for nothing (no cycles are made); they are freed by reference
+    counting once computed. (Decoding is the first step of ``_compute``, before any pause.)"""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class OverlappedCommits:
     """Stores one batch while the worker prepares the next: double buffering.
 
@@ -617,7 +658,7 @@ class OverlappedCommits:
         records back (a gap to seek): then only when it is done, so the seek comes before
         the next batch is prepared."""
         try:
-            prepared = self.stage.prepare(records)
+            prepared = await self.stage.prepare_yielding(records)
         except BaseException:
             await self.wait(raise_errors=False)
             self.stage.forget()  # again: the commit that was running may have stored more

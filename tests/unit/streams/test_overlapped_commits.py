@@ -172,3 +172,47 @@ def test_abandoning_a_commit_at_a_rebalance_loses_and_doubles_nothing():
     asyncio.run(run())
     assert h.table.data == expected.table.data
     assert final_points(h.lines) == final_points(expected.lines)
+
+
+def test_the_previous_commit_advances_while_the_next_batch_is_computed():
+    """The event loop runs between sites: batch 0's write, answered on a later pass of the
+    loop, is stored before batch 1 is computed, not only once it is."""
+    h = Harness()
+    events: list[str] = []
+    inner_write = h.stage.write
+
+    async def write(lines: Any) -> None:
+        await asyncio.sleep(0)  # a request whose answer comes on a later pass
+        events.append("stored")
+        await inner_write(lines)
+
+    h.stage.write = write
+    compute = h.stage._compute
+
+    def traced(records: Any) -> Any:
+        steps = compute(records)
+        try:
+            while True:
+                next(steps)
+                events.append("site")
+                yield
+        except StopIteration as done:
+            events.append("computed")
+            return done.value
+
+    h.stage._compute = traced  # type: ignore[method-assign]
+    commits = OverlappedCommits(h.stage)
+
+    async def after(prepared: PreparedBatch) -> None:
+        pass
+
+    async def run() -> None:
+        todo = batches()
+        await commits.submit(todo[0], after)
+        events.clear()
+        await commits.submit(todo[1], after)
+        await commits.wait()
+
+    asyncio.run(run())
+    assert events.count("site") == 2  # two sites in batch 1
+    assert events.index("stored") < events.index("computed"), events
