@@ -51,6 +51,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from clustertwin.kafka_topics import delete_topics  # noqa: E402
 from clustertwin.settings import Settings  # noqa: E402
 from clustertwin.stack import LocalStack  # noqa: E402
 from streams.catalog import MeterCatalog, MeterSpec  # noqa: E402
@@ -123,19 +124,10 @@ def prepare_run(prefix: str, cluster: str, sites: int, meters: int, topics: list
 
 def drop_topics(bootstrap: str, prefix: str) -> None:
     """Delete the topics whose names start with ``prefix``."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        try:
-            doomed = [t for t in admin.list_topics() if t.startswith(prefix)]
-            if doomed:
-                admin.delete_topics(doomed, timeout_ms=30_000)
-        finally:
-            admin.close()
-    except KafkaError as exc:
-        print(f"could not delete the bench's topics {prefix}-*: {exc}", file=sys.stderr)
+        delete_topics(bootstrap, prefixes=(prefix,))
+    except Exception as exc:
+        print(f"could not delete the bench's topics {prefix}-*: {exc!r}", file=sys.stderr)
 
 
 def envelopes(cat: MeterCatalog, cluster: str, n: int, per_env: int, t0: int, live: bool):

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import pytest
 from influxdb_client import InfluxDBClient
-from kafka.admin import KafkaAdminClient
 
+from clustertwin.kafka_topics import delete_topics
 from clustertwin.settings import Settings
 from clustertwin.stack import OPT_IN_SERVICE_NAMES, SERVICE_NAMES, LocalStack, StackError
 
@@ -132,12 +132,6 @@ def unique_name(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def _drop_topics(stack: StackHandle, prefixes: tuple[str, ...]) -> None:
     try:
-        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap, request_timeout_ms=10_000)
-        try:
-            doomed = [t for t in admin.list_topics() if t.startswith(prefixes)]
-            if doomed:
-                admin.delete_topics(doomed, timeout_ms=10_000)
-        finally:
-            admin.close()
+        delete_topics(stack.kafka_bootstrap, prefixes=prefixes)
     except Exception as exc:  # a fault test may leave the broker down; not the test's result
         warnings.warn(f"could not delete the topics of {prefixes[0]}: {exc!r}", stacklevel=1)

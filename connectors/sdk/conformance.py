@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient
 
+from clustertwin.kafka_topics import delete_topics
 from connectors.sdk.base import Connector, ConnectorConfig, Item, SourceUnavailable
 from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.registry import load_config, load_connector
@@ -140,14 +140,7 @@ class ConformanceKit:
         if not self.topics:
             return
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
-            try:
-                existing = set(admin.list_topics())
-                doomed = [t for t in self.topics if t in existing]
-                if doomed:
-                    admin.delete_topics(doomed, timeout_ms=10_000)
-            finally:
-                admin.close()
+            delete_topics(self.bootstrap, names=self.topics)
         except Exception as exc:
             warnings.warn(f"conformance kit: topics left on the broker ({exc!r})", stacklevel=2)
         self.topics = []
