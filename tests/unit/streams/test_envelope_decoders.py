@@ -77,6 +77,19 @@ def test_both_decoders_accept_reject_and_order_alike(records, monkeypatch):
         assert np.array_equal(a, b)
 
 
+def _count_plain_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one each time an envelope is decoded again as plain JSON."""
+    calls: list[int] = []
+    real = envelope.orjson.loads
+
+    def counting(raw: Any) -> Any:
+        calls.append(1)
+        return real(raw)
+
+    monkeypatch.setattr(envelope.orjson, "loads", counting)
+    return calls
+
+
 def test_the_fast_path_is_taken_for_good_envelopes(records, monkeypatch):
     """Guards the point of the fast path: a good envelope never needs its plain JSON."""
     _, catalog = records
@@ -86,14 +99,7 @@ def test_the_fast_path_is_taken_for_good_envelopes(records, monkeypatch):
         Record("readings", 0, i, now, site.encode(), raw)
         for i, (site, raw) in enumerate(e for _ in range(10) for e in gen.step())
     ]
-    calls = []
-    real = envelope.orjson.loads
-
-    def counting(raw: Any) -> Any:
-        calls.append(1)
-        return real(raw)
-
-    monkeypatch.setattr(envelope.orjson, "loads", counting)
+    calls = _count_plain_decodes(monkeypatch)
     batch = decode_batch(good, catalog)
     assert not batch.rejects and batch.env.size == 10 * SITES * METERS
     assert calls == []
@@ -110,14 +116,7 @@ def test_escaped_strings_still_take_the_fast_path(records, monkeypatch):
     spelt = raw.replace(f'"{meter}"'.encode(), f'"{escaped}"'.encode())
     spelt = spelt.replace(b'"measured"', b'"measur\\u0065d"')
     assert spelt != raw and b"\\u" in spelt
-    calls = []
-    real = envelope.orjson.loads
-
-    def counting(raw: Any) -> Any:
-        calls.append(1)
-        return real(raw)
-
-    monkeypatch.setattr(envelope.orjson, "loads", counting)
+    calls = _count_plain_decodes(monkeypatch)
     plain = decode_batch([Record("readings", 0, 0, now, site.encode(), raw)], catalog)
     escaped_batch = decode_batch([Record("readings", 0, 0, now, site.encode(), spelt)], catalog)
     assert calls == []
