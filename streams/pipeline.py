@@ -337,40 +337,22 @@ class SiteStage:
     async def process(self, records: Sequence[Record]) -> tuple[list[Record], dict[int, int]]:
         """Apply a batch and store it; return the records to leave unacknowledged and the
         seeks to do (``prepare`` then ``commit``, for callers that do not overlap them)."""
-        prepared = self.prepare(records)
+        prepared = await self.prepare(records)
         await self.commit(prepared)
         return prepared.held, prepared.seeks
 
-    def prepare(self, records: Sequence[Record]) -> PreparedBatch:
+    async def prepare(self, records: Sequence[Record]) -> PreparedBatch:
         """Compute a batch in memory: new states, points, dead letters, cluster summaries.
 
         Later batches see its states at once; they are stored by ``commit``. If computing
         fails half-way the states it had taken are gone, so everything unstored is
         forgotten (the caller must let a running commit end before preparing again).
-        """
-        admitted, held, seeks = self.admit(records)
-        steps = self._compute(admitted)
-        with _gc_held_off():
-            try:
-                while True:
-                    next(steps)
-            except StopIteration as done:
-                prepared: PreparedBatch = done.value
-            except BaseException:
-                self.forget()
-                raise
-        prepared.held, prepared.seeks, prepared.records_in = held, seeks, records
-        return prepared
 
-    async def prepare_yielding(self, records: Sequence[Record]) -> PreparedBatch:
-        """``prepare``, letting the event loop run between sites.
-
-        A batch takes a few hundred ms of CPU. Computed in one go, the event loop stood
-        still meanwhile, and the previous batch's commit (an InfluxDB request per 5,000
-        lines, then the Kafka sends and table writes, each waiting for the one before)
-        advanced one step per batch: the worker then waited for it. Between sites, its
-        next step goes out while this batch is computed.
-
+        The event loop runs between sites. A batch takes a few hundred ms of CPU: computed
+        in one go, the loop stood still meanwhile, and the previous batch's commit (an
+        InfluxDB request per 5,000 lines, then the Kafka sends and table writes, each
+        waiting for the one before) advanced one step per batch, and the worker then
+        waited for it. Between sites, its next step goes out while this batch is computed.
         Nothing else changes the stage meanwhile: its callers hold the stage's lock, and a
         commit finishing only moves states this batch already sees from pending to live.
         """
@@ -658,7 +640,7 @@ class OverlappedCommits:
         records back (a gap to seek): then only when it is done, so the seek comes before
         the next batch is prepared."""
         try:
-            prepared = await self.stage.prepare_yielding(records)
+            prepared = await self.stage.prepare(records)
         except BaseException:
             await self.wait(raise_errors=False)
             self.stage.forget()  # again: the commit that was running may have stored more

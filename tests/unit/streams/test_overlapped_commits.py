@@ -146,7 +146,7 @@ def test_a_failed_commit_is_forgotten_and_its_records_count_once_when_they_come_
 
 def test_a_batch_prepared_before_a_failure_cannot_be_stored():
     h = Harness()
-    first = h.stage.prepare(batches()[0])
+    first = asyncio.run(h.stage.prepare(batches()[0]))
     h.stage.forget()  # as after a failed commit
     with pytest.raises(StaleBatch):
         asyncio.run(h.stage.commit(first))
