@@ -11,7 +11,6 @@ then the readings really stop, with the broker up, and every meter must be.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from streams.alerting.simulate import SimCluster, SimMeter, SimSite
 from tests.conftest import StackHandle
-from tests.integration.alerting.test_alerting_stack import _free_port
+from tests.integration.alerting.test_alerting_stack import _free_port, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -124,30 +123,22 @@ def test_a_kafka_outage_raises_no_silent_meter_alerts(
     admin.create_topics([NewTopic(readings, 1, 1)])
     admin.close()
     port = _free_port()
-    env = {
-        **os.environ,
-        "CLUSTERTWIN_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-        "CLUSTERTWIN_READINGS_TOPIC": readings,
-        "CLUSTERTWIN_INFLUX_URL": stack.influx_url,
-        "CLUSTERTWIN_INFLUX_TOKEN": stack.influx_token,
-        "CLUSTERTWIN_INFLUX_ORG": stack.influx_org,
-        "CLUSTERTWIN_INFLUX_BUCKET": stack.influx_bucket,
-        "CLUSTERTWIN_ALERTS_APP_ID": f"{name}-alerting",
-        "CLUSTERTWIN_ALERTS_TWIN": name,
-        "CLUSTERTWIN_ALERTS_ALERTS_TOPIC": f"{name}-alerts",
-        "CLUSTERTWIN_ALERTS_CLUSTERS": cluster,
-        "CLUSTERTWIN_ALERTS_CATALOG_FILE": str(tmp_path / "catalog.json"),
-        "CLUSTERTWIN_ALERTS_PATHWAYS_FILE": str(tmp_path / "pathways.json"),
-        "CLUSTERTWIN_ALERTS_CONFIG_FILE": str(tmp_path / "rules.yaml"),
-        "CLUSTERTWIN_ALERTS_PARTITIONS": "1",
-        "CLUSTERTWIN_ALERTS_WALL_CLOCK": "1",
+    env = worker_env(
+        stack,
+        name,
+        tmp_path,
+        readings=readings,
+        alerts=f"{name}-alerts",
+        clusters=cluster,
+        port=port,
+        CLUSTERTWIN_ALERTS_CONFIG_FILE=str(tmp_path / "rules.yaml"),
+        CLUSTERTWIN_ALERTS_PARTITIONS="1",
+        CLUSTERTWIN_ALERTS_WALL_CLOCK="1",
         # as in production, silence counts only once the broker has answered for this long
         # after an outage: time for the producers to deliver what they held (kafka-python
         # took up to ~10 s here to reconnect)
-        "CLUSTERTWIN_ALERTS_IDLE_S": "15",
-        "CLUSTERTWIN_ALERTS_WEB_PORT": str(port),
-        "CLUSTERTWIN_ALERTS_DATADIR": str(tmp_path / "faust"),
-    }
+        CLUSTERTWIN_ALERTS_IDLE_S="15",
+    )
     log_path = tmp_path / "worker.log"
     kafka = stack.local.services["kafka"]
     connector = _Connector(sim, stack.kafka_bootstrap, readings)

@@ -38,6 +38,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def worker_env(
+    stack: StackHandle,
+    name: str,
+    tmp_path: Path,
+    *,
+    readings: str,
+    alerts: str,
+    clusters: str,
+    port: int,
+    **extra: str,
+) -> dict[str, str]:
+    """Environment of an alerting worker on the local stack, named after the test, with the
+    catalog and pathways the test wrote to ``tmp_path``; ``extra`` adds or overrides."""
+    return {
+        **os.environ,
+        "CLUSTERTWIN_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        "CLUSTERTWIN_READINGS_TOPIC": readings,
+        "CLUSTERTWIN_INFLUX_URL": stack.influx_url,
+        "CLUSTERTWIN_INFLUX_TOKEN": stack.influx_token,
+        "CLUSTERTWIN_INFLUX_ORG": stack.influx_org,
+        "CLUSTERTWIN_INFLUX_BUCKET": stack.influx_bucket,
+        "CLUSTERTWIN_ALERTS_APP_ID": f"{name}-alerting",
+        "CLUSTERTWIN_ALERTS_TWIN": name,
+        "CLUSTERTWIN_ALERTS_ALERTS_TOPIC": alerts,
+        "CLUSTERTWIN_ALERTS_CLUSTERS": clusters,
+        "CLUSTERTWIN_ALERTS_CATALOG_FILE": str(tmp_path / "catalog.json"),
+        "CLUSTERTWIN_ALERTS_PATHWAYS_FILE": str(tmp_path / "pathways.json"),
+        "CLUSTERTWIN_ALERTS_WEB_PORT": str(port),
+        "CLUSTERTWIN_ALERTS_DATADIR": str(tmp_path / "faust"),
+        **extra,
+    }
+
+
 @pytest.fixture
 def run(stack: StackHandle, unique_name: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Produce the scenarios to a fresh readings topic and run the alerting worker on it."""
@@ -75,24 +108,16 @@ def run(stack: StackHandle, unique_name: str, tmp_path: Path) -> Iterator[dict[s
     producer.flush()
     producer.close()
     port = _free_port()
-    env = {
-        **os.environ,
-        "CLUSTERTWIN_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-        "CLUSTERTWIN_READINGS_TOPIC": readings,
-        "CLUSTERTWIN_INFLUX_URL": stack.influx_url,
-        "CLUSTERTWIN_INFLUX_TOKEN": stack.influx_token,
-        "CLUSTERTWIN_INFLUX_ORG": stack.influx_org,
-        "CLUSTERTWIN_INFLUX_BUCKET": stack.influx_bucket,
-        "CLUSTERTWIN_ALERTS_APP_ID": f"{name}-alerting",
-        "CLUSTERTWIN_ALERTS_TWIN": name,
-        "CLUSTERTWIN_ALERTS_ALERTS_TOPIC": alerts,
-        "CLUSTERTWIN_ALERTS_CLUSTERS": "fcluster,ncluster",
-        "CLUSTERTWIN_ALERTS_CATALOG_FILE": str(tmp_path / "catalog.json"),
-        "CLUSTERTWIN_ALERTS_PATHWAYS_FILE": str(tmp_path / "pathways.json"),
-        "CLUSTERTWIN_ALERTS_WALL_CLOCK": "0",
-        "CLUSTERTWIN_ALERTS_WEB_PORT": str(port),
-        "CLUSTERTWIN_ALERTS_DATADIR": str(tmp_path / "faust"),
-    }
+    env = worker_env(
+        stack,
+        name,
+        tmp_path,
+        readings=readings,
+        alerts=alerts,
+        clusters="fcluster,ncluster",
+        port=port,
+        CLUSTERTWIN_ALERTS_WALL_CLOCK="0",
+    )
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.alerting", "worker", "-l", "warn"],
