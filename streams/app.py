@@ -34,10 +34,11 @@ from clustertwin.settings import Settings, cache_dir
 from streams.catalog import MeterCatalog
 from streams.config import StreamSettings
 from streams.end_offsets import EndOffsets
-from streams.envelope import MAX_DEADLETTER_BYTES, Record
+from streams.envelope import MAX_DEADLETTER_BYTES, Limits, Record
 from streams.pipeline import ClusterStage, OverlappedCommits, PreparedBatch, SiteStage, Topics
 from streams.progress import ProgressWriter
 from streams.sink import InfluxSink, fields_line
+from streams.stored import InfluxStore
 from streams.windows import SiteState
 
 log = logging.getLogger("streams")
@@ -216,6 +217,7 @@ def create_app(
         await fut
 
     lock = asyncio.Lock()
+    store = InfluxStore(sink)
     site_stage = SiteStage(
         catalog,
         FaustTable(sites_table),
@@ -224,6 +226,8 @@ def create_app(
         Topics(settings.deadletter_topic, cfg.late_topic, updates_topic.get_topic_name()),
         cfg.twin,
         cfg.grace_ms,
+        limits=Limits(horizon_years=cfg.horizon_years),
+        store=store,
     )
     cluster_stage = ClusterStage(
         catalog,
@@ -231,6 +235,7 @@ def create_app(
         sink.write,
         cfg.twin,
         int(cfg.cluster_retention_s * 1000),
+        store=store,
     )
     progress = ProgressWriter(catalog, cfg.twin, plans=_plans(cfg))
     processed: dict[int, int] = {}

@@ -25,6 +25,12 @@ class StreamSettings(BaseSettings):
     readings_partitions: int = Field(4, ge=1, description="partitions when creating `readings`")
     late_topic: str = "readings-late"
     grace_s: float = Field(60.0, ge=0, description="how long a window waits for late readings")
+    horizon_years: int = Field(
+        1,
+        ge=0,
+        description="late readings restate their windows back to 1 January of this many "
+        "years before the record's own year; older ones go to the dead-letter topic",
+    )
     idle_flush_s: float = Field(
         30.0, gt=0, description="wall-clock time without data after which a site's windows close"
     )

@@ -34,6 +34,7 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,7 +42,10 @@ import orjson
 
 from streams.catalog import MeterCatalog
 from streams.envelope import QUALITY_NAMES, DecodedBatch, Limits, Record, Reject, decode_batch
-from streams.sink import latest_line, window_line, ytd_line
+from streams.eventtime import cluster_clocks
+from streams.restate import StoredReading, hour_spans, restate
+from streams.sink import latest_line, reading_line, restatement_line, window_line, ytd_line
+from streams.stored import ReadingStore, SiteWindows
 from streams.windows import (
     NFIG,
     RESOLUTIONS,
@@ -186,6 +190,7 @@ class SiteStage:
         twin: str,
         grace_ms: int,
         limits: Limits | None = None,
+        store: ReadingStore | None = None,
     ) -> None:
         self.catalog = catalog
         self.table = table
@@ -195,6 +200,15 @@ class SiteStage:
         self.twin = twin
         self.grace_ms = grace_ms
         self.limits = limits or Limits()
+        # Where late readings' hours are read back (None: late readings are counted
+        # against the batch alone, for unit tests of the live path only).
+        self.store = store
+        # Awaited before the store is read, so that every earlier batch is stored first
+        # (``OverlappedCommits`` sets it to its wait for the running commit).
+        self.before_read: Callable[[], Awaitable[None]] | None = None
+        # site -> (cluster, watermark, Kafka time of its newest record): what the
+        # event-time clock that closes a silent site's windows is made of (``flush_idle``)
+        self.clock_inputs: dict[str, tuple[str, int, int]] = {}
         self.counters = Counters()
         # wall-clock time of the last record seen per site (for the idle flush); not state
         self.last_activity: dict[str, float] = {}
@@ -358,11 +372,16 @@ class SiteStage:
         """
         admitted, held, seeks = self.admit(records)
         steps = self._compute(admitted)
+        answer: list[StoredReading] | None = None
         try:
             while True:
                 with _gc_held_off():
-                    next(steps)
-                await asyncio.sleep(0)
+                    ask = steps.send(answer)
+                answer = None
+                if ask is None:
+                    await asyncio.sleep(0)
+                else:
+                    answer = await self._stored(*ask)
         except StopIteration as done:
             prepared: PreparedBatch = done.value
         except BaseException:
@@ -370,6 +389,16 @@ class SiteStage:
             raise
         prepared.held, prepared.seeks, prepared.records_in = held, seeks, records
         return prepared
+
+    async def _stored(
+        self, cluster: str, site: str, spans: list[tuple[int, int]]
+    ) -> list[StoredReading]:
+        """The stored readings of a site in ``spans``, once every earlier batch is stored."""
+        if self.store is None:
+            return []
+        if self.before_read is not None:
+            await self.before_read()
+        return await self.store.readings(self.twin, cluster, site, spans)
 
     async def commit(self, prepared: PreparedBatch) -> None:
         """Store a prepared batch: points, messages, then the states and cursors.
@@ -415,9 +444,15 @@ class SiteStage:
             done_ms = time.time() * 1000
             self.latencies.extend(done_ms - r.timestamp for r in prepared.records)
 
-    def _compute(self, records: Sequence[Record]) -> Generator[None, None, PreparedBatch]:
-        """New site states and everything to emit for them; pauses (yields) between sites,
-        where the caller may let the event loop run."""
+    def _compute(
+        self, records: Sequence[Record]
+    ) -> Generator[
+        tuple[str, str, list[tuple[int, int]]] | None, list[StoredReading] | None, PreparedBatch
+    ]:
+        """New site states and everything to emit for them; pauses (yields None) between
+        sites, where the caller may let the event loop run, and yields ``(cluster, site,
+        hour spans)`` when late readings need the stored readings of those hours (sent
+        back into the generator)."""
         c = Counters()
         c.records += len(records)
         c.batches += 1
@@ -447,7 +482,7 @@ class SiteStage:
         by_reading = np.argsort(reading_site, kind="stable")
         bounds = np.searchsorted(reading_site[by_reading], np.arange(len(by_site) + 1))
         for k, (site, env_ids) in enumerate(by_site.items()):
-            yield
+            yield None
             first = decoded.envelopes[env_ids[0]]
             state = self.load(first.cluster, site, first.record.partition)
             sel = by_reading[bounds[k] : bounds[k + 1]]
@@ -460,30 +495,58 @@ class SiteStage:
                 offset=env_offsets[decoded.env[sel]],
                 max_offset=int(max(decoded.envelopes[i].record.offset for i in env_ids)),
             )
+            state.seen_at = max(
+                state.seen_at, max(decoded.envelopes[i].record.timestamp for i in env_ids)
+            )
             result = apply_batch(state, batch, self.catalog, self.grace_ms)
-            for j in result.duplicates.tolist():
-                decoded.reject_reading(
-                    int(sel[j]),
-                    f"reading {int(decoded.reading_index[sel[j]])}: duplicate or out of order "
-                    f"(not after the meter's last reading)",
-                    into=deadletters,
+            # the restatement's windows come after (and so overwrite) the live ones
+            updates.extend(result.updates)
+            late_result = None
+            if result.late.size:
+                stored = yield (state.cluster, site, hour_spans(batch.ts[result.late]))
+                late_result = restate(
+                    state,
+                    batch,
+                    result.late,
+                    result.keep,
+                    result.priced,
+                    stored or [],
+                    self.catalog,
+                    result.prev_offset,
                 )
-            for j in result.late.tolist():
-                decoded.reject_reading(
-                    int(sel[j]),
-                    "late: its 1-min window had already closed "
-                    f"(grace {self.grace_ms / 1000:.0f} s)",
-                    into=late,
+                updates.extend(late_result.updates)
+                at = max(decoded.envelopes[i].record.timestamp for i in env_ids)
+                lines.extend(
+                    restatement_line(
+                        self.twin,
+                        r.cluster,
+                        r.site,
+                        r.carrier,
+                        r.start,
+                        r.old,
+                        r.new,
+                        r.readings_added,
+                        r.reason,
+                        at,
+                    )
+                    for r in late_result.restatements
                 )
+                lines.extend(
+                    self._reading_lines(state, batch, late_result.added, late_result.priced)
+                )
+                c.late += int(late_result.added.size)
+                c.accepted += int(late_result.added.size)
+                c.duplicates += int(late_result.duplicates.size)
             c.accepted += result.applied
             c.duplicates += len(result.duplicates)
-            c.late += len(result.late)
             states[site] = state
-            updates.extend(result.updates)
             self.last_activity[site] = now
             self.quiet.discard(site)
+            self.clock_inputs[site] = (state.cluster, state.wm, state.seen_at)
             if result.applied:
                 lines.extend(self._latest_lines(state, batch))
+                lines.extend(self._reading_lines(state, batch, result.keep, result.priced))
+            if result.applied or late_result is not None:
                 lines.extend(self._ytd_lines(state))
         c.deadletters += len(deadletters)
         lines.extend(window_line(self.twin, u) for u in updates)
@@ -542,13 +605,51 @@ class SiteStage:
                 )
         return out
 
+    def _reading_lines(
+        self, state: SiteState, batch: SiteBatch, sel: np.ndarray, priced: np.ndarray
+    ) -> list[str]:
+        """The stored form of accepted readings (what a later restatement reads back)."""
+        names = self.catalog.specs
+        return [
+            reading_line(
+                self.twin,
+                state.cluster,
+                state.site,
+                names[m].meter,
+                t,
+                v,
+                QUALITY_NAMES[q],
+                vec,
+                state.partition,
+                off,
+            )
+            for m, t, v, q, off, vec in zip(
+                batch.meter[sel].tolist(),
+                batch.ts[sel].tolist(),
+                batch.value[sel].tolist(),
+                batch.quality[sel].tolist(),
+                batch.offset[sel].tolist(),
+                priced.tolist(),
+                strict=True,
+            )
+        ]
+
     def _ytd_lines(self, state: SiteState) -> list[str]:
+        """The site's year to date, for every year it holds (a late reading may restate the
+        previous one), stamped at the hour of the watermark or the year's last hour."""
         hour = RESOLUTIONS["1h"]
         ts = state.wm - state.wm % hour
         return [
-            ytd_line(self.twin, state.cluster, state.site, carrier, year, vec, ts)
+            ytd_line(
+                self.twin,
+                state.cluster,
+                state.site,
+                carrier,
+                year,
+                vec,
+                min(ts, _year_end(year) - hour),
+            )
             for (year, carrier), vec in state.ytd.items()
-            if year == _year(state.wm)
         ]
 
     async def flush_idle(
@@ -556,13 +657,17 @@ class SiteStage:
     ) -> int:
         """Close the windows of sites that have been silent for ``idle_s`` (wall clock).
 
-        Only for partitions whose records have all been processed: a site is not idle while
-        its readings wait in Kafka (after a restart or an InfluxDB outage).
+        A silent site's watermark moves to its cluster's event-time clock
+        (``streams.eventtime``; ``now_ms`` stands for the wall clock), not to the wall
+        clock: a replay, a backfill or a catch-up running behind the clock closes windows
+        as its own time passes them, not the moment it pauses. Only for partitions whose
+        records have all been processed: a site is not idle while its readings wait in
+        Kafka (after a restart or an InfluxDB outage).
         """
         if not self.idle:
             raise RuntimeError("flush_idle while a prepared batch waits to be stored")
         now = time.monotonic()
-        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        cap_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         if self.first_batch is None or now - self.first_batch < idle_s:
             # Right after a (re)start nothing says which sites are idle and which merely
             # wait in Kafka behind a recovery or a rebalance.
@@ -570,6 +675,7 @@ class SiteStage:
         closed_sites = 0
         updates: list[WindowUpdate] = []
         states: dict[str, SiteState] = {}
+        clocks = cluster_clocks(self.clock_inputs.values(), cap_ms)
         for key in list(self.table.all_keys()):
             if key.startswith(b"\x00"):
                 continue
@@ -580,19 +686,22 @@ class SiteStage:
             if raw is None:
                 continue
             live = self._live.get(site)
-            if live is not None and live[0] is raw and not _closes_any(live[1], now_ms, self):
+            if live is not None and live[0] is raw:
+                target = clocks.get(live[1].cluster, live[1].wm)
+            if live is not None and live[0] is raw and not _closes_any(live[1], target, self):
                 # the decoded state says nothing would close: no need to decode it again
                 # (with thousands of sites, decoding them all every second is the whole cost)
                 if not (live[1].mw or live[1].sw):
                     self.quiet.add(site)
                 continue
             state = SiteState.loads(raw)
+            self.clock_inputs.setdefault(site, (state.cluster, state.wm, state.seen_at))
             if not (state.mw or state.sw):
                 self.quiet.add(site)  # nothing open: not worth decoding again until it speaks
                 continue
             if not caught_up(state.partition):
                 continue
-            state.wm = max(state.wm, now_ms)
+            state.wm = max(state.wm, clocks.get(state.cluster, state.wm))
             closing = close_windows(state, self.grace_ms, self.catalog)
             if closing:
                 updates.extend(closing)
@@ -631,6 +740,8 @@ class OverlappedCommits:
     def __init__(self, stage: SiteStage) -> None:
         self.stage = stage
         self._inflight: asyncio.Future[None] | None = None
+        # a batch that reads stored readings back must see every earlier batch stored
+        stage.before_read = self.wait
 
     async def submit(
         self, records: Sequence[Record], after: Callable[[PreparedBatch], Awaitable[None]]
@@ -706,6 +817,11 @@ def _year(ms: int) -> int:
     return year_of(ms - ms % RESOLUTIONS["1h"])
 
 
+def _year_end(year: int) -> int:
+    """Epoch ms of 1 January of the year after ``year``."""
+    return int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
 def _cluster_payloads(
     updates: list[WindowUpdate], states: dict[str, SiteState]
 ) -> dict[str, bytes]:
@@ -743,12 +859,15 @@ class ClusterStage:
         twin: str,
         retention_ms: int,
         on_late: Callable[[str, str, int], None] | None = None,
+        store: ReadingStore | None = None,
     ) -> None:
         self.catalog = catalog
         self.table = table
         self.write = write
         self.twin = twin
         self.retention_ms = retention_ms
+        # where the windows past retention are read back to be restated (None: dropped)
+        self.store = store
         self.counters = Counters()
         self.on_late = on_late
         self._wm: dict[str, int] = {}
@@ -783,6 +902,8 @@ class ClusterStage:
             return value
 
         cluster_partition: dict[str, int] = {}
+        # (cluster, res) -> start -> carrier -> site -> figures, for windows past retention
+        late: dict[tuple[str, str], SiteWindows] = {}
         for partition, payload in messages:
             body = orjson.loads(payload)
             cluster = body["cluster"]
@@ -795,9 +916,13 @@ class ClusterStage:
                     key = cluster_key(cluster, res, start)
                     end = start + RESOLUTIONS[res]
                     if key not in keys and key not in entries and end + self.retention_ms <= wm:
+                        # past retention: restated from the stored site windows below
                         self.counters.cluster_late_updates += 1
                         if self.on_late:
                             self.on_late(cluster, res, start)
+                        late.setdefault((cluster, res), {}).setdefault(start, {}).setdefault(
+                            carrier, {}
+                        )[site] = row[3 : 3 + NFIG + 1]
                         continue
                     e = entry(key, partition)
                     e.setdefault(carrier, {})[site] = row[3 : 3 + NFIG + 1]
@@ -866,6 +991,7 @@ class ClusterStage:
                             )
                         )
                     evict.append((key, partition))
+        lines.extend(await self._restated(late))
         if lines:
             await self.write(lines)
             self.counters.points += len(lines)
@@ -882,6 +1008,26 @@ class ClusterStage:
             futures.append(self.table.delete(key, partition))
             self._keys_of(parse_cluster_key(key)[0]).discard(key)
         await _settle(futures)
+
+    async def _restated(self, late: dict[tuple[str, str], SiteWindows]) -> list[str]:
+        """Cluster windows past retention that a site restated: the sum of every site's
+        stored window (the restating site's own figures as it sent them), written final."""
+        lines: list[str] = []
+        if self.store is None:
+            return lines
+        for (cluster, res), by_start in late.items():
+            stored = await self.store.site_windows(self.twin, cluster, res, sorted(by_start))
+            for start, carriers in by_start.items():
+                merged = stored.get(start, {})
+                for carrier, sites in carriers.items():
+                    merged.setdefault(carrier, {}).update(sites)
+                for carrier, sites in merged.items():
+                    if carrier not in carriers:
+                        continue
+                    total = _sum_vecs(sites.values())
+                    u = WindowUpdate("cluster", cluster, "", "", carrier, res, start, total, True)
+                    lines.append(window_line(self.twin, u))
+        return lines
 
     def twin_json(self, cluster: str) -> dict[str, Any]:
         """The live cluster twin: latest open windows per resolution and year-to-date."""

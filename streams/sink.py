@@ -13,8 +13,10 @@ The HTTP ``/api/v2/write`` endpoint with a token is what both InfluxDB 1.8 (toke
 from __future__ import annotations
 
 import asyncio
+import csv
 import functools
 import gzip
+import io
 import logging
 import time
 import urllib.error
@@ -121,6 +123,57 @@ def ytd_line(
     )
 
 
+def reading_line(
+    twin: str,
+    cluster: str,
+    site: str,
+    meter: str,
+    ts: int,
+    value: float,
+    quality: str,
+    vec: Sequence[int],
+    partition: int,
+    offset: int,
+) -> str:
+    """One accepted reading as stored: its value, its priced figures in nano-units (what it
+    added to its windows, so a restatement can recompute them exactly) and the record that
+    brought it (so a replay after a crash can tell its own unstored effect from a duplicate)."""
+    return (
+        f"{READING_MEASUREMENT},twin={_esc(twin)},cluster={_esc(cluster)},site={_esc(site)},"
+        f"meter={_esc(meter)} value={float(value)!r},quality={_str_field(quality)},"
+        f"e={vec[0]}i,s1={vec[1]}i,s2l={vec[2]}i,s2m={vec[3]}i,s3={vec[4]}i,"
+        f"kp={partition}i,ko={offset}i {ts}"
+    )
+
+
+#: The stored readings, and the names of their nano-unit figure fields in ``vec`` order.
+READING_MEASUREMENT = "meter_reading"
+READING_FIGURES = ("e", "s1", "s2l", "s2m", "s3")
+
+
+def restatement_line(
+    twin: str,
+    cluster: str,
+    site: str,
+    carrier: str,
+    start: int,
+    old: Sequence[int],
+    new: Sequence[int],
+    added: int,
+    reason: str,
+    at: int,
+) -> str:
+    """A restated hour: old and new figures, how many readings came late, why. Stamped with
+    the hour (one point per restated hour and record time ``at``: each restatement stays)."""
+    return (
+        f"restatement,twin={_esc(twin)},cluster={_esc(cluster)},site={_esc(site)},"
+        f"carrier={_esc(carrier)},res=1h,at={at} "
+        f"old_tco2e={_nano(old[1] + old[2])},new_tco2e={_nano(new[1] + new[2])},"
+        f"old_energy_mwh={_nano(old[0])},new_energy_mwh={_nano(new[0])},"
+        f"readings_added={added}i,reason={_str_field(reason)} {start}"
+    )
+
+
 def fields_line(measurement: str, tags: dict[str, str], fields: dict[str, object], ts: int) -> str:
     """A generic point (progress, pipeline statistics). Integers are written as integers."""
     tag_s = ",".join(f"{k}={_esc(v)}" for k, v in sorted(tags.items()))
@@ -210,6 +263,9 @@ class InfluxSink:
         max_backoff_s: float = 5.0,
     ) -> None:
         self.url = url.rstrip("/") + "/api/v2/write"
+        self.query_url = url.rstrip("/") + "/api/v2/query"
+        self.org = org
+        self.bucket = bucket
         self.params = {"org": org, "bucket": bucket, "precision": "ms"}
         self.headers = {
             "Authorization": f"Token {token}",
@@ -286,3 +342,55 @@ class InfluxSink:
                 log.warning("InfluxDB write failed (%s); retrying with backoff", error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff_s)
+
+    async def query(self, flux: str) -> list[dict[str, str]]:
+        """Run a Flux query; its rows as dicts of strings (every table's rows in one list).
+
+        Retried with backoff like a write: a restatement cannot go on without the stored
+        readings, and its records stay unacknowledged meanwhile.
+        """
+        body = {
+            "query": flux,
+            "type": "flux",
+            "dialect": {"header": True, "annotations": [], "delimiter": ","},
+        }
+        headers = {
+            "Authorization": self.headers["Authorization"],
+            "Accept": "application/csv",
+            "Content-Type": "application/json",
+        }
+        delay = 0.1
+        while True:
+            try:
+                session = await self._client()
+                async with session.post(
+                    self.query_url, params={"org": self.org}, json=body, headers=headers
+                ) as resp:
+                    text = await resp.text()
+                    if resp.status == 200:
+                        return parse_csv_tables(text)
+                    if resp.status in (400, 422):
+                        raise ValueError(f"InfluxDB refused a query ({resp.status}): {text[:500]}")
+                    error = f"HTTP {resp.status}: {text[:500]}"
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            self.stats.retries += 1
+            self.stats.last_error = error
+            log.warning("InfluxDB query failed (%s); retrying with backoff", error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_backoff_s)
+
+
+def parse_csv_tables(text: str) -> list[dict[str, str]]:
+    """Flux's annotated-less CSV: tables one after another, each with its header row."""
+    rows: list[dict[str, str]] = []
+    header: list[str] | None = None
+    for line in csv.reader(io.StringIO(text)):
+        if not line or all(not c for c in line):
+            header = None
+            continue
+        if header is None:
+            header = line
+            continue
+        rows.append(dict(zip(header, line, strict=False)))
+    return rows

@@ -17,7 +17,7 @@ All figures are integer nano-units (see ``streams.catalog``): exact and order-in
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -65,6 +65,10 @@ class SiteState:
     sw: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
     # (year, carrier) -> vec
     ytd: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    # meter -> times of its readings in open 1-min windows (a repeat of one is a duplicate;
+    # older readings are judged against the stored readings by the restatement)
+    seen: dict[str, list[int]] = field(default_factory=dict)
+    seen_at: int = -1  # Kafka time of the newest record applied (the event-time clock)
     accepted: int = 0
     late: int = 0
     duplicates: int = 0
@@ -73,7 +77,7 @@ class SiteState:
     def dumps(self) -> bytes:
         return orjson.dumps(
             {
-                "v": 1,
+                "v": 2,
                 "cluster": self.cluster,
                 "site": self.site,
                 "p": self.partition,
@@ -84,6 +88,8 @@ class SiteState:
                 "mw": [[*k, *v] for k, v in self.mw.items()],
                 "sw": [[*k, *v] for k, v in self.sw.items()],
                 "ytd": [[*k, *v] for k, v in self.ytd.items()],
+                "seen": self.seen,
+                "sa": self.seen_at,
                 "n": [self.accepted, self.late, self.duplicates],
             }
         )
@@ -95,6 +101,8 @@ class SiteState:
         s.mw = {(r[0], r[1], r[2]): r[3:] for r in d["mw"]}
         s.sw = {(r[0], r[1], r[2]): r[3:] for r in d["sw"]}
         s.ytd = {(r[0], r[1]): r[2:] for r in d["ytd"]}
+        s.seen = d.get("seen", {})
+        s.seen_at = d.get("sa", -1)
         s.accepted, s.late, s.duplicates = d["n"]
         return s
 
@@ -162,72 +170,121 @@ class SiteBatch:
 @dataclass
 class ApplyResult:
     updates: list[WindowUpdate]
-    late: np.ndarray  # indices (into the SiteBatch) of late readings
-    duplicates: np.ndarray  # indices of readings not after their meter's last reading
+    late: np.ndarray  # indices (into the SiteBatch) of readings for windows already closed
+    duplicates: np.ndarray  # indices of readings already counted (the same meter and time)
     applied: int
+    keep: np.ndarray  # indices of the readings folded into open windows
+    priced: np.ndarray  # their figures (nano-units, one row per ``keep``)
+    prev_offset: int  # the state's offset before this batch (what a replay is judged by)
+
+
+#: A meter index and a timestamp packed into one int64 (timestamps are below 2**42 ms).
+_KEY_SHIFT = np.int64(1) << np.int64(42)
+
+
+def reading_keys(meter: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """One int64 per (meter index, timestamp): the identity of a reading."""
+    out: np.ndarray = meter.astype(np.int64) * _KEY_SHIFT + ts
+    return out
+
+
+def first_sightings(meter: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Mask of the readings that are the first (in arrival order) of their (meter, ts)."""
+    n = ts.size
+    first = np.ones(n, dtype=bool)
+    if n < 2:
+        return first
+    order = np.lexsort((np.arange(n), ts, meter))
+    same = (meter[order][1:] == meter[order][:-1]) & (ts[order][1:] == ts[order][:-1])
+    first[order[1:][same]] = False
+    return first
 
 
 def apply_batch(
     state: SiteState, batch: SiteBatch, catalog: MeterCatalog, grace_ms: int
 ) -> ApplyResult:
-    """Fold a site's readings into its state; return the windows to write.
+    """Fold a site's readings into its open windows; return the windows to write.
 
-    Records at or below ``state.offset`` were applied before a crash and are skipped.
+    Records at or below ``state.offset`` were applied before a crash and are skipped. A
+    reading is a duplicate only when the same meter already has a reading of the same
+    time; an earlier time than the meter's newest counts like any other. Readings whose
+    1-min window has closed are not folded here: they are returned as ``late`` for the
+    restatement (``streams.restate``), which reads the stored readings of their hours.
     """
+    prev_offset = state.offset
     fresh = batch.offset > state.offset
     idx = np.flatnonzero(fresh)
     updates: list[WindowUpdate] = []
     empty = np.empty(0, np.int64)
+    no_figs = np.empty((0, NFIG), np.int64)
     if batch.max_offset > state.offset:
         state.offset = batch.max_offset
     if idx.size == 0:
-        return ApplyResult(updates, empty, empty, 0)
+        return ApplyResult(updates, empty, empty, 0, empty, no_figs, prev_offset)
     meter = batch.meter[idx]
     ts = batch.ts[idx]
-
-    # Per meter, readings must move forward in time: an equal or earlier timestamp is a
-    # duplicate (a connector re-sending) or out of order, and is never added twice.
-    order = np.lexsort((np.arange(idx.size), meter))
-    m_sorted = meter[order]
-    t_sorted = ts[order]
-    names = catalog.specs
-    prev = np.empty(idx.size, np.int64)
-    group_start = np.ones(idx.size, dtype=bool)
-    group_start[1:] = m_sorted[1:] != m_sorted[:-1]
-    last_ts = np.array(
-        [state.last.get(names[m].meter, (-(2**62),))[0] for m in m_sorted[group_start].tolist()],
-        dtype=np.int64,
-    )
-    # running max per group, seeded with the meter's last accepted ts
-    prev_ts = _group_running_prev_max(t_sorted, group_start, last_ts)
-    prev[order] = prev_ts
-    dup = ts <= prev
-    # Lateness at the finest resolution: its 1-min window has already closed.
-    late = (~dup) & (ts < state.closed[FINEST])
+    first = first_sightings(meter, ts)
+    is_open = ts >= state.closed[FINEST]
+    seen = _seen_mask(state, meter, ts, catalog) & is_open
+    dup = ~first | seen
+    late = (~dup) & (~is_open)
     ok = ~(dup | late)
     late_idx = idx[late]
     dup_idx = idx[dup]
-    state.late += int(late.sum())
     state.duplicates += int(dup.sum())
     keep = idx[ok]
     if keep.size == 0:
-        return ApplyResult(updates, late_idx, dup_idx, 0)
-
-    meter = batch.meter[keep]
-    ts = batch.ts[keep]
+        return ApplyResult(updates, late_idx, dup_idx, 0, empty, no_figs, prev_offset)
     priced = catalog.price(batch.row[keep], batch.value[keep])
     state.accepted += int(keep.size)
+    updates.extend(fold_windows(state, batch.meter[keep], batch.ts[keep], priced, catalog))
+    _remember(state, batch, keep, catalog)
+    state.wm = max(state.wm, int(batch.ts[keep].max()))
+    updates.extend(close_windows(state, grace_ms, catalog))
+    return ApplyResult(
+        _dedupe(updates), late_idx, dup_idx, int(keep.size), keep, priced, prev_offset
+    )
 
-    # One sort by (meter, time): every window of every resolution is then a contiguous run,
-    # and each coarser resolution is summed from the finer one's window sums (1 h = 4 x 15
-    # min = 60 x 1 min), so only the 1-min level touches every reading.
+
+def _seen_mask(
+    state: SiteState, meter: np.ndarray, ts: np.ndarray, catalog: MeterCatalog
+) -> np.ndarray:
+    """Which readings the state already counted in an open 1-min window."""
+    if not state.seen:
+        return np.zeros(ts.size, dtype=bool)
+    names = catalog.specs
+    codes: list[int] = []
+    stamps: list[int] = []
+    for m in np.unique(meter).tolist():
+        got = state.seen.get(names[m].meter)
+        if got:
+            codes.extend([m] * len(got))
+            stamps.extend(got)
+    if not stamps:
+        return np.zeros(ts.size, dtype=bool)
+    known = reading_keys(np.array(codes, np.int64), np.array(stamps, np.int64))
+    out: np.ndarray = np.isin(reading_keys(meter, ts), known)
+    return out
+
+
+def _remember(state: SiteState, batch: SiteBatch, keep: np.ndarray, catalog: MeterCatalog) -> None:
+    """Note the accepted readings' times (duplicates of them are refused while their 1-min
+    window is open) and the newest reading per meter."""
+    meter_names = _meter_columns(catalog)[0]
+    meter = batch.meter[keep]
+    ts = batch.ts[keep]
     o = np.lexsort((ts, meter))
-    m_sorted = meter[o]
-    t_sorted = ts[o]
-    meter_start = np.r_[True, m_sorted[1:] != m_sorted[:-1]]
-    # latest reading per meter (ts strictly increases per meter, so the run's last = latest)
-    last_of_meter = np.r_[meter_start[1:], True]
-    meter_names, carriers, carrier_code, carrier_names = _meter_columns(catalog)
+    m_sorted = meter[o].tolist()
+    t_sorted = ts[o].tolist()
+    seen = state.seen
+    for m, t in zip(m_sorted, t_sorted, strict=True):
+        name = meter_names[m]
+        got = seen.get(name)
+        if got is None:
+            seen[name] = [t]
+        else:
+            got.append(t)
+    last_of_meter = np.r_[meter[o][1:] != meter[o][:-1], True]
     lasts = o[last_of_meter]
     for m, t, v, q in zip(
         meter[lasts].tolist(),
@@ -236,15 +293,32 @@ def apply_batch(
         batch.quality[keep[lasts]].tolist(),
         strict=True,
     ):
-        state.last[meter_names[m]] = [t, v, q]
+        name = meter_names[m]
+        current = state.last.get(name)
+        if current is None or t > current[0]:
+            state.last[name] = [t, v, q]
 
+
+def window_sums(
+    meter: np.ndarray, ts: np.ndarray, priced: np.ndarray, catalog: MeterCatalog
+) -> Iterator[tuple[str, int, str, int, list[int]]]:
+    """Every window of every resolution the readings fall in, summed:
+    ``(level, key, res, start, vec)``, level ``meter`` (key = meter index) or ``site``
+    (key = carrier code of ``_meter_columns``).
+
+    One sort by (meter, time): every window of every resolution is then a contiguous run,
+    and each coarser resolution is summed from the finer one's window sums (1 h = 4 x 15
+    min = 60 x 1 min), so only the 1-min level touches every reading.
+    """
+    o = np.lexsort((ts, meter))
+    m_sorted = meter[o]
+    t_sorted = ts[o]
     figs = np.empty((o.size, NFIG + 1), np.int64)
     figs[:, :NFIG] = priced[o]
     figs[:, NFIG] = 1  # the reading count sums along
-    mw, sw, ytd = state.mw, state.sw, state.ytd
-    cluster, site = state.cluster, state.site
-    # meter level
-    key, start_ms, sums, new_key = m_sorted, t_sorted, figs, meter_start
+    carrier_code = _meter_columns(catalog)[2]
+    key, start_ms, sums = m_sorted, t_sorted, figs
+    new_key = np.r_[True, m_sorted[1:] != m_sorted[:-1]]
     minute: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     for res, width in RESOLUTIONS.items():
         key, start_ms, sums = _windows(key, start_ms, sums, new_key, width)
@@ -252,16 +326,7 @@ def apply_batch(
         if minute is None:
             minute = (key, start_ms, sums)
         for m, w, add in zip(key.tolist(), start_ms.tolist(), sums.tolist(), strict=True):
-            name = meter_names[m]
-            mk = (name, res, w)
-            vec = mw.get(mk)
-            if vec is None:
-                mw[mk] = vec = add
-            else:
-                vec[:] = map(_add, vec, add)
-            updates.append(
-                WindowUpdate("meter", cluster, site, name, carriers[m], res, w, vec, False)
-            )
+            yield "meter", m, res, w, add
     # site x carrier level, from the 1-min meter windows
     assert minute is not None
     c = carrier_code[minute[0]]
@@ -272,24 +337,46 @@ def apply_batch(
         key, start_ms, sums = _windows(key, start_ms, sums, new_key, width)
         new_key = np.r_[True, key[1:] != key[:-1]]
         for k, w, add in zip(key.tolist(), start_ms.tolist(), sums.tolist(), strict=True):
-            carrier = carrier_names[k]
-            sk = (carrier, res, w)
-            vec = sw.get(sk)
+            yield "site", k, res, w, add
+
+
+def fold_windows(
+    state: SiteState, meter: np.ndarray, ts: np.ndarray, priced: np.ndarray, catalog: MeterCatalog
+) -> list[WindowUpdate]:
+    """Add readings to the state's open windows and its year to date."""
+    meter_names, carriers, _, carrier_names = _meter_columns(catalog)
+    mw, sw, ytd = state.mw, state.sw, state.ytd
+    cluster, site = state.cluster, state.site
+    updates: list[WindowUpdate] = []
+    for level, k, res, w, add in window_sums(meter, ts, priced, catalog):
+        if level == "meter":
+            name = meter_names[k]
+            mk = (name, res, w)
+            vec = mw.get(mk)
             if vec is None:
-                sw[sk] = vec = list(add)
+                mw[mk] = vec = add
             else:
                 vec[:] = map(_add, vec, add)
-            updates.append(WindowUpdate("site", cluster, site, "", carrier, res, w, vec, False))
-            if res == "1h":
-                yk = (year_of(w), carrier)
-                yvec = ytd.get(yk)
-                if yvec is None:
-                    ytd[yk] = add
-                else:
-                    yvec[:] = map(_add, yvec, add)
-    state.wm = max(state.wm, int(ts.max()))
-    updates.extend(close_windows(state, grace_ms, catalog))
-    return ApplyResult(_dedupe(updates), late_idx, dup_idx, int(keep.size))
+            updates.append(
+                WindowUpdate("meter", cluster, site, name, carriers[k], res, w, vec, False)
+            )
+            continue
+        carrier = carrier_names[k]
+        sk = (carrier, res, w)
+        vec = sw.get(sk)
+        if vec is None:
+            sw[sk] = vec = list(add)
+        else:
+            vec[:] = map(_add, vec, add)
+        updates.append(WindowUpdate("site", cluster, site, "", carrier, res, w, vec, False))
+        if res == "1h":
+            yk = (year_of(w), carrier)
+            yvec = ytd.get(yk)
+            if yvec is None:
+                ytd[yk] = list(add)
+            else:
+                yvec[:] = map(_add, yvec, add)
+    return updates
 
 
 _SLOTS = np.int64(1) << np.int64(32)  # window slots per meter/carrier in a group key
@@ -369,6 +456,8 @@ def close_windows(
         # windows with start + width <= boundary are closed; at the finest resolution,
         # a reading with ts < boundary is late from now on
         state.closed[res] = boundary
+        if res == FINEST:
+            _forget_seen(state, boundary)
         for key in [k for k in state.mw if k[1] == res and k[2] + width <= boundary]:
             vec = state.mw.pop(key)
             meter = key[0]
@@ -384,6 +473,16 @@ def close_windows(
                 WindowUpdate("site", state.cluster, state.site, "", key[0], res, key[2], vec, True)
             )
     return out
+
+
+def _forget_seen(state: SiteState, boundary: int) -> None:
+    """Drop the reading times of closed 1-min windows: the stored readings stand for them."""
+    for meter in list(state.seen):
+        kept = [t for t in state.seen[meter] if t >= boundary]
+        if kept:
+            state.seen[meter] = kept
+        else:
+            del state.seen[meter]
 
 
 def _dedupe(updates: Iterable[WindowUpdate]) -> list[WindowUpdate]:

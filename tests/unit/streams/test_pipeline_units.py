@@ -19,6 +19,7 @@ from streams.envelope import Record, decode_batch
 from streams.pipeline import ClusterStage, DictTable, SiteStage, Topics
 from streams.sink import window_line
 from streams.windows import SiteState, WindowUpdate
+from tests.unit.streams.linestore import LineStore, nano
 
 NOW = int(time.time() * 1000)
 T0 = NOW - 3 * 3600_000
@@ -74,14 +75,25 @@ class Harness:
         self.table = DictTable()
         self.catalog = catalog()
 
+        self.store = LineStore()
+
         async def write(lines):
+            lines = list(lines)
             self.lines.extend(lines)
+            self.store.feed(lines)
 
         async def send(topic, key, value, headers):
             self.sent.append((topic, key, value, headers))
 
         self.stage = SiteStage(
-            self.catalog, self.table, write, send, Topics("dl", "late", "cu"), "unit", grace_ms
+            self.catalog,
+            self.table,
+            write,
+            send,
+            Topics("dl", "late", "cu"),
+            "unit",
+            grace_ms,
+            store=self.store,
         )
 
     def run(self, records: list[Record]) -> Any:
@@ -245,20 +257,34 @@ def test_a_gap_in_offsets_is_held_back_and_sought_again():
     assert h.state("a").mw[("gas-a", "1m", T0)][5] == 3
 
 
-def test_duplicate_and_out_of_order_readings_of_a_meter_are_rejected():
+def test_a_repeat_is_a_duplicate_and_an_older_reading_counts():
     h = Harness()
     h.run(
         [
             record("a", [reading("gas-a", T0 + 1000, 1.0), reading("gas-a", T0 + 1000, 1.0)], 0),
             record("a", [reading("gas-a", T0 + 500, 1.0), reading("gas-a", T0 + 2000, 1.0)], 1),
+            record("a", [reading("gas-a", T0 + 2000, 1.0)], 2),
         ]
     )
-    assert h.state("a").mw[("gas-a", "1m", T0)][5] == 2
-    reasons = [dict(d[3])["clustertwin-dl-reason"] for d in h.topic("dl")]
-    assert len(reasons) == 2 and all(b"duplicate or out of order" in r for r in reasons)
+    st = h.state("a")
+    # T0+1000 once, T0+500 (older than the newest, not a repeat), T0+2000 once
+    assert st.mw[("gas-a", "1m", T0)][5] == 3
+    assert st.duplicates == 2
+    assert st.last["gas-a"][0] == T0 + 2000  # the newest stays the newest
+    assert h.topic("dl") == []  # a repeat loses nothing: it is counted, not dead-lettered
 
 
-def test_windows_close_after_grace_and_late_readings_go_to_the_side_output():
+def _point(h: Harness, measurement: str, start: int, **tags: str) -> dict[str, str]:
+    found = [
+        f
+        for t, ts, f in h.store.series(measurement)
+        if ts == start and all(t.get(k) == v for k, v in tags.items())
+    ]
+    assert len(found) == 1, (measurement, start, tags, found)
+    return found[0]
+
+
+def test_a_late_reading_restates_its_closed_windows_and_the_year_to_date():
     h = Harness(grace_ms=30_000)
     h.run([record("a", [reading("gas-a", T0 + 10_000, 1.0)], 0)])
     # the elec meter lags; gas moves 2 minutes on: the first minute closes (grace 30 s)
@@ -269,23 +295,67 @@ def test_windows_close_after_grace_and_late_readings_go_to_the_side_output():
         "complete=true" in line and "res=1m" in line and line.endswith(str(T0)) for line in h.lines
     )
     h.run([record("a", [reading("elec-a", T0 + 20_000, 5.0, "kWh", "electricity")], 2)])
-    late = h.topic("late")
-    assert len(late) == 1 and dict(late[0][3])["clustertwin-dl-kind"] == b"late"
+    assert h.topic("late") == [] and h.topic("dl") == []
     st = h.state("a")
-    assert st.late == 1
-    # the late reading is in no resolution: the 15-min window holds the two gas readings only
-    assert st.mw[("gas-a", "15m", T0)][5] == 2 and ("elec-a", "15m", T0) not in st.mw
+    assert st.late == 1 and st.accepted == 3
+    # the closed 1-min windows are rewritten (same series, same time), final
+    meter_1m = _point(h, "meter_window", T0, meter="elec-a", res="1m")
+    assert meter_1m["complete"] == "true" and meter_1m["readings"] == "1i"
+    site_1m = _point(h, "site_window", T0, site="a", carrier="electricity", res="1m")
+    assert nano(site_1m["energy_mwh"]) == round(0.005 * NANO)
+    # the open 15-min window now holds the three readings
+    assert st.mw[("elec-a", "15m", T0)][5] == 1 and st.mw[("gas-a", "15m", T0)][5] == 2
+    # the year to date has it, and the restatement is recorded with old and new figures
+    year = [v for (_, c), v in st.ytd.items() if c == "electricity"]
+    assert year and year[0][0] == round(0.005 * NANO)
+    (restated,) = [f for _, _, f in h.store.series("restatement")]
+    assert restated["readings_added"] == "1i" and nano(restated["old_energy_mwh"]) == 0
 
 
-def test_idle_flush_closes_windows_of_silent_sites_only_when_caught_up():
+def test_a_late_repeat_of_a_stored_reading_is_a_duplicate():
+    h = Harness(grace_ms=30_000)
+    h.run([record("a", [reading("gas-a", T0 + 10_000, 1.0)], 0)])
+    h.run([record("a", [reading("gas-a", T0 + 300_000, 1.0)], 1)])
+    h.run([record("a", [reading("gas-a", T0 + 10_000, 1.0)], 2)])  # its minute has closed
+    st = h.state("a")
+    assert st.duplicates == 1 and st.late == 0
+    assert st.mw[("gas-a", "15m", T0)][5] == 2
+
+
+def test_a_reading_beyond_the_horizon_is_dead_lettered_saying_so():
+    h = Harness()
+    old = T0 - 3 * 366 * 86_400_000
+    h.run([record("a", [reading("gas-a", old, 1.0), reading("gas-a", T0, 1.0)], 0)])
+    (dl,) = h.topic("dl")
+    assert b"beyond the restatement horizon" in dict(dl[3])["clustertwin-dl-reason"]
+
+
+def test_idle_flush_closes_a_silent_sites_windows_by_its_clusters_event_time():
     h = Harness(grace_ms=30_000)
     h.run([record("a", [reading("gas-a", T0 + 10_000, 1.0)], 0)])
     h.stage.first_batch = time.monotonic() - 100
     h.stage.last_activity["a"] = time.monotonic() - 100
-    assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: False)) == 0
-    assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: True)) == 1
+    # readings three hours old (a replay): the wall clock closes nothing, however long
+    # the site has been quiet
+    assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: True, now_ms=NOW)) == 0
+    # another site of the cluster moves event time on: site a's first minute closes
+    h.run([record("b", [reading("gas-b", T0 + 600_000, 1.0)], 0, partition=1)])
+    h.stage.last_activity["a"] = time.monotonic() - 100
+    assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: False, now_ms=NOW)) == 0
+    assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: True, now_ms=NOW)) == 1
     st = h.state("a")
-    assert not st.mw and not st.sw
+    assert ("gas-a", "1m", T0) not in st.mw and ("gas-a", "15m", T0) in st.mw
+
+
+def test_a_paused_replay_sees_time_pass_at_the_wall_clocks_pace():
+    h = Harness(grace_ms=30_000)
+    h.run([record("a", [reading("gas-a", T0 + 10_000, 1.0)], 0)])
+    h.stage.first_batch = time.monotonic() - 100
+    h.stage.last_activity["a"] = time.monotonic() - 100
+    # the record came at NOW for a reading at T0 + 10 s: the lag stays, the clock moves
+    assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: True, now_ms=NOW + 20_000)) == 0
+    assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: True, now_ms=NOW + 90_000)) == 1
+    assert ("gas-a", "1m", T0) not in h.state("a").mw
 
 
 def test_cluster_windows_are_the_sum_of_site_windows_and_replays_overwrite():

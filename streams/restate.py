@@ -1,0 +1,213 @@
+"""Late readings restate the windows they belong to, exactly and idempotently.
+
+A reading whose 1-min window has closed is not dropped. Its hour is recomputed from the
+stored readings of the site (every accepted reading is kept in InfluxDB as a
+``meter_reading`` point, stamped with its own time, carrying its priced figures in
+nano-units and the Kafka partition and offset that brought it), the readings of the batch
+and the late ones, and every window of that hour is written again with its new total:
+meter and site level, 1 min, 15 min and 1 h, the same series and timestamps, so a
+dashboard shows the corrected figure. The site's year to date grows by exactly the late
+readings' figures, and the cluster stage recomputes its windows from the restated sites.
+
+Why this design, not per-window state: restating a 1-min window of last year needs its
+total and needs to know which readings it already holds. Keeping that in the worker would
+hold every window and reading of the horizon (two reporting years) in memory; the stored
+readings already are that record, so the worker keeps only its open windows and reads an
+hour back when a late reading needs it (one query per site and run of hours per batch).
+
+Idempotent under replay: a late reading already stored is a duplicate, unless it was
+stored by a record the state has not applied yet (a crash between the write and the
+state): then it is counted now, once. Recomputing a window from the stored readings gives
+the same total however often it is done.
+
+Pure numpy and plain data: the stored readings come in as ``StoredReading`` rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streams.catalog import MeterCatalog
+from streams.windows import (
+    NFIG,
+    RESOLUTIONS,
+    SiteBatch,
+    SiteState,
+    WindowUpdate,
+    _meter_columns,
+    window_sums,
+    year_of,
+)
+
+HOUR = RESOLUTIONS["1h"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    """One accepted reading as stored: the figures it added and the record it came in."""
+
+    meter: str
+    ts: int
+    vec: tuple[int, ...]  # nano-units: MWh, then tCO2e per scope
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Restatement:
+    """A site x carrier hour whose figures changed after it had closed: what and why."""
+
+    cluster: str
+    site: str
+    carrier: str
+    start: int  # the hour
+    old: list[int]
+    new: list[int]
+    readings_added: int
+    reason: str
+
+
+@dataclass
+class RestateResult:
+    updates: list[WindowUpdate] = field(default_factory=list)
+    added: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    priced: np.ndarray = field(default_factory=lambda: np.empty((0, NFIG), np.int64))
+    duplicates: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    restatements: list[Restatement] = field(default_factory=list)
+
+
+def hour_spans(ts: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of consecutive hours the timestamps fall in, as ``[start, stop)`` ms."""
+    hours = np.unique(ts - ts % HOUR).tolist()
+    spans: list[tuple[int, int]] = []
+    for h in hours:
+        if spans and spans[-1][1] == h:
+            spans[-1] = (spans[-1][0], h + HOUR)
+        else:
+            spans.append((h, h + HOUR))
+    return spans
+
+
+def restate(
+    state: SiteState,
+    batch: SiteBatch,
+    late: np.ndarray,
+    live: np.ndarray,
+    live_priced: np.ndarray,
+    stored: list[StoredReading],
+    catalog: MeterCatalog,
+    prev_offset: int,
+) -> RestateResult:
+    """Count the late readings of ``batch`` (indices ``late``) not stored before, and
+    recompute every window of their hours.
+
+    ``live`` (with ``live_priced``) are the batch's readings already folded into open
+    windows, ``stored`` every stored reading of the site in the late readings' hours.
+    """
+    out = RestateResult()
+    if late.size == 0:
+        return out
+    index = catalog.index
+    before: dict[int, tuple[int, int]] = {}
+    known: list[tuple[int, int, tuple[int, ...]]] = []
+    for r in stored:
+        m = index.get(r.meter)
+        if m is None:
+            continue  # a meter no longer in the catalog: its stored figures stay as they are
+        key = m * (1 << 42) + r.ts
+        before[key] = (r.partition, r.offset)
+        known.append((m, r.ts, r.vec))
+    keys = (batch.meter[late].astype(np.int64) << np.int64(42)) + batch.ts[late]
+    new_mask = np.ones(late.size, dtype=bool)
+    for i, k in enumerate(keys.tolist()):
+        got = before.get(k)
+        # stored by a record this state has not applied yet: that write's state was lost
+        if got is not None and not (got[0] == state.partition and got[1] > prev_offset):
+            new_mask[i] = False
+    out.duplicates = late[~new_mask]
+    state.duplicates += int(out.duplicates.size)
+    added = late[new_mask]
+    if added.size == 0:
+        return out
+    priced = catalog.price(batch.row[added], batch.value[added])
+    out.added, out.priced = added, priced
+    state.late += int(added.size)
+    state.accepted += int(added.size)
+    spans = hour_spans(batch.ts[added])
+    hours = {h for a, b in spans for h in range(a, b, HOUR)}
+
+    # every reading of those hours, once: stored, folded live in this batch, and added now
+    rows: dict[int, tuple[int, int, tuple[int, ...]]] = {}
+    for m, t, stored_fig in known:
+        if t - t % HOUR in hours:
+            rows[m * (1 << 42) + t] = (m, t, stored_fig)
+    for sel, figs in ((live, live_priced), (added, priced)):
+        for m, t, row in zip(
+            batch.meter[sel].tolist(), batch.ts[sel].tolist(), figs.tolist(), strict=True
+        ):
+            if t - t % HOUR in hours:
+                rows[m * (1 << 42) + t] = (m, t, tuple(row))
+    meter = np.fromiter((r[0] for r in rows.values()), np.int64, len(rows))
+    ts = np.fromiter((r[1] for r in rows.values()), np.int64, len(rows))
+    figs_all = np.array([r[2] for r in rows.values()], np.int64).reshape(-1, NFIG)
+
+    meter_names, carriers, carrier_code, carrier_names = _meter_columns(catalog)
+    touched_meters = set(batch.meter[added].tolist())
+    touched_carriers = {int(carrier_code[m]) for m in touched_meters}
+    # what the late readings add, per (carrier, hour), for the year to date and the record
+    add_by: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0] * (NFIG + 1))
+    for m, t, vec in zip(
+        batch.meter[added].tolist(), batch.ts[added].tolist(), priced.tolist(), strict=True
+    ):
+        acc = add_by[(int(carrier_code[m]), t - t % HOUR)]
+        for k in range(NFIG):
+            acc[k] += vec[k]
+        acc[NFIG] += 1
+    for level, k, res, w, vec in window_sums(meter, ts, figs_all, catalog):
+        width = RESOLUTIONS[res]
+        is_open = w + width > state.closed[res]
+        if level == "meter":
+            if k not in touched_meters:
+                continue
+            name = meter_names[k]
+            if is_open:
+                state.mw[(name, res, w)] = vec
+            out.updates.append(
+                WindowUpdate(
+                    "meter", state.cluster, state.site, name, carriers[k], res, w, vec, not is_open
+                )
+            )
+            continue
+        if k not in touched_carriers:
+            continue
+        carrier = carrier_names[k]
+        if is_open:
+            state.sw[(carrier, res, w)] = list(vec)
+        out.updates.append(
+            WindowUpdate("site", state.cluster, state.site, "", carrier, res, w, vec, not is_open)
+        )
+        if res == "1h" and (k, w) in add_by:
+            plus = add_by[(k, w)]
+            out.restatements.append(
+                Restatement(
+                    state.cluster,
+                    state.site,
+                    carrier,
+                    w,
+                    [a - b for a, b in zip(vec, plus, strict=True)],
+                    list(vec),
+                    plus[NFIG],
+                    f"{plus[NFIG]} reading(s) arrived after the window had closed",
+                )
+            )
+    for (k, hour), plus in add_by.items():
+        yk = (year_of(hour), carrier_names[k])
+        ytd = state.ytd.get(yk)
+        if ytd is None:
+            state.ytd[yk] = list(plus)
+        else:
+            ytd[:] = [a + b for a, b in zip(ytd, plus, strict=True)]
+    return out

@@ -1,0 +1,115 @@
+"""What the restatement reads back from InfluxDB: stored readings and site windows.
+
+``ReadingStore`` is the interface the stages use (``streams.pipeline``); ``InfluxStore``
+implements it with Flux queries on the worker's own bucket, so it reads what the sink wrote
+(the sink writes before a batch's state is stored, and the stages wait for every earlier
+commit before they read). Figures come back as the exact nano-unit integers: the stored
+readings carry them as integer fields, window fields are ``nano / 1e9`` doubles, exact below
+2**53, turned back by rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from streams.catalog import NANO, SCOPES
+from streams.restate import StoredReading
+from streams.sink import READING_FIGURES, READING_MEASUREMENT, InfluxSink
+from streams.windows import RESOLUTIONS
+
+#: site_windows: start -> carrier -> site -> figure vector (nano-units, then readings)
+SiteWindows = dict[int, dict[str, dict[str, list[int]]]]
+
+_WINDOW_FIELDS = ("energy_mwh", *(f"tco2e_{s}" for s in SCOPES))
+
+
+class ReadingStore(Protocol):
+    """Where the stages read back what was stored (InfluxDB, or a test double)."""
+
+    async def readings(
+        self, twin: str, cluster: str, site: str, spans: Sequence[tuple[int, int]]
+    ) -> list[StoredReading]: ...
+
+    async def site_windows(
+        self, twin: str, cluster: str, res: str, starts: Sequence[int]
+    ) -> SiteWindows: ...
+
+
+def _flux_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _flux_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class InfluxStore:
+    """``ReadingStore`` on the worker's InfluxDB bucket (2.x, or 1.8 with Flux)."""
+
+    def __init__(self, sink: InfluxSink) -> None:
+        self.sink = sink
+
+    def _range(self, start: int, stop: int) -> str:
+        return (
+            f"from(bucket: {_flux_str(self.sink.bucket)})"
+            f" |> range(start: {_flux_time(start)}, stop: {_flux_time(stop)})"
+        )
+
+    async def readings(
+        self, twin: str, cluster: str, site: str, spans: Sequence[tuple[int, int]]
+    ) -> list[StoredReading]:
+        out: list[StoredReading] = []
+        names = (*READING_FIGURES, "kp", "ko")
+        fields = " or ".join(f'r._field == "{f}"' for f in names)
+        columns = ", ".join(f'"{f}"' for f in ("t", "meter", *names))
+        for start, stop in spans:
+            flux = (
+                self._range(start, stop)
+                + f" |> filter(fn: (r) => r._measurement == {_flux_str(READING_MEASUREMENT)}"
+                f" and r.twin == {_flux_str(twin)} and r.cluster == {_flux_str(cluster)}"
+                f" and r.site == {_flux_str(site)})"
+                f" |> filter(fn: (r) => {fields})"
+                ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")'
+                " |> map(fn: (r) => ({r with t: int(v: r._time)}))"
+                f" |> keep(columns: [{columns}])"
+            )
+            for row in await self.sink.query(flux):
+                out.append(
+                    StoredReading(
+                        row["meter"],
+                        int(row["t"]) // 1_000_000,
+                        tuple(int(row[f]) for f in READING_FIGURES),
+                        int(row["kp"]),
+                        int(row["ko"]),
+                    )
+                )
+        return out
+
+    async def site_windows(
+        self, twin: str, cluster: str, res: str, starts: Sequence[int]
+    ) -> SiteWindows:
+        out: SiteWindows = {}
+        if not starts:
+            return out
+        width = RESOLUTIONS[res]
+        wanted = set(starts)
+        fields = " or ".join(f'r._field == "{f}"' for f in (*_WINDOW_FIELDS, "readings"))
+        flux = (
+            self._range(min(starts), max(starts) + width)
+            + ' |> filter(fn: (r) => r._measurement == "site_window"'
+            f" and r.twin == {_flux_str(twin)} and r.cluster == {_flux_str(cluster)}"
+            f" and r.res == {_flux_str(res)})"
+            f" |> filter(fn: (r) => {fields})"
+            ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")'
+            " |> map(fn: (r) => ({r with t: int(v: r._time)}))"
+        )
+        for row in await self.sink.query(flux):
+            start = int(row["t"]) // 1_000_000
+            if start not in wanted:
+                continue
+            vec = [round(float(row[f]) * NANO) for f in _WINDOW_FIELDS]
+            vec.append(int(row["readings"]))
+            out.setdefault(start, {}).setdefault(row["carrier"], {})[row["site"]] = vec
+        return out
