@@ -111,11 +111,13 @@ class SiteAlertState:
     # key (kind|meter) -> open alert record
     open: dict[str, dict[str, Any]] = field(default_factory=dict)
     late: int = 0
+    seen_at: int = -1  # Kafka time of the newest record (for the event-time clock)
 
     def dumps(self) -> bytes:
         return orjson.dumps(
             {
                 "v": 1,
+                "sa": self.seen_at,
                 "c": self.cluster,
                 "s": self.site,
                 "p": self.partition,
@@ -141,6 +143,7 @@ class SiteAlertState:
         s.scope = ScopeState.from_obj(d["sc"])
         s.open = d["o"]
         s.late = d["late"]
+        s.seen_at = d.get("sa", -1)
         return s
 
 

@@ -31,6 +31,7 @@ from streams.alerting.model import Alert
 from streams.alerting.notify import WebhookNotifier
 from streams.catalog import NANO
 from streams.envelope import DecodedBatch, Limits, Record, decode_batch
+from streams.eventtime import cluster_clocks
 from streams.pipeline import StateTable
 
 Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
@@ -112,6 +113,9 @@ class AlertStage:
                 else self.engine.new_site_state(first.cluster, site, first.record.partition)
             )
             sel = np.flatnonzero(reading_site == k)
+            state.seen_at = max(
+                state.seen_at, max(decoded.envelopes[i].record.timestamp for i in env_ids)
+            )
             out.extend(
                 self.engine.process_site(
                     state,
@@ -129,24 +133,30 @@ class AlertStage:
             self.sites.put(site.encode(), state.dumps(), state.partition)
 
     async def tick(self, now_ms: int, caught_up: Callable[[int], bool]) -> None:
-        """Live operation: find meters (and sites) silent by the wall clock.
+        """Live operation: find meters (and sites) silent while their cluster goes on.
 
-        Only for partitions whose records have all been processed, so a catch-up after an
-        outage is judged by event time, never by how late it is now.
+        Silence is judged by the cluster's event-time clock (``streams.eventtime``), not
+        the wall clock: a replay of last week at 60x, or a backfill, finds a meter silent
+        only when the clock passes its allowance, not because its readings are a week old.
+        Only for partitions whose records have all been processed.
         """
         out = EngineOutput()
         states: dict[str, SiteAlertState] = {}
         empty_i = np.empty(0, np.int64)
         empty_f = np.empty(0, np.float64)
+        every: list[SiteAlertState] = []
         for key in list(self.sites.all_keys()):
             raw = self.sites.get(key)
-            if raw is None:
-                continue
-            state = SiteAlertState.loads(raw)
+            if raw is not None:
+                every.append(SiteAlertState.loads(raw))
+        clocks = cluster_clocks(((s.cluster, s.wm, s.seen_at) for s in every), now_ms)
+        for state in every:
             if not caught_up(state.partition):
                 continue
+            key = state.site.encode()
+            clock = clocks.get(state.cluster, -1)
             res = self.engine.process_site(
-                state, empty_i, empty_i, empty_f, empty_f, empty_i, -1, clock=now_ms
+                state, empty_i, empty_i, empty_f, empty_f, empty_i, -1, clock=clock
             )
             if res.events or res.lines or res.buckets:
                 out.extend(res)
