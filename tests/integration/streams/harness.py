@@ -400,6 +400,17 @@ def wait_equal(
 
 
 def all_complete(
-    actual: dict[Any, dict[str, Any]], levels: Iterable[str] = ("meter", "site")
+    actual: dict[Any, dict[str, Any]],
+    levels: Iterable[str] = ("meter", "site"),
+    passed_by: int | None = None,
+    grace_ms: int = 20_000,
 ) -> bool:
-    return all(v.get("complete") is True for k, v in actual.items() if k[0] in levels)
+    """Every window is final; with ``passed_by`` (the newest reading time), every window
+    that event time has passed by the grace period (the later ones wait for event time to
+    pass them: the wall clock does not close a replay's windows)."""
+    return all(
+        v.get("complete") is True
+        for k, v in actual.items()
+        if k[0] in levels
+        and (passed_by is None or k[4] + RESOLUTIONS[k[3]] + grace_ms <= passed_by)
+    )
