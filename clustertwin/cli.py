@@ -23,6 +23,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("clustertwin.commands.connector", "connector"),
     ("clustertwin.commands.pipeline", "worker"),
     ("clustertwin.commands.demo", "demo"),
+    ("clustertwin.commands.backfill", "backfill"),
     ("clustertwin.commands.dashboards", "dashboards"),
     ("clustertwin.commands.alerts", "alerts"),
 )

@@ -141,6 +141,16 @@ class Connector(ABC, Generic[ConfigT]):
     def stream(self) -> AsyncIterator[Sequence[Item]]:
         """Yield batches of samples until the source ends (finite) or forever (live)."""
 
+    #: Whether ``history`` can read the source's past (``clustertwin backfill``).
+    reads_history: ClassVar[bool] = False
+
+    def history(self, start_ms: int, end_ms: int) -> AsyncIterator[Sequence[Item]]:
+        """Yield the samples of ``[start_ms, end_ms)`` as fast as the source gives them,
+        then end. Override (and set ``reads_history``) where the source keeps its past: a
+        historian, an export file, a simulation. The worker counts a reading once however
+        often it is sent, so a backfill may overlap what the live connector sends."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read its source's past")
+
 
 class PollingConfig(ConnectorConfig):
     poll_interval_s: float = Field(default=10.0, gt=0, le=86_400)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,6 +18,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from connectors.sdk.base import Connector, ConnectorConfig, Item, Sample
+from connectors.sdk.timespec import parse_time
 from connectors.simulator.profiles import (
     YEAR_MS,
     MeterProfile,
@@ -32,19 +31,8 @@ from connectors.simulator.profiles import (
 )
 from twin.readings import MeterIndex, now_ms
 
-_REL = re.compile(r"^now(?:-(\d+(?:\.\d+)?)([smhdw]))?$")
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-def parse_start(text: str, now: int) -> int:
-    """``now``, ``now-7d`` (s/m/h/d/w) or an ISO 8601 time -> epoch ms."""
-    m = _REL.match(text.strip())
-    if m:
-        return now if m.group(1) is None else now - int(float(m.group(1)) * _UNIT_MS[m.group(2)])
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+# the simulator's start/end and ``clustertwin backfill`` share one time syntax
+parse_start = parse_time
 
 
 class SimulatorConfig(ConnectorConfig):
@@ -252,6 +240,19 @@ class SimulatorConnector(Connector[SimulatorConfig]):
             for s in config.sites or []
             if s not in index.sites
         ]
+
+    reads_history: ClassVar[bool] = True
+
+    async def history(self, start_ms: int, end_ms: int) -> AsyncIterator[Sequence[Item]]:
+        """The intervals ending in ``[start_ms, end_ms)`` (never one not yet ended)."""
+        step = self.sim.step_ms
+        k = -(-start_ms // step)
+        last = min((end_ms - 1) // step, now_ms() // step)
+        while k <= last:
+            n = min(self.config.max_chunk_steps, last - k + 1)
+            yield self.sim.samples(k, n)
+            k += n
+            await asyncio.sleep(0)
 
     async def stream(self) -> AsyncIterator[Sequence[Item]]:
         cfg = self.config
