@@ -405,10 +405,10 @@ class AlertEngine:
                 before = last_ts if i == 0 else int(t[i - 1])
                 if key_s not in state.open:
                     self._open_silent(state, scope, before, silent_ms, out)
-                self._resolve_silent(state, scope, int(t[i]), before, out)
+                self._resolve_silent(state, scope, int(t[i]), before, out, silent_ms)
             if key_s in state.open and last_ts >= 0 and int(t[0]) - last_ts <= silent_ms:
                 # opened by the clock while the gap was shorter than a fresh look shows
-                self._resolve_silent(state, scope, int(t[0]), last_ts, out)
+                self._resolve_silent(state, scope, int(t[0]), last_ts, out, silent_ms)
             # flat line
             run_start, _changed = flat_runs(t, v, float(m[1]), int(m[2]), cfg.flat_rel_tol)
             cond = (t - run_start) >= flat_ms
@@ -493,8 +493,27 @@ class AlertEngine:
         state.bad.append([last, -1])
 
     def _resolve_silent(
-        self, state: SiteAlertState, scope: Scope, at: int, last: int, out: EngineOutput
+        self,
+        state: SiteAlertState,
+        scope: Scope,
+        at: int,
+        last: int,
+        out: EngineOutput,
+        silent_ms: int = 0,
     ) -> None:
+        explanation = (
+            f"Meter {scope.meter} at site {state.site} is reporting again "
+            f"({_fmt_time(at)}) after {_fmt_dur(at - last)} of silence."
+        )
+        delay = state.seen_at - at if state.seen_at >= 0 else 0
+        if silent_ms and delay > silent_ms:
+            # the readings of the silence came, only late (a gateway's buffer, a backfill):
+            # the twin has restated the windows they belong to
+            explanation = (
+                f"Meter {scope.meter} at site {state.site} was not silent: its readings from "
+                f"{_fmt_time(last)} on arrived late ({_fmt_dur(delay)} after they were "
+                "taken), and the twin's figures now include them."
+            )
         self._emit(
             out,
             state.open,
@@ -504,10 +523,8 @@ class AlertEngine:
             at,
             value=(at - last) / 60_000,
             unit="min silent",
-            explanation=(
-                f"Meter {scope.meter} at site {state.site} is reporting again "
-                f"({_fmt_time(at)}) after {_fmt_dur(at - last)} of silence."
-            ),
+            explanation=explanation,
+            details={"arrived_late_by_ms": delay} if silent_ms and delay > silent_ms else None,
         )
         self._close_bad(state, at)
 

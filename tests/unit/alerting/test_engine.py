@@ -325,3 +325,71 @@ def test_24h_drift_and_year_end_projection_open_and_resolve() -> None:
     # 45 min of data (75 % coverage) + 2 h above the margin
     assert 2.7 <= opened["pathway_drift_1h"] <= 3.5
     assert 24 <= opened["pathway_drift_24h"] <= 31  # 18 h of coverage + 6 h hold, or more
+
+
+def test_a_silence_whose_readings_arrive_late_resolves_saying_so() -> None:
+    import dataclasses
+
+    sc = fault_scenario(START, hours=3)
+    engine = AlertEngine(sc.sim.catalog(), None, sc.pathway_objects())
+    sent: list[Alert] = []
+
+    async def send(topic: str, key: Any, value: bytes, headers: Any) -> None:
+        if topic == "alerts":
+            sent.append(Alert.from_json(value))
+
+    async def write(lines: Any) -> None:
+        return None
+
+    stage = AlertStage(engine, DictTable(), DictTable(), send, write)
+    recs = records([sc])
+    first = [r for r in recs if r.timestamp < START + HOUR_MS]
+    # the rest was held by the gateways and arrives an hour after it was taken
+    rest = [
+        dataclasses.replace(r, timestamp=START + 4 * HOUR_MS)
+        for r in recs
+        if r.timestamp >= START + HOUR_MS
+    ]
+
+    async def go() -> None:
+        await stage.process(first)
+        await stage.tick(START + 2 * HOUR_MS, lambda p: True)  # live, and nothing comes
+        await stage.process(rest)
+
+    asyncio.run(go())
+    opened = {e.scope.meter for e in sent if e.kind is Kind.METER_SILENT and e.event == "open"}
+    resolved = [e for e in sent if e.kind is Kind.METER_SILENT and e.event == "resolve"]
+    assert opened and {e.scope.meter for e in resolved} == opened
+    assert all("arrived late" in e.explanation for e in resolved), resolved[0].explanation
+
+
+def test_a_replay_far_behind_the_wall_clock_finds_no_meter_silent() -> None:
+    import dataclasses
+
+    sc = fault_scenario(START, hours=3)
+    engine = AlertEngine(sc.sim.catalog(), None, sc.pathway_objects())
+    sent: list[Alert] = []
+
+    async def send(topic: str, key: Any, value: bytes, headers: Any) -> None:
+        if topic == "alerts":
+            sent.append(Alert.from_json(value))
+
+    async def write(lines: Any) -> None:
+        return None
+
+    stage = AlertStage(engine, DictTable(), DictTable(), send, write)
+    now = int(time.time() * 1000)
+    # last week replayed fast: every record is sent now, its readings are days old
+    recs = [dataclasses.replace(r, timestamp=now) for r in records([sc])]
+    half = len(recs) // 2
+
+    async def go() -> None:
+        await stage.process(recs[:half])
+        await stage.tick(now + 30_000, lambda p: True)  # the replay pauses for 30 s
+        await stage.process(recs[half:])
+        await stage.tick(now + 60_000, lambda p: True)
+
+    asyncio.run(go())
+    silent = [e for e in sent if e.kind is Kind.METER_SILENT and e.event == "open"]
+    # only the scenario's injected 2-hour stop, nothing opened by the wall clock
+    assert {e.scope.meter for e in silent} <= {"fs1-gas0"}, [e.explanation for e in silent]
