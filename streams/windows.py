@@ -9,8 +9,8 @@ a replay which records are already in: at-least-once delivery, exactly-once effe
 Windows are tumbling, per meter and per site x carrier, at 1 min, 15 min and 1 h. A window
 ``[s, s+res)`` closes once the site's watermark (latest accepted reading time) passes
 ``s + res + grace``. Lateness is judged at the finest resolution: a reading whose 1-min window
-has closed is late for every resolution (counted and sent to the side output), so the three
-resolutions always reconcile.
+has closed is late for every resolution and restates them all (``streams.restate``), so the
+three resolutions always reconcile.
 
 All figures are integer nano-units (see ``streams.catalog``): exact and order-independent.
 """
@@ -379,7 +379,6 @@ def fold_windows(
     return updates
 
 
-_SLOTS = np.int64(1) << np.int64(32)  # window slots per meter/carrier in a group key
 _add = int.__add__
 
 
@@ -416,30 +415,6 @@ def _windows(
     change[1:] |= window[1:] != window[:-1]
     starts = np.flatnonzero(change)
     return key[starts], window[starts], np.add.reduceat(sums, starts, axis=0)
-
-
-_BAND = np.int64(1) << np.int64(44)
-_LO = -(2**42)
-
-
-def _group_running_prev_max(
-    t_sorted: np.ndarray, group_start: np.ndarray, seed: np.ndarray
-) -> np.ndarray:
-    """For each element, the max of its group's seed and all earlier elements of the group.
-
-    Each group is lifted into its own band of 2**44 so one global running max never mixes
-    groups; validated timestamps lie in [0, 2**42), seeds below that are clamped.
-    """
-    n = t_sorted.size
-    gid = (np.cumsum(group_start) - 1).astype(np.int64)
-    previous = np.empty(n, np.int64)
-    previous[1:] = t_sorted[:-1]
-    previous[group_start] = seed
-    previous = np.clip(previous, _LO, -_LO)
-    band = gid * _BAND
-    run = np.maximum.accumulate(previous - _LO + band)
-    out: np.ndarray = run - band + _LO
-    return out
 
 
 def close_windows(
