@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import attrgetter, itemgetter
+from operator import attrgetter, itemgetter, methodcaller
 from typing import Any, Literal
 
 import msgspec
@@ -36,7 +36,13 @@ from streams.catalog import QUALITIES, MeterCatalog
 log = logging.getLogger(__name__)
 
 SCHEMA = "readings/1"
+#: readings/2 adds an optional interval start per reading; readings/1 stays accepted
+SCHEMA_V2 = "readings/2"
+SCHEMAS = (SCHEMA, SCHEMA_V2)
 FIELDS = ("meter", "ts", "value", "unit", "carrier", "quality")
+#: A reading's interval may span at most a day (longer ones are split at the source): a
+#: restatement reads back the readings that end up to this long after the hours it redoes.
+MAX_INTERVAL_MS = 86_400_000
 QUALITY_CODES = {q: i for i, q in enumerate(sorted(QUALITIES))}
 QUALITY_NAMES = sorted(QUALITIES)
 _INT = {int}
@@ -178,6 +184,7 @@ def _typed_decoder(catalog: MeterCatalog) -> Any:
                 ("unit", str),
                 ("carrier", _one_of(catalog.carrier)),
                 ("quality", _one_of(QUALITIES)),
+                ("start", int, -1),
             ],
             gc=False,
         )
@@ -207,6 +214,7 @@ class Envelope:
     site: str
     source: str
     _body: dict[str, Any] | None = None
+    v2: bool = False  # readings/2: its readings may carry an interval start
 
     @property
     def body(self) -> dict[str, Any]:
@@ -228,6 +236,8 @@ class DecodedBatch:
     ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     value: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
     quality: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))
+    # interval start (readings/2), -1 for a reading of an instant
+    start: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     def reading(self, i: int) -> Any:
         env = self.envelopes[int(self.env[i])]
@@ -246,15 +256,15 @@ class DecodedBatch:
         )
 
     def select(self, mask: np.ndarray) -> None:
-        for name in ("env", "reading_index", "meter", "row", "ts", "value", "quality"):
+        for name in ("env", "reading_index", "meter", "row", "ts", "value", "quality", "start"):
             setattr(self, name, getattr(self, name)[mask])
 
 
 def _envelope_problem(body: Any, record: Record, catalog: MeterCatalog, limits: Limits) -> str:
     if not isinstance(body, dict):
         return f"envelope is not a JSON object (got {type(body).__name__})"
-    if body.get("schema") != SCHEMA:
-        return f"unsupported schema {body.get('schema')!r} (expected {SCHEMA!r})"
+    if body.get("schema") not in SCHEMAS:
+        return f"unsupported schema {body.get('schema')!r} (expected one of {', '.join(SCHEMAS)})"
     cluster, site = body.get("cluster"), body.get("site")
     if not isinstance(cluster, str) or cluster not in catalog.clusters:
         return f"unknown cluster {cluster!r}"
@@ -297,6 +307,11 @@ def _reading_problem(r: Any) -> str:
     for name in ("unit", "carrier", "quality"):
         if not isinstance(r[name], str):
             return f"field {name!r} must be a string"
+    if "start" in r:
+        if type(r["start"]) is not int:
+            return "field 'start' must be an integer (epoch ms UTC, the interval's start)"
+        if not -(2**62) < r["start"] < 2**62:
+            return f"interval start {r['start']} out of range"
     return ""
 
 
@@ -330,7 +345,7 @@ def decode_batch(
             )
             continue
         for hk, hv in record.headers:
-            if hk == "clustertwin-schema" and hv != _SCHEMA_BYTES:
+            if hk == "clustertwin-schema" and hv not in _SCHEMA_BYTES:
                 out.rejects.append(Reject(record, f"unsupported schema header {hv!r}"))
                 break
         else:
@@ -369,7 +384,14 @@ def decode_batch(
             typed = is_typed
             groups.append((len(out.envelopes), body["readings"]))
             out.envelopes.append(
-                Envelope(record, body["cluster"], body["site"], body["source"], cache)
+                Envelope(
+                    record,
+                    body["cluster"],
+                    body["site"],
+                    body["source"],
+                    cache,
+                    body["schema"] == SCHEMA_V2,
+                )
             )
             pending += len(body["readings"])
             if pending >= _CHUNK:
@@ -390,11 +412,15 @@ def decode_batch(
             np.concatenate([p[2].ts for p in parts]),
             np.concatenate([p[2].value for p in parts]),
             np.concatenate([p[2].code for p in parts]),
+            np.concatenate([p[2].start for p in parts]),
         )
     out.env = env
     out.reading_index = ridx
     out.ts = cols.ts
     out.value = cols.value
+    # an interval is a readings/2 field: a readings/1 reading stays an instant
+    v2 = np.fromiter((e.v2 for e in out.envelopes), bool, len(out.envelopes))
+    out.start = np.where(v2[env], cols.start, -1)
 
     # --- semantic checks, whole batch at once -------------------------------------------
     # ``code`` indexes the (meter, unit, carrier, quality) combinations seen valid before:
@@ -421,7 +447,11 @@ def decode_batch(
     oldest = np.array(
         [limits.horizon_start(env.record.timestamp) for env in out.envelopes], dtype=np.int64
     )[out.env]
-    ts_ok = (ts >= 0) & (ts <= ref + limits.max_future_ms) & (ts >= oldest)
+    start = out.start
+    has = start >= 0
+    interval_ok = ((start == -1) & ~has) | (has & (start < ts) & (ts - start <= MAX_INTERVAL_MS))
+    ts_ok = (ts >= 0) & (ts <= ref + limits.max_future_ms) & (np.where(has, start, ts) >= oldest)
+    ts_ok &= interval_ok
     good &= site_ok & finite & sign_ok & size_ok & ts_ok
     if not good.all():
         for i in np.flatnonzero(~good).tolist():
@@ -452,9 +482,11 @@ def decode_batch(
     return out
 
 
-_SCHEMA_BYTES = SCHEMA.encode()
+_SCHEMA_BYTES = {v.encode() for v in SCHEMAS}
 # orjson reads integers outside [-2**63, 2**64) as floats; msgspec keeps them integers
 _JSON_INT_MIN, _JSON_INT_MAX = -(2**63), 2**64
+_START_DICT = methodcaller("get", "start", -1)
+_START_STRUCT = attrgetter("start")
 _FROM_DICT = (
     itemgetter("ts"),
     itemgetter("value"),
@@ -477,6 +509,7 @@ class _Columns:
     ts: np.ndarray
     value: np.ndarray
     code: np.ndarray  # index into ``_Lookup`` arrays, -1 when not a known valid combination
+    start: np.ndarray  # interval start, -1 where the reading gives none
 
 
 def _columns(
@@ -497,6 +530,7 @@ def _columns(
             # np.fromiter refuses it for ts; for values, only a figure that reads as 2**63
             # or more in float can be one, and then the exact check runs on the objects.
             ts_a = np.fromiter(map(get_ts, readings), np.int64, n)  # OverflowError > int64
+            start_a = np.fromiter(map(_START_STRUCT, readings), np.int64, n)
             value_a = np.fromiter(map(get_value, readings), np.float64, n)
             if (
                 n
@@ -519,8 +553,14 @@ def _columns(
             ):
                 return None
             ts_a = np.array(ts, np.int64)  # OverflowError beyond int64
+            starts = list(map(_START_DICT, readings))
+            if set(map(type, starts)) - _INT:
+                return None
+            start_a = np.array(starts, np.int64)
             value_a = np.array(values, np.float64)
         if n and (ts_a.max() >= _TS_LIMIT or ts_a.min() <= -_TS_LIMIT):
+            return None
+        if n and (start_a.max() >= _TS_LIMIT or start_a.min() <= -_TS_LIMIT):
             return None
         code = np.fromiter(map(lookup.codes.__getitem__, map(get_key, readings)), np.int64, n)
     except (KeyError, TypeError, OverflowError):
@@ -533,7 +573,7 @@ def _columns(
         keys = [get_key(readings[i]) for i in missed.tolist()]
         learnt = {k: lookup.learn(catalog, *k) for k in set(keys)}
         code[missed] = [learnt[k] for k in keys]
-    return _Columns(ts_a, value_a, code)
+    return _Columns(ts_a, value_a, code, start_a)
 
 
 def _int_beyond_int64(values: list[Any]) -> bool:
@@ -714,10 +754,22 @@ def _semantic_reason(
     if abs(value) > spec.max_value:
         return prefix + f"value {value} above the meter's plausible maximum {spec.max_value}"
     t = int(batch.ts[i])
+    start = int(batch.start[i])
     if t > ref + limits.max_future_ms:
         return prefix + f"timestamp {t} is {(t - ref) / 1000:.0f} s ahead of the record time"
     if t < 0:
         return prefix + f"timestamp {t} is negative"
+    if start < -1:
+        return prefix + f"interval start {start} is negative"
+    if start >= 0 and start >= t:
+        return prefix + f"interval start {start} is not before its end (ts {t})"
+    if start >= 0 and t - start > MAX_INTERVAL_MS:
+        return prefix + (
+            f"interval of {(t - start) / 3_600_000:.1f} h is longer than the 24 h limit "
+            "(split it at the source)"
+        )
+    if start >= 0:
+        t = start  # the whole interval must lie within the horizon
     if t < oldest:
         since = datetime.fromtimestamp(oldest / 1000, tz=UTC).date().isoformat()
         return prefix + (

@@ -492,6 +492,7 @@ class SiteStage:
                 ts=decoded.ts[sel],
                 value=decoded.value[sel],
                 quality=decoded.quality[sel],
+                start=decoded.start[sel],
                 offset=env_offsets[decoded.env[sel]],
                 max_offset=int(max(decoded.envelopes[i].record.offset for i in env_ids)),
             )
@@ -503,7 +504,19 @@ class SiteStage:
             updates.extend(result.updates)
             late_result = None
             if result.late.size:
-                stored = yield (state.cluster, site, hour_spans(batch.ts[result.late]))
+                late_start = batch.starts()[result.late]
+                if late_start.size and late_start.max() >= 0:
+                    spans = batch.ts[result.late] - late_start
+                    state.max_interval = max(state.max_interval, int(spans.max()))
+                # readings that end up to the longest interval later reach into these hours
+                stored = yield (
+                    state.cluster,
+                    site,
+                    [
+                        (a, b + state.max_interval)
+                        for a, b in hour_spans(batch.ts[result.late], late_start)
+                    ],
+                )
                 late_result = restate(
                     state,
                     batch,
@@ -622,14 +635,16 @@ class SiteStage:
                 vec,
                 state.partition,
                 off,
+                st,
             )
-            for m, t, v, q, off, vec in zip(
+            for m, t, v, q, off, vec, st in zip(
                 batch.meter[sel].tolist(),
                 batch.ts[sel].tolist(),
                 batch.value[sel].tolist(),
                 batch.quality[sel].tolist(),
                 batch.offset[sel].tolist(),
                 priced.tolist(),
+                batch.starts()[sel].tolist(),
                 strict=True,
             )
         ]

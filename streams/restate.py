@@ -38,6 +38,7 @@ from streams.windows import (
     SiteState,
     WindowUpdate,
     _meter_columns,
+    split_intervals,
     window_sums,
     year_of,
 )
@@ -54,6 +55,7 @@ class StoredReading:
     vec: tuple[int, ...]  # nano-units: MWh, then tCO2e per scope
     partition: int
     offset: int
+    start: int = -1  # the interval's start (readings/2), -1 for an instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +81,18 @@ class RestateResult:
     restatements: list[Restatement] = field(default_factory=list)
 
 
-def hour_spans(ts: np.ndarray) -> list[tuple[int, int]]:
-    """The runs of consecutive hours the timestamps fall in, as ``[start, stop)`` ms."""
-    hours = np.unique(ts - ts % HOUR).tolist()
+def hour_spans(ts: np.ndarray, start: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """The runs of consecutive hours the readings fall in (their intervals, where they
+    have one), as ``[start, stop)`` ms."""
+    if start is None or not (start >= 0).any():
+        hours = np.unique(ts - ts % HOUR).tolist()
+    else:
+        first = np.where(start >= 0, start, ts)
+        last = np.where(start >= 0, ts - 1, ts)
+        n = (last - last % HOUR - (first - first % HOUR)) // HOUR + 1
+        base = np.repeat(first - first % HOUR, n)
+        step = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        hours = np.unique(base + step * HOUR).tolist()
     spans: list[tuple[int, int]] = []
     for h in hours:
         if spans and spans[-1][1] == h:
@@ -112,14 +123,14 @@ def restate(
         return out
     index = catalog.index
     before: dict[int, tuple[int, int]] = {}
-    known: list[tuple[int, int, tuple[int, ...]]] = []
+    known: list[tuple[int, int, int, tuple[int, ...]]] = []
     for r in stored:
         m = index.get(r.meter)
         if m is None:
             continue  # a meter no longer in the catalog: its stored figures stay as they are
         key = m * (1 << 42) + r.ts
         before[key] = (r.partition, r.offset)
-        known.append((m, r.ts, r.vec))
+        known.append((m, r.ts, r.start, r.vec))
     keys = (batch.meter[late].astype(np.int64) << np.int64(42)) + batch.ts[late]
     new_mask = np.ones(late.size, dtype=bool)
     for i, k in enumerate(keys.tolist()):
@@ -136,36 +147,44 @@ def restate(
     out.added, out.priced = added, priced
     state.late += int(added.size)
     state.accepted += int(added.size)
-    spans = hour_spans(batch.ts[added])
-    hours = {h for a, b in spans for h in range(a, b, HOUR)}
+    starts = batch.starts()
+    new_parts = split_intervals(batch.meter[added], batch.ts[added], starts[added], priced)
+    hours = set(np.unique(new_parts[1] - new_parts[1] % HOUR).tolist())
 
     # every reading of those hours, once: stored, folded live in this batch, and added now
-    rows: dict[int, tuple[int, int, tuple[int, ...]]] = {}
-    for m, t, stored_fig in known:
-        if t - t % HOUR in hours:
-            rows[m * (1 << 42) + t] = (m, t, stored_fig)
+    rows: dict[int, tuple[int, int, int, tuple[int, ...]]] = {}
+    for m, t, st, stored_fig in known:
+        rows[m * (1 << 42) + t] = (m, t, st, stored_fig)
     for sel, figs in ((live, live_priced), (added, priced)):
-        for m, t, row in zip(
-            batch.meter[sel].tolist(), batch.ts[sel].tolist(), figs.tolist(), strict=True
+        for m, t, st, row in zip(
+            batch.meter[sel].tolist(),
+            batch.ts[sel].tolist(),
+            starts[sel].tolist(),
+            figs.tolist(),
+            strict=True,
         ):
-            if t - t % HOUR in hours:
-                rows[m * (1 << 42) + t] = (m, t, tuple(row))
-    meter = np.fromiter((r[0] for r in rows.values()), np.int64, len(rows))
-    ts = np.fromiter((r[1] for r in rows.values()), np.int64, len(rows))
-    figs_all = np.array([r[2] for r in rows.values()], np.int64).reshape(-1, NFIG)
+            rows[m * (1 << 42) + t] = (m, t, st, tuple(row))
+    meter, ts, figs_all = split_intervals(
+        np.fromiter((r[0] for r in rows.values()), np.int64, len(rows)),
+        np.fromiter((r[1] for r in rows.values()), np.int64, len(rows)),
+        np.fromiter((r[2] for r in rows.values()), np.int64, len(rows)),
+        np.array([r[3] for r in rows.values()], np.int64).reshape(-1, NFIG),
+    )
+    # only the parts in those hours: their windows are recomputed whole, no other is
+    inside = np.isin(ts - ts % HOUR, np.fromiter(hours, np.int64, len(hours)))
+    meter, ts, figs_all = meter[inside], ts[inside], figs_all[inside]
 
     meter_names, carriers, carrier_code, carrier_names = _meter_columns(catalog)
     touched_meters = set(batch.meter[added].tolist())
     touched_carriers = {int(carrier_code[m]) for m in touched_meters}
     # what the late readings add, per (carrier, hour), for the year to date and the record
     add_by: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0] * (NFIG + 1))
-    for m, t, vec in zip(
-        batch.meter[added].tolist(), batch.ts[added].tolist(), priced.tolist(), strict=True
+    for m, t, fig in zip(
+        new_parts[0].tolist(), new_parts[1].tolist(), new_parts[2].tolist(), strict=True
     ):
         acc = add_by[(int(carrier_code[m]), t - t % HOUR)]
-        for k in range(NFIG):
-            acc[k] += vec[k]
-        acc[NFIG] += 1
+        for k in range(NFIG + 1):
+            acc[k] += fig[k]
     for level, k, res, w, vec in window_sums(meter, ts, figs_all, catalog):
         width = RESOLUTIONS[res]
         is_open = w + width > state.closed[res]

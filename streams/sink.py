@@ -134,15 +134,18 @@ def reading_line(
     vec: Sequence[int],
     partition: int,
     offset: int,
+    start: int = -1,
 ) -> str:
     """One accepted reading as stored: its value, its priced figures in nano-units (what it
-    added to its windows, so a restatement can recompute them exactly) and the record that
-    brought it (so a replay after a crash can tell its own unstored effect from a duplicate)."""
+    added to its windows, so a restatement can recompute them exactly), its interval start
+    if it has one, and the record that brought it (so a replay after a crash can tell its
+    own unstored effect from a duplicate)."""
+    interval = f",st={start}i" if start >= 0 else ""
     return (
         f"{READING_MEASUREMENT},twin={_esc(twin)},cluster={_esc(cluster)},site={_esc(site)},"
         f"meter={_esc(meter)} value={float(value)!r},quality={_str_field(quality)},"
         f"e={vec[0]}i,s1={vec[1]}i,s2l={vec[2]}i,s2m={vec[3]}i,s3={vec[4]}i,"
-        f"kp={partition}i,ko={offset}i {ts}"
+        f"kp={partition}i,ko={offset}i{interval} {ts}"
     )
 
 

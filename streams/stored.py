@@ -61,7 +61,7 @@ class InfluxStore:
         self, twin: str, cluster: str, site: str, spans: Sequence[tuple[int, int]]
     ) -> list[StoredReading]:
         out: list[StoredReading] = []
-        names = (*READING_FIGURES, "kp", "ko")
+        names = (*READING_FIGURES, "kp", "ko", "st")
         fields = " or ".join(f'r._field == "{f}"' for f in names)
         columns = ", ".join(f'"{f}"' for f in ("t", "meter", *names))
         for start, stop in spans:
@@ -83,6 +83,7 @@ class InfluxStore:
                         tuple(int(row[f]) for f in READING_FIGURES),
                         int(row["kp"]),
                         int(row["ko"]),
+                        int(row.get("st") or -1),
                     )
                 )
         return out

@@ -69,6 +69,9 @@ class SiteState:
     # older readings are judged against the stored readings by the restatement)
     seen: dict[str, list[int]] = field(default_factory=dict)
     seen_at: int = -1  # Kafka time of the newest record applied (the event-time clock)
+    # the longest interval of an accepted reading (ms): how much later than an hour a
+    # reading contributing to it may end, for the restatement's read-back
+    max_interval: int = 0
     accepted: int = 0
     late: int = 0
     duplicates: int = 0
@@ -90,6 +93,7 @@ class SiteState:
                 "ytd": [[*k, *v] for k, v in self.ytd.items()],
                 "seen": self.seen,
                 "sa": self.seen_at,
+                "mi": self.max_interval,
                 "n": [self.accepted, self.late, self.duplicates],
             }
         )
@@ -103,6 +107,7 @@ class SiteState:
         s.ytd = {(r[0], r[1]): r[2:] for r in d["ytd"]}
         s.seen = d.get("seen", {})
         s.seen_at = d.get("sa", -1)
+        s.max_interval = d.get("mi", 0)
         s.accepted, s.late, s.duplicates = d["n"]
         return s
 
@@ -165,6 +170,12 @@ class SiteBatch:
     quality: np.ndarray
     offset: np.ndarray  # record offset of each reading
     max_offset: int  # highest record offset of this site in the batch (rejected ones too)
+    start: np.ndarray | None = None  # interval start per reading, -1 for none (None: all)
+
+    def starts(self) -> np.ndarray:
+        if self.start is None:
+            return np.full(self.ts.size, -1, np.int64)
+        return self.start
 
 
 @dataclass
@@ -223,8 +234,10 @@ def apply_batch(
         return ApplyResult(updates, empty, empty, 0, empty, no_figs, prev_offset)
     meter = batch.meter[idx]
     ts = batch.ts[idx]
+    start = batch.starts()[idx]
     first = first_sightings(meter, ts)
-    is_open = ts >= state.closed[FINEST]
+    # an interval is on time when its first part's window is still open
+    is_open = np.where(start >= 0, start, ts) >= state.closed[FINEST]
     seen = _seen_mask(state, meter, ts, catalog) & is_open
     dup = ~first | seen
     late = (~dup) & (~is_open)
@@ -237,7 +250,13 @@ def apply_batch(
         return ApplyResult(updates, late_idx, dup_idx, 0, empty, no_figs, prev_offset)
     priced = catalog.price(batch.row[keep], batch.value[keep])
     state.accepted += int(keep.size)
-    updates.extend(fold_windows(state, batch.meter[keep], batch.ts[keep], priced, catalog))
+    kept_start = batch.starts()[keep]
+    updates.extend(
+        fold_windows(state, batch.meter[keep], batch.ts[keep], priced, catalog, kept_start)
+    )
+    if kept_start.size and kept_start.max() >= 0:
+        spans = batch.ts[keep] - kept_start
+        state.max_interval = max(state.max_interval, int(spans[kept_start >= 0].max()))
     _remember(state, batch, keep, catalog)
     state.wm = max(state.wm, int(batch.ts[keep].max()))
     updates.extend(close_windows(state, grace_ms, catalog))
@@ -299,8 +318,56 @@ def _remember(state: SiteState, batch: SiteBatch, keep: np.ndarray, catalog: Met
             state.last[name] = [t, v, q]
 
 
+MINUTE = RESOLUTIONS[FINEST]
+
+
+def split_intervals(
+    meter: np.ndarray, ts: np.ndarray, start: np.ndarray, priced: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Readings -> parts: ``(meter, time, figures + count)``, one per 1-min window.
+
+    The stated rule: a reading of an instant (no ``start``) is one part at ``ts``. A
+    reading of an interval ``[start, ts)`` is shared among the 1-min windows it overlaps,
+    in proportion to the overlap: each part is its share rounded down in nano-units
+    (``floor(figure * overlap / length)``, exact integer arithmetic), and
+    the part in the window that holds the interval's end takes what rounding left (so the
+    parts add up exactly) and the reading's count. An hour's reading fills its hour and a
+    reading across an outage fills the outage: no spike where it was delivered.
+    """
+    n = ts.size
+    has = start >= 0
+    first_w = np.where(has, start // MINUTE, ts // MINUTE)
+    last_w = np.where(has, (ts - 1) // MINUTE, ts // MINUTE)
+    k = last_w - first_w + 1
+    counts = np.zeros(int(k.sum()), np.int64)
+    if not has.any():
+        figs = np.empty((n, NFIG + 1), np.int64)
+        figs[:, :NFIG] = priced
+        figs[:, NFIG] = 1
+        return meter, ts, figs
+    which = np.repeat(np.arange(n), k)
+    ends = np.cumsum(k)
+    within = np.arange(which.size) - np.repeat(ends - k, k)
+    w = first_w[which] + within
+    lo = np.where(has[which], np.maximum(start[which], w * MINUTE), ts[which])
+    hi = np.where(has[which], np.minimum(ts[which], (w + 1) * MINUTE), ts[which] + 1)
+    dur = np.where(has, ts - start, 1)[which][:, None]
+    overlap = (hi - lo)[:, None]
+    # floor(vec * overlap / dur) in integers without overflow: vec = q * dur + r, r < dur
+    q, r = np.divmod(priced[which], dur)
+    figs = np.empty((which.size, NFIG + 1), np.int64)
+    figs[:, :NFIG] = q * overlap + (r * overlap) // dur
+    last = ends - 1
+    # the end's part: the reading's figures less the other parts (exact in integers)
+    totals = np.add.reduceat(figs[:, :NFIG], ends - k, axis=0)
+    figs[last, :NFIG] += priced - totals
+    counts[last] = 1
+    figs[:, NFIG] = counts
+    return meter[which], lo, figs
+
+
 def window_sums(
-    meter: np.ndarray, ts: np.ndarray, priced: np.ndarray, catalog: MeterCatalog
+    meter: np.ndarray, ts: np.ndarray, figs_in: np.ndarray, catalog: MeterCatalog
 ) -> Iterator[tuple[str, int, str, int, list[int]]]:
     """Every window of every resolution the readings fall in, summed:
     ``(level, key, res, start, vec)``, level ``meter`` (key = meter index) or ``site``
@@ -313,9 +380,7 @@ def window_sums(
     o = np.lexsort((ts, meter))
     m_sorted = meter[o]
     t_sorted = ts[o]
-    figs = np.empty((o.size, NFIG + 1), np.int64)
-    figs[:, :NFIG] = priced[o]
-    figs[:, NFIG] = 1  # the reading count sums along
+    figs = figs_in[o]  # the figures, then the reading count, which sums along
     carrier_code = _meter_columns(catalog)[2]
     key, start_ms, sums = m_sorted, t_sorted, figs
     new_key = np.r_[True, m_sorted[1:] != m_sorted[:-1]]
@@ -341,14 +406,20 @@ def window_sums(
 
 
 def fold_windows(
-    state: SiteState, meter: np.ndarray, ts: np.ndarray, priced: np.ndarray, catalog: MeterCatalog
+    state: SiteState,
+    meter: np.ndarray,
+    ts: np.ndarray,
+    priced: np.ndarray,
+    catalog: MeterCatalog,
+    start: np.ndarray,
 ) -> list[WindowUpdate]:
     """Add readings to the state's open windows and its year to date."""
     meter_names, carriers, _, carrier_names = _meter_columns(catalog)
     mw, sw, ytd = state.mw, state.sw, state.ytd
     cluster, site = state.cluster, state.site
     updates: list[WindowUpdate] = []
-    for level, k, res, w, add in window_sums(meter, ts, priced, catalog):
+    parts = split_intervals(meter, ts, start, priced)
+    for level, k, res, w, add in window_sums(*parts, catalog):
         if level == "meter":
             name = meter_names[k]
             mk = (name, res, w)

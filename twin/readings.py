@@ -25,7 +25,14 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal, NamedTuple
+from typing import (
+    Annotated,
+    Any,
+    Final,
+    Literal,
+    NamedTuple,
+    NotRequired,  # pydantic needs it on Python < 3.12
+)
 
 import orjson
 from pydantic import (
@@ -39,11 +46,14 @@ from pydantic import (
     ValidationError,
     with_config,
 )
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
+from typing_extensions import TypedDict
 
 from twin.carriers import Carrier, unit_is_compatible
 
 SCHEMA_VERSION: Final = "readings/1"
+#: readings/2: a reading may say which interval it measures (``start``, its end is ``ts``).
+SCHEMA_V2: Final = "readings/2"
+SCHEMA_VERSIONS: Final = (SCHEMA_VERSION, SCHEMA_V2)
 CONTENT_TYPE = "application/json"
 SCHEMA_HEADER = "clustertwin-schema"
 #: Kafka headers every envelope carries (kafka-python's ``(str, bytes)`` form).
@@ -56,6 +66,8 @@ MAX_FUTURE_MS = 5 * 60 * 1000
 #: Older than this is a unit error (seconds sent as ms) or an uninitialised clock,
 #: not history: no cluster has metered data from before 2000-01-01T00:00:00Z.
 OLDEST_TS_MS = 946_684_800_000
+#: A reading's interval spans at most a day; a longer one is split at the source.
+MAX_INTERVAL_MS = 86_400_000
 #: An envelope larger than this is a producer bug; Kafka's own limit is set above it.
 MAX_READINGS_PER_ENVELOPE = 50_000
 
@@ -88,6 +100,7 @@ class ReadingDict(TypedDict):
     unit: Unit
     carrier: Carrier
     quality: Quality
+    start: NotRequired[StrictInt]
 
 
 class Reading(BaseModel):
@@ -106,6 +119,17 @@ class Reading(BaseModel):
     quality: Quality = Field(description="measured, estimated or gap_filled.")
 
 
+class IntervalReading(Reading):
+    """A readings/2 reading: it may say which interval it measures."""
+
+    start: StrictInt | None = Field(
+        default=None,
+        description="Start of the interval the quantity was measured over, epoch ms UTC "
+        "(`ts` is its end; at most 24 h). The stream shares it among the 1-min windows it "
+        "covers in proportion to their overlap. Absent: the quantity of an instant, `ts`.",
+    )
+
+
 class Envelope(BaseModel):
     """A batch of readings from one poll of one site: the value of one Kafka message."""
 
@@ -121,12 +145,24 @@ class Envelope(BaseModel):
     readings: list[Reading] = Field(max_length=MAX_READINGS_PER_ENVELOPE)
 
 
-def envelope_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the wire format, as published in ``schemas/readings-1.schema.json``."""
-    schema = Envelope.model_json_schema(by_alias=True, mode="validation")
+class EnvelopeV2(Envelope):
+    """readings/2: readings/1 with intervals. Both versions are accepted."""
+
+    schema_: Literal["readings/2"] = Field(  # type: ignore[assignment]
+        default=SCHEMA_V2, alias="schema", description="Contract version."
+    )
+    readings: list[IntervalReading] = Field(max_length=MAX_READINGS_PER_ENVELOPE)  # type: ignore[assignment]
+
+
+def envelope_json_schema(version: str = SCHEMA_VERSION) -> dict[str, Any]:
+    """The JSON Schema of a wire format version, as published in
+    ``schemas/readings-<n>.schema.json``."""
+    model = EnvelopeV2 if version == SCHEMA_V2 else Envelope
+    n = version.rsplit("/", 1)[1]
+    schema = model.model_json_schema(by_alias=True, mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://clustertwin.dev/schemas/readings-1.schema.json"
-    schema["title"] = "ClusterTwin readings envelope (readings/1)"
+    schema["$id"] = f"https://clustertwin.dev/schemas/readings-{n}.schema.json"
+    schema["title"] = f"ClusterTwin readings envelope ({version})"
     return schema
 
 
@@ -288,6 +324,17 @@ def check_reading(
         return f"ts {ts} is {ahead:.1f} min in the future (limit 5 min): check the clock"
     if ts < OLDEST_TS_MS:
         return f"ts {ts} is before 2000-01-01 (seconds sent as milliseconds?)"
+    start = reading.get("start")
+    if start is not None:
+        if start < 0:
+            return f"interval start {start} is negative"
+        if start >= ts:
+            return f"interval start {start} is not before its end (ts {ts})"
+        if ts - start > MAX_INTERVAL_MS:
+            hours = (ts - start) / 3_600_000
+            return (
+                f"interval of {hours:.1f} h is longer than the 24 h limit (split it at the source)"
+            )
     allow_negative = False
     if index is not None:
         info = index.get(meter)
@@ -304,10 +351,19 @@ def check_reading(
 
 
 def validate_readings(
-    raws: Sequence[Any], *, site: str, index: MeterIndex | None, now: int | None = None
+    raws: Sequence[Any],
+    *,
+    site: str,
+    index: MeterIndex | None,
+    now: int | None = None,
+    intervals: bool = True,
 ) -> tuple[list[ReadingDict], list[Rejection]]:
-    """Validate raw readings (decoded JSON objects) one by one; keep the good ones in order."""
+    """Validate raw readings (decoded JSON objects) one by one; keep the good ones in order.
+
+    ``intervals``: whether a reading may carry ``start`` (readings/2); in a readings/1
+    envelope it is refused, as the stream would not read it."""
     now = now_ms() if now is None else now
+
     accepted: list[ReadingDict] = []
     rejected: list[Rejection] = []
     errors: dict[int, str] = {}
@@ -328,6 +384,8 @@ def validate_readings(
             rejected.append(Rejection(i, errors[i], raws[i]))
             continue
         reason = check_reading(reading, site=site, index=index, now=now)
+        if reason is None and not intervals and "start" in reading:
+            reason = f"start: an interval needs schema {SCHEMA_V2!r}"
         if reason is None:
             accepted.append(reading)
         else:
@@ -364,8 +422,8 @@ def validate_envelope(
         return result
     problems: list[str] = []
     schema = doc.get("schema")
-    if schema != SCHEMA_VERSION:
-        problems.append(f"schema: expected {SCHEMA_VERSION!r}, got {schema!r}")
+    if schema not in SCHEMA_VERSIONS:
+        problems.append(f"schema: expected {SCHEMA_VERSION!r} or {SCHEMA_V2!r}, got {schema!r}")
     for key in ("cluster", "site", "source"):
         v = doc.get(key)
         if not isinstance(v, str) or not v:
@@ -393,9 +451,15 @@ def validate_envelope(
     result.source, result.sent_at = doc["source"], sent_at
     assert isinstance(readings, list)
     result.accepted, result.rejected = validate_readings(
-        readings, site=doc["site"], index=index, now=now
+        readings, site=doc["site"], index=index, now=now, intervals=schema == SCHEMA_V2
     )
     return result
+
+
+def schema_for(readings: Iterable[Mapping[str, Any]]) -> str:
+    """The contract version an envelope of these readings needs: readings/2 only when one
+    of them carries an interval, so readers of readings/1 keep working."""
+    return SCHEMA_V2 if any("start" in r for r in readings) else SCHEMA_VERSION
 
 
 def encode_envelope(
@@ -411,10 +475,13 @@ def encode_envelope(
     Validated readings are dicts whose carrier/quality are StrEnums, which orjson writes as
     their string values, so they go out without any conversion.
     """
-    items = [r.model_dump(mode="json") if isinstance(r, Reading) else r for r in readings]
+    items = [
+        r.model_dump(mode="json", exclude_none=True) if isinstance(r, Reading) else r
+        for r in readings
+    ]
     return orjson.dumps(
         {
-            "schema": SCHEMA_VERSION,
+            "schema": schema_for(items),
             "cluster": cluster,
             "site": site,
             "source": source,

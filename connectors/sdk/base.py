@@ -39,6 +39,10 @@ class Sample:
     carrier: str | None = None
     quality: str = "measured"
     raw: bytes | None = None
+    #: where the source says so, the start of the interval the value was measured over
+    #: (``ts`` is its end): the reading goes out as readings/2 and the twin shares it
+    #: among the minutes it covers
+    start: int | None = None
 
 
 @dataclass(slots=True)

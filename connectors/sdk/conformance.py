@@ -36,7 +36,12 @@ from connectors.sdk.base import Connector, ConnectorConfig, Item, SourceUnavaila
 from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.registry import load_config, load_connector
 from connectors.sdk.runner import REASON_HEADER, ConnectorRunner, make_publisher
-from twin.readings import SCHEMA_HEADER, SCHEMA_VERSION, MeterIndex, validate_envelope
+from twin.readings import (
+    SCHEMA_HEADER,
+    SCHEMA_VERSIONS,
+    MeterIndex,
+    validate_envelope,
+)
 
 
 class ConformanceError(AssertionError):
@@ -257,7 +262,7 @@ class ConformanceKit:
             where = f"{cfg.kafka.topic}[{rec.partition}]@{rec.offset}"
             if rec.headers.get("content-type") != b"application/json":
                 raise ConformanceError(f"{where}: content-type header missing")
-            if rec.headers.get(SCHEMA_HEADER) != SCHEMA_VERSION.encode():
+            if rec.headers.get(SCHEMA_HEADER) not in {v.encode() for v in SCHEMA_VERSIONS}:
                 raise ConformanceError(f"{where}: {SCHEMA_HEADER} header missing")
             result = validate_envelope(rec.value, index)
             if result.rejected:

@@ -33,11 +33,13 @@ from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.publisher import KafkaPublisher, producer_config
 from twin.readings import (
     KAFKA_HEADERS,
+    SCHEMA_HEADER,
     SCHEMA_VERSION,
     MeterIndex,
     ReadingDict,
     Rejection,
     now_ms,
+    schema_for,
     validate_readings,
 )
 
@@ -208,16 +210,17 @@ class ConnectorRunner:
                     )
                 )
                 continue
-            by_site.setdefault(info.site, []).append(
-                {
-                    "meter": item.meter,
-                    "ts": item.ts,
-                    "value": item.value,
-                    "unit": item.unit if item.unit is not None else info.unit,
-                    "carrier": item.carrier if item.carrier is not None else info.carrier,
-                    "quality": item.quality,
-                }
-            )
+            raw_reading: dict[str, Any] = {
+                "meter": item.meter,
+                "ts": item.ts,
+                "value": item.value,
+                "unit": item.unit if item.unit is not None else info.unit,
+                "carrier": item.carrier if item.carrier is not None else info.carrier,
+                "quality": item.quality,
+            }
+            if item.start is not None:
+                raw_reading["start"] = item.start
+            by_site.setdefault(info.site, []).append(raw_reading)
             originals.setdefault(info.site, []).append(item)
         now = now_ms()
         accepted_total = 0
@@ -262,9 +265,10 @@ class ConnectorRunner:
         size = self.config.batch.max_readings
         for i in range(0, len(readings), size):
             chunk = readings[i : i + size]
+            schema = schema_for(chunk)
             value = orjson.dumps(
                 {
-                    "schema": SCHEMA_VERSION,
+                    "schema": schema,
                     "cluster": self.index.cluster,
                     "site": site,
                     "source": self.source,
@@ -277,7 +281,7 @@ class ConnectorRunner:
                     topic=self.config.kafka.topic,
                     key=site.encode(),
                     value=value,
-                    headers=tuple(KAFKA_HEADERS),
+                    headers=(KAFKA_HEADERS[0], (SCHEMA_HEADER, schema.encode())),
                     n_readings=len(chunk),
                     newest_ts=max(r["ts"] for r in chunk),
                 )

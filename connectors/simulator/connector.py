@@ -51,6 +51,11 @@ class SimulatorConfig(ConnectorConfig):
         default=0.0, ge=0, le=1, description="share of deliberately bad samples (demo dead-letter)"
     )
     max_chunk_steps: int = Field(default=96, ge=1, le=10_000)
+    intervals: bool = Field(
+        default=False,
+        description="say which interval each reading measures (readings/2: its metering "
+        "interval, ending at its time), so the twin spreads it over the minutes it covers",
+    )
     resume: bool = Field(
         default=False,
         description="after a restart, continue after the last interval the previous run handed "
@@ -161,8 +166,9 @@ class ClusterSimulator:
         vals, est = value.T.tolist(), estimated.T.tolist()
         meta = [(p.meter, p.unit, p.carrier) for p in self.profiles]
         quality = ("measured", "estimated")
+        span = self.step_ms if self.config.intervals else None
         out: list[Item] = [
-            Sample(meter, t, v, unit, carrier, quality[e])
+            Sample(meter, t, v, unit, carrier, quality[e], start=None if span is None else t - span)
             for t, vrow, erow in zip(ts.tolist(), vals, est, strict=True)
             for (meter, unit, carrier), v, e in zip(meta, vrow, erow, strict=True)
         ]
@@ -178,6 +184,8 @@ class ClusterSimulator:
                     s.value = -abs(s.value) - 1.0
                 else:
                     s.ts += 50 * 365 * 86_400_000  # a clock reset to the wrong century
+                    if s.start is not None:
+                        s.start += 50 * 365 * 86_400_000
         return out
 
 

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from streams.catalog import QUALITIES, MeterCatalog
-from streams.envelope import FIELDS, SCHEMA
+from streams.envelope import FIELDS, SCHEMA, SCHEMAS
 
 if TYPE_CHECKING:
     from tests.integration.streams.harness import Generator
@@ -298,7 +298,7 @@ class BadInputs:
         )
         wrong: dict[str, st.SearchStrategy[Any]] = {
             "<root>": _non_dict,
-            "schema": json_values.filter(lambda v: v != SCHEMA),
+            "schema": json_values.filter(lambda v: v not in SCHEMAS),
             "cluster": json_values.filter(lambda v: v != self.cluster),
             "site": json_values.filter(lambda v: not (isinstance(v, str) and v in self.sites)),
             "source": _non_str,
@@ -339,8 +339,8 @@ class BadInputs:
     def _m_schema_header(self, draw: Any) -> BadMessage:
         site, body = draw(self.envelope())
         value = draw(
-            st.sampled_from([b"readings/2", b"readings/0", b"", b"READINGS/1"])
-            | st.binary(max_size=12).filter(lambda v: v != SCHEMA.encode())
+            st.sampled_from([b"readings/3", b"readings/0", b"", b"READINGS/1"])
+            | st.binary(max_size=12).filter(lambda v: v.decode("latin-1") not in SCHEMAS)
         )
         headers = [("content-type", b"application/json"), ("clustertwin-schema", value)]
         return BadMessage("schema_header", site.encode(), dumps(body), headers)

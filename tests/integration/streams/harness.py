@@ -26,6 +26,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.catalog import NANO, MeterCatalog, MeterSpec, offline_price
 from streams.windows import RESOLUTIONS
+from tests.unit.streams.test_intervals import reference_parts
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -81,30 +82,33 @@ class Expected:
     latest: dict[str, tuple[int, float]] = field(default_factory=dict)
     readings: int = 0
 
-    def add(self, catalog: MeterCatalog, meter: str, unit: str, ts: int, value: float) -> None:
+    def add(
+        self, catalog: MeterCatalog, meter: str, unit: str, ts: int, value: float, start: int = -1
+    ) -> None:
+        """One distinct reading; with ``start``, of the interval [start, ts), shared among
+        its minutes by the stated rule (``reference_parts``)."""
         spec = catalog.specs[catalog.index[meter]]
         figures = offline_price(catalog, meter, unit, value)
         self.readings += 1
-        for res, width in RESOLUTIONS.items():
-            start = ts - ts % width
-            for key in (
-                ("meter", meter, spec.carrier, res, start),
-                ("site", spec.site, spec.carrier, res, start),
-                ("cluster", spec.cluster, spec.carrier, res, start),
+        for minute, part in reference_parts(start, ts, figures).items():
+            for res, width in RESOLUTIONS.items():
+                w = minute - minute % width
+                for key in (
+                    ("meter", meter, spec.carrier, res, w),
+                    ("site", spec.site, spec.carrier, res, w),
+                    ("cluster", spec.cluster, spec.carrier, res, w),
+                ):
+                    vec = self.windows[key]
+                    for k in range(6):
+                        vec[k] += part[k]
+            year = datetime.fromtimestamp(minute / 1000, tz=UTC).year
+            for ykey in (
+                ("site", spec.site, spec.carrier, year),
+                ("cluster", spec.cluster, spec.carrier, year),
             ):
-                vec = self.windows[key]
-                for k in range(5):
-                    vec[k] += figures[k]
-                vec[5] += 1
-        year = datetime.fromtimestamp(ts / 1000, tz=UTC).year
-        for ykey in (
-            ("site", spec.site, spec.carrier, year),
-            ("cluster", spec.cluster, spec.carrier, year),
-        ):
-            yvec = self.ytd[ykey]
-            for k in range(5):
-                yvec[k] += figures[k]
-            yvec[5] += 1
+                yvec = self.ytd[ykey]
+                for k in range(6):
+                    yvec[k] += part[k]
         if ts > self.latest.get(meter, (-1, 0.0))[0]:
             self.latest[meter] = (ts, value)
 

@@ -35,10 +35,10 @@ pytestmark = pytest.mark.integration
 
 HOUR = 3_600_000
 STEP = 5 * 60_000  # a reading per meter every 5 minutes
-Reading = tuple[str, str, int, float]  # site, meter, ts, value
+Reading = tuple[str, str, int, float, int]  # site, meter, ts, value, interval start or -1
 
 
-def _readings(catalog: Any, cluster: str, end: int) -> list[Reading]:
+def _readings(catalog: Any, cluster: str, end: int, intervals: bool = False) -> list[Reading]:
     rng = random.Random(2026)
     start = end - 48 * HOUR
     out: list[Reading] = []
@@ -47,7 +47,9 @@ def _readings(catalog: Any, cluster: str, end: int) -> list[Reading]:
             for i in catalog.sites[(cluster, site)]:
                 spec = catalog.specs[i]
                 value = round(rng.uniform(0.0, 50.0), rng.choice([1, 3, 6]))
-                out.append((site, spec.meter, t + (i % 7) * 1_000, value))
+                ts = t + (i % 7) * 1_000
+                # with intervals, each reading measures the 5 minutes up to it
+                out.append((site, spec.meter, ts, value, ts - STEP if intervals else -1))
     return out
 
 
@@ -68,20 +70,21 @@ def _envelopes(
 
 def _envelope(catalog: Any, cluster: str, chunk: list[Reading]) -> tuple[str, bytes]:
     items = []
-    for _, meter, ts, value in chunk:
+    for _, meter, ts, value, start in chunk:
         spec = catalog.specs[catalog.index[meter]]
-        items.append(
-            {
-                "meter": meter,
-                "ts": ts,
-                "value": value,
-                "unit": next(iter(spec.units)),
-                "carrier": spec.carrier,
-                "quality": "measured",
-            }
-        )
+        item = {
+            "meter": meter,
+            "ts": ts,
+            "value": value,
+            "unit": next(iter(spec.units)),
+            "carrier": spec.carrier,
+            "quality": "measured",
+        }
+        if start >= 0:
+            item["start"] = start
+        items.append(item)
     body = {
-        "schema": "readings/1",
+        "schema": "readings/2" if any("start" in i for i in items) else "readings/1",
         "cluster": cluster,
         "site": chunk[0][0],
         "source": "arrival-test",
@@ -147,12 +150,20 @@ def two_days(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str, list[R
     return catalog, cluster, _readings(catalog, cluster, end), path
 
 
+@pytest.fixture(scope="module")
+def two_days_of_intervals(
+    two_days: tuple[Any, str, list[Reading], Path],
+) -> tuple[Any, str, list[Reading], Path]:
+    catalog, cluster, readings, path = two_days
+    end = max(r[2] for r in readings) + 1
+    return catalog, cluster, _readings(catalog, cluster, end, intervals=True), path
+
+
 def _expected(catalog: Any, readings: list[Reading]) -> Expected:
     expected = Expected()
-    for _, meter, ts, value in readings:
-        expected.add(
-            catalog, meter, next(iter(catalog.specs[catalog.index[meter]].units)), ts, value
-        )
+    for _, meter, ts, value, start in readings:
+        unit = next(iter(catalog.specs[catalog.index[meter]].units))
+        expected.add(catalog, meter, unit, ts, value, start)
     return expected
 
 
@@ -230,6 +241,13 @@ from(bucket: "{bucket}")
 @pytest.mark.parametrize("order", list(ORDERS))
 def test_every_arrival_order_gives_the_offline_figures(stack, unique_name, two_days, order):
     _run(stack, unique_name, two_days, order)
+
+
+@pytest.mark.parametrize("order", ["shuffled-15min", "backfill-46h"])
+def test_interval_readings_in_any_order_give_the_offline_figures(
+    stack, unique_name, two_days_of_intervals, order
+):
+    _run(stack, unique_name, two_days_of_intervals, order)
 
 
 def test_a_backfill_with_the_worker_killed_twice_gives_the_offline_figures(

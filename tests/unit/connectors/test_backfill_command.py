@@ -75,3 +75,17 @@ def test_the_simulator_serves_the_intervals_ending_in_the_range():
     stamps = sorted({i.ts for i in items})
     assert stamps == [start + k * 900_000 for k in range(4)]
     assert len(items) == 4 * len(sim.sim.profiles)
+
+
+def test_the_simulator_can_say_which_interval_a_reading_measures():
+    from connectors.simulator.connector import SimulatorConfig, SimulatorConnector
+    from twin.model import load_cluster
+    from twin.readings import MeterIndex
+
+    cfg = SimulatorConfig(
+        connector="simulator", name="s", cluster="dunkirk", step_s=900, intervals=True
+    )
+    sim = SimulatorConnector(cfg, MeterIndex.from_cluster(load_cluster("dunkirk")))
+    start = 1_767_225_600_000
+    items = _history(sim, start, start + 3_600_000)
+    assert items and all(i.start == i.ts - 900_000 for i in items)

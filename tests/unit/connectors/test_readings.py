@@ -177,16 +177,21 @@ def test_published_json_schema_matches_the_model() -> None:
 def test_hot_path_dict_and_documented_model_agree(mini_index: MeterIndex) -> None:
     from pydantic import TypeAdapter
 
-    from twin.readings import Reading, ReadingDict
+    from twin.readings import IntervalReading, Reading, ReadingDict
 
     fast = TypeAdapter(ReadingDict).json_schema()
-    model = Reading.model_json_schema()
-    assert fast["required"] == model["required"]
+    model = IntervalReading.model_json_schema()
+    assert fast["required"] == model["required"] == Reading.model_json_schema()["required"]
     for name, spec in fast["properties"].items():
         mine = {k: v for k, v in spec.items() if k not in ("title", "description")}
         theirs = {
             k: v for k, v in model["properties"][name].items() if k not in ("title", "description")
         }
+        if name == "start":  # optional: the model says so with a null default
+            assert theirs.pop("default") is None
+            assert {"type": "integer"} in theirs.pop("anyOf") and not theirs
+            assert mine == {"type": "integer"}
+            continue
         assert mine == theirs, name
     result = validate_envelope(envelope([good()]), mini_index, now=NOW)
     assert Reading.model_validate(result.accepted[0]).value == 12.5
@@ -197,3 +202,37 @@ def test_meter_index_refuses_duplicate_ids() -> None:
 
     with pytest.raises(ValueError, match="appears twice"):
         MeterIndex("c", [MeterInfo("m", "a", "coke"), MeterInfo("m", "b", "coke")])
+
+
+def test_published_readings_2_schema_matches_the_model() -> None:
+    path = SCHEMA_FILE.with_name("readings-2.schema.json")
+    on_disk = json.loads(path.read_text())
+    assert on_disk == json.loads(json.dumps(envelope_json_schema("readings/2"))), (
+        "schemas/readings-2.schema.json is stale: regenerate it (see schemas/README.md)"
+    )
+    assert on_disk["properties"]["schema"]["const"] == "readings/2"
+
+
+def test_readings_2_intervals_are_judged_and_readings_1_refuses_them(
+    mini_index: MeterIndex,
+) -> None:
+    ts = NOW - 60_000
+    items = [
+        good(start=ts - 900_000),
+        good(start=ts),
+        good(start=ts - 90_000_000),
+        good(start=-1),
+    ]
+    result = validate_envelope(envelope(items, schema="readings/2"), mini_index, now=NOW)
+    assert [r["start"] for r in result.accepted] == [ts - 900_000]
+    reasons = [r.reason for r in result.rejected]
+    assert "not before its end" in reasons[0] and "longer than the 24 h limit" in reasons[1]
+    assert "is negative" in reasons[2]
+    v1 = validate_envelope(envelope([good(start=ts - 900_000)]), mini_index, now=NOW)
+    assert not v1.accepted and "needs schema 'readings/2'" in v1.rejected[0].reason
+    assert (
+        orjson.loads(encode_envelope(cluster="c", site="s", source="x", readings=result.accepted))[
+            "schema"
+        ]
+        == "readings/2"
+    )

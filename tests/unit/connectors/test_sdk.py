@@ -182,3 +182,28 @@ def test_runner_validates_groups_by_site_reconnects_and_buffers(
     assert reasons["gateway sent garbage"].value == b"\x00garbage"
     assert reasons["gateway sent garbage"].key == b"steelworks"
     assert len(dead) == 3
+
+
+def test_a_sample_with_an_interval_goes_out_as_readings_2(
+    tmp_path: Path, mini_index: MeterIndex
+) -> None:
+    t = now_ms() - 60_000
+    Scripted.script = [[Sample("bf-gas", t, 1.0, start=t - 900_000), Sample("bf-coke", t, 2.0)]]
+    cfg = ConnectorConfig(
+        connector="scripted",
+        name="unit2",
+        cluster=str(MINI),
+        kafka={"bootstrap": f"127.0.0.1:{dead_port()}"},
+        batch={"max_readings": 10, "max_delay_ms": 50},
+        buffer={"dir": tmp_path / "buf"},
+    )
+    metrics = ConnectorMetrics()
+    runner = ConnectorRunner(
+        Scripted(cfg, mini_index), make_publisher(cfg, metrics), metrics=metrics
+    )
+    asyncio.run(runner.run(drain_timeout=0.5))
+    (rec,) = [r for _pos, r in DiskBuffer(tmp_path / "buf").read(100) if r.topic == "readings"]
+    assert dict(rec.headers)["clustertwin-schema"] == b"readings/2"
+    result = validate_envelope(rec.value, mini_index)
+    assert not result.rejected
+    assert [r.get("start") for r in result.accepted] == [t - 900_000, None]

@@ -78,7 +78,12 @@ class LineStore:
                 vec = tuple(int(f[k].rstrip("i")) for k in READING_FIGURES)
                 out.append(
                     StoredReading(
-                        tags["meter"], ts, vec, int(f["kp"].rstrip("i")), int(f["ko"].rstrip("i"))
+                        tags["meter"],
+                        ts,
+                        vec,
+                        int(f["kp"].rstrip("i")),
+                        int(f["ko"].rstrip("i")),
+                        int(f.get("st", "-1").rstrip("i")),
                     )
                 )
         return out

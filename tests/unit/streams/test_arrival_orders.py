@@ -22,6 +22,7 @@ from streams.catalog import offline_price
 from streams.pipeline import ClusterStage, DictTable, SiteStage, Topics
 from streams.windows import NFIG, RESOLUTIONS, year_of
 from tests.unit.streams.linestore import LineStore, nano
+from tests.unit.streams.test_intervals import reference_parts
 from tests.unit.streams.test_pipeline_units import NOW, T0, catalog, reading, record
 
 METERS = {
@@ -69,7 +70,9 @@ class Worker:
         records = []
         for site, readings in envelopes:
             p = 0 if site == "a" else 1
-            records.append(record(site, readings, self.offsets[p], partition=p))
+            records.append(
+                record(site, readings, self.offsets[p], partition=p, schema="readings/2")
+            )
             self.offsets[p] += 1
         if crash:
             # killed after the points and messages went out, before the states were stored:
@@ -103,21 +106,20 @@ def offline(readings: list[dict[str, Any]]) -> dict[tuple[str, ...], list[int]]:
     for (meter, ts), r in distinct.items():
         site, carrier, unit = METERS[meter]
         vec = offline_price(cat, meter, unit, r["value"])
-        for res, width in RESOLUTIONS.items():
-            start = str(ts - ts % width)
-            for key in (
-                ("meter_window", meter, res, start),
-                ("site_window", site, carrier, res, start),
-                ("cluster_window", carrier, res, start),
-            ):
-                acc = out[key]
-                for k in range(NFIG):
-                    acc[k] += vec[k]
-                acc[NFIG] += 1
-        year = out[("twin_ytd", site, carrier, str(year_of(ts - ts % 3_600_000)))]
-        for k in range(NFIG):
-            year[k] += vec[k]
-        year[NFIG] += 1
+        for minute, part in reference_parts(r.get("start", -1), ts, vec).items():
+            for res, width in RESOLUTIONS.items():
+                start = str(minute - minute % width)
+                for key in (
+                    ("meter_window", meter, res, start),
+                    ("site_window", site, carrier, res, start),
+                    ("cluster_window", carrier, res, start),
+                ):
+                    acc = out[key]
+                    for k in range(NFIG + 1):
+                        acc[k] += part[k]
+            year = out[("twin_ytd", site, carrier, str(year_of(minute - minute % 3_600_000)))]
+            for k in range(NFIG + 1):
+                year[k] += part[k]
     return dict(out)
 
 
@@ -145,7 +147,7 @@ def stored(store: LineStore) -> dict[tuple[str, ...], list[int]]:
     return out
 
 
-def make_readings(rng: random.Random, n: int) -> list[dict[str, Any]]:
+def make_readings(rng: random.Random, n: int, intervals: float = 0.0) -> list[dict[str, Any]]:
     """Distinct readings (one per meter and time: a second value for the same meter and
     time is a conflict, not a duplicate, and which one counts would depend on arrival)."""
     out: dict[tuple[str, int], dict[str, Any]] = {}
@@ -154,7 +156,10 @@ def make_readings(rng: random.Random, n: int) -> list[dict[str, Any]]:
         _, carrier, unit = METERS[meter]
         ts = T0 + rng.randrange(0, 2 * 3_600_000, 1000)
         value = float(rng.randrange(1, 10_000)) / 8
-        out.setdefault((meter, ts), reading(meter, ts, value, unit, carrier))
+        r = reading(meter, ts, value, unit, carrier)
+        if rng.random() < intervals:  # a reading of an interval: up to 90 minutes
+            r["start"] = ts - rng.randrange(1, 90 * 60_000)
+        out.setdefault((meter, ts), r)
     return list(out.values())
 
 
@@ -204,7 +209,7 @@ async def play(
 MODES = ["in order", "shuffled", "twice", "backfill", "lagging source"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(1, 150),
@@ -213,12 +218,20 @@ MODES = ["in order", "shuffled", "twice", "backfill", "lagging source"]
     grace_s=st.sampled_from([0, 30, 60]),
     retention_s=st.sampled_from([60, 600, 6 * 3600]),
     crashes=st.sampled_from([0.0, 0.2]),
+    intervals=st.sampled_from([0.0, 0.5]),
 )
 def test_every_window_equals_the_offline_figure_in_any_arrival_order(
-    seed: int, n: int, mode: str, repeats: float, grace_s: int, retention_s: int, crashes: float
+    seed: int,
+    n: int,
+    mode: str,
+    repeats: float,
+    grace_s: int,
+    retention_s: int,
+    crashes: float,
+    intervals: float,
 ) -> None:
     rng = random.Random(seed)
-    readings = make_readings(rng, n)
+    readings = make_readings(rng, n, intervals)
     sent = arrive(rng, readings, mode)
     # random repeats of random readings, anywhere in the stream
     for r in rng.sample(readings, int(len(readings) * repeats)):

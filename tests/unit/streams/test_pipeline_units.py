@@ -145,7 +145,7 @@ def test_one_bad_reading_goes_to_deadletter_with_reason_and_neighbours_survive()
     [
         (b"{not json", "malformed JSON"),
         (b"[1,2]", "not a JSON object"),
-        (orjson.dumps({"schema": "readings/2"}), "unsupported schema"),
+        (orjson.dumps({"schema": "readings/3"}), "unsupported schema"),
         (
             orjson.dumps(
                 {
