@@ -75,22 +75,11 @@ def backfill(config: Path, start: str, end: str, bootstrap: str | None) -> None:
     Idempotent: the worker counts every reading once, so running it twice changes nothing.
     Exits 2 when the connector cannot read its source's past, or Kafka refuses it.
     """
-    from clustertwin.settings import Settings
+    from clustertwin.commands.connector import kafka_or_exit, load_or_exit
     from connectors.sdk.metrics import ConnectorMetrics
-    from connectors.sdk.registry import ConfigError
-    from connectors.sdk.registry import lint as do_lint
-    from connectors.sdk.runner import (
-        ConnectorRunner,
-        ConnectorStartError,
-        check_kafka_access,
-        make_publisher,
-    )
+    from connectors.sdk.runner import ConnectorRunner, make_publisher
 
-    try:
-        cls, cfg, index = do_lint(config)
-    except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(1)
+    cls, cfg, index = load_or_exit(config)
     if not cls.reads_history:
         click.echo(
             f"clustertwin backfill: the {cfg.connector} connector cannot read its source's "
@@ -107,12 +96,7 @@ def backfill(config: Path, start: str, end: str, bootstrap: str | None) -> None:
         raise click.BadParameter(f"--from {start} is not before --to {end}")
     # its own instance name: its own disk buffer, and envelopes that say where they came from
     cfg = cfg.model_copy(update={"name": f"{cfg.name}-backfill"})
-    settings = Settings.load()
-    try:
-        check_kafka_access(cfg, bootstrap=bootstrap, settings=settings)
-    except ConnectorStartError as exc:
-        click.echo(f"clustertwin backfill: {exc}", err=True)
-        sys.exit(2)
+    settings = kafka_or_exit(cfg, bootstrap, "clustertwin backfill")
 
     minutes = max(1, (end_ms - start_ms) // 60_000)
     with click.progressbar(length=minutes, label="backfill", show_pos=True) as bar:

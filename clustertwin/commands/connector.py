@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -67,6 +68,32 @@ def lint(config: Path) -> None:
     )
 
 
+def load_or_exit(config: Path) -> tuple[Any, Any, Any]:
+    """(connector class, config, meter index) of CONFIG, or exit 1 naming the bad item."""
+    from connectors.sdk.registry import ConfigError
+    from connectors.sdk.registry import lint as do_lint
+
+    try:
+        return do_lint(config)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+
+
+def kafka_or_exit(cfg: Any, bootstrap: str | None, prog: str) -> Any:
+    """The settings, once Kafka accepts the connector's credentials; else exit 2 saying why."""
+    from clustertwin.settings import Settings
+    from connectors.sdk.runner import ConnectorStartError, check_kafka_access
+
+    settings = Settings.load()
+    try:
+        check_kafka_access(cfg, bootstrap=bootstrap, settings=settings)
+    except ConnectorStartError as exc:
+        click.echo(f"{prog}: {exc}", err=True)
+        sys.exit(2)
+    return settings
+
+
 @connector.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
@@ -90,28 +117,11 @@ def run(
 
     Refuses to start (exit 2) when Kafka rejects the credentials or they are missing.
     """
-    from clustertwin.settings import Settings
     from connectors.sdk.metrics import ConnectorMetrics
-    from connectors.sdk.registry import ConfigError
-    from connectors.sdk.registry import lint as do_lint
-    from connectors.sdk.runner import (
-        ConnectorRunner,
-        ConnectorStartError,
-        check_kafka_access,
-        make_publisher,
-    )
+    from connectors.sdk.runner import ConnectorRunner, make_publisher
 
-    try:
-        cls, cfg, index = do_lint(config)
-    except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(1)
-    settings = Settings.load()
-    try:
-        check_kafka_access(cfg, bootstrap=bootstrap, settings=settings)
-    except ConnectorStartError as exc:
-        click.echo(f"clustertwin connector: {exc}", err=True)
-        sys.exit(2)
+    cls, cfg, index = load_or_exit(config)
+    settings = kafka_or_exit(cfg, bootstrap, "clustertwin connector")
 
     async def main() -> ConnectorMetrics:
         metrics = ConnectorMetrics()

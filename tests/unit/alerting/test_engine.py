@@ -260,18 +260,7 @@ def test_config_errors_name_the_field(tmp_path: Any) -> None:
 
 
 def test_wall_clock_tick_finds_a_silent_site_only_when_caught_up() -> None:
-    sc = fault_scenario(START, hours=3)
-    engine = AlertEngine(sc.sim.catalog(), None, sc.pathway_objects())
-    sent: list[Alert] = []
-
-    async def send(topic: str, key: Any, value: bytes, headers: Any) -> None:
-        if topic == "alerts":
-            sent.append(Alert.from_json(value))
-
-    async def write(lines: Any) -> None:
-        return None
-
-    stage = AlertStage(engine, DictTable(), DictTable(), send, write)
+    sc, stage, sent = _three_hours()
     end = START + 3 * HOUR_MS
 
     async def go() -> None:
@@ -327,9 +316,8 @@ def test_24h_drift_and_year_end_projection_open_and_resolve() -> None:
     assert 24 <= opened["pathway_drift_24h"] <= 31  # 18 h of coverage + 6 h hold, or more
 
 
-def test_a_silence_whose_readings_arrive_late_resolves_saying_so() -> None:
-    import dataclasses
-
+def _three_hours() -> tuple[Any, AlertStage, list[Alert]]:
+    """Three hours of the fault scenario, a stage over dict tables, the alerts it sends."""
     sc = fault_scenario(START, hours=3)
     engine = AlertEngine(sc.sim.catalog(), None, sc.pathway_objects())
     sent: list[Alert] = []
@@ -342,6 +330,13 @@ def test_a_silence_whose_readings_arrive_late_resolves_saying_so() -> None:
         return None
 
     stage = AlertStage(engine, DictTable(), DictTable(), send, write)
+    return sc, stage, sent
+
+
+def test_a_silence_whose_readings_arrive_late_resolves_saying_so() -> None:
+    import dataclasses
+
+    sc, stage, sent = _three_hours()
     recs = records([sc])
     first = [r for r in recs if r.timestamp < START + HOUR_MS]
     # the rest was held by the gateways and arrives an hour after it was taken
@@ -366,18 +361,7 @@ def test_a_silence_whose_readings_arrive_late_resolves_saying_so() -> None:
 def test_a_replay_far_behind_the_wall_clock_finds_no_meter_silent() -> None:
     import dataclasses
 
-    sc = fault_scenario(START, hours=3)
-    engine = AlertEngine(sc.sim.catalog(), None, sc.pathway_objects())
-    sent: list[Alert] = []
-
-    async def send(topic: str, key: Any, value: bytes, headers: Any) -> None:
-        if topic == "alerts":
-            sent.append(Alert.from_json(value))
-
-    async def write(lines: Any) -> None:
-        return None
-
-    stage = AlertStage(engine, DictTable(), DictTable(), send, write)
+    sc, stage, sent = _three_hours()
     now = int(time.time() * 1000)
     # last week replayed fast: every record is sent now, its readings are days old
     recs = [dataclasses.replace(r, timestamp=now) for r in records([sc])]
