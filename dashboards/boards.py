@@ -329,6 +329,16 @@ def site() -> dash.Dashboard:
             w=24,
         )
     )
+    d.with_panel(
+        p.table_panel(
+            "Restatements",
+            [q.restatements_table()],
+            "Hours of this site whose figures changed after they had closed, because readings "
+            "arrived late (a backfill, a gateway's buffer, a lagging connector): the hour, "
+            "old and new tCO2e, how many readings were added, and why.",
+            w=24,
+        )
+    )
     return d
 
 

@@ -184,12 +184,13 @@ def by_scope_series(site: bool = False) -> Flux:
 
 
 def meters_reporting_pct(site: bool = False, fresh: str = "15m") -> Flux:
-    """Share of the meters seen in the range whose latest reading is at most ``fresh`` old.
+    """Share of the meters seen in the range whose newest reading is at most ``fresh`` old.
 
     Measured against the end of the range, not the wall clock, so a past range is judged by
-    the data it had then.
+    the data it has now: every stored reading counts, so readings that came late (a
+    backfill, a gateway's buffer) make their range complete again.
     """
-    flux = Flux.bucket().measurement(s.METER_LATEST).where(s.TWIN, TWIN).where(s.CLUSTER, CLUSTER)
+    flux = Flux.bucket().measurement(s.METER_READING).where(s.TWIN, TWIN).where(s.CLUSTER, CLUSTER)
     if site:
         flux = flux.where(s.SITE, SITE)
     return (
@@ -263,6 +264,23 @@ def meter_table() -> Flux:
         .group()
         .keep(s.METER, "_time", s.VALUE, s.QUALITY)
         .sort(s.METER)
+    )
+
+
+def restatements_table() -> Flux:
+    """The restatements made in the range (``_time``) of the site's hours (``hour``, epoch
+    ms): old and new tCO2e, readings added, why."""
+    return (
+        Flux.bucket()
+        .measurement(s.RESTATEMENT)
+        .where(s.TWIN, TWIN)
+        .where(s.CLUSTER, CLUSTER)
+        .where(s.SITE, SITE)
+        .fields(s.OLD_TCO2E, s.NEW_TCO2E, s.READINGS_ADDED, s.REASON)
+        .pivot_fields()
+        .group()
+        .keep("_time", s.HOUR, s.CARRIER, s.OLD_TCO2E, s.NEW_TCO2E, s.READINGS_ADDED, s.REASON)
+        .sort("_time", desc=True)
     )
 
 

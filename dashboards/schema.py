@@ -17,6 +17,12 @@ SITE_WINDOW: Final = "site_window"
 CLUSTER_WINDOW: Final = "cluster_window"
 # Latest reading of each meter (timestamp = the reading's own time).
 METER_LATEST: Final = "meter_latest"
+# Every accepted reading (timestamp = its own time), late ones included: what a restatement
+# reads back, and what says whether a past range had its data.
+METER_READING: Final = "meter_reading"
+# A site hour restated after it had closed (timestamp = the record time that restated it;
+# tag HOUR = the hour's start, epoch ms).
+RESTATEMENT: Final = "restatement"
 # Year-to-date running totals per cluster (no site tag) and per site, per carrier.
 TWIN_YTD: Final = "twin_ytd"
 
@@ -46,9 +52,24 @@ READINGS: Final = "readings"  # integer: readings that went into the window
 COMPLETE: Final = "complete"
 FIGURE_FIELDS: Final = (ENERGY_MWH, *SCOPE_FIELDS, TCO2E, READINGS)
 
-# -- fields of meter_latest -------------------------------------------------------------------
+# -- fields of meter_latest (and meter_reading) -----------------------------------------------
 VALUE: Final = "value"
 QUALITY: Final = "quality"  # measured | estimated | gap_filled
+
+# -- restatement: tags and fields --------------------------------------------------------------
+HOUR: Final = "hour"
+OLD_TCO2E: Final = "old_tco2e"
+NEW_TCO2E: Final = "new_tco2e"
+READINGS_ADDED: Final = "readings_added"
+REASON: Final = "reason"
+RESTATEMENT_FIELDS: Final = (
+    OLD_TCO2E,
+    NEW_TCO2E,
+    "old_energy_mwh",
+    "new_energy_mwh",
+    READINGS_ADDED,
+    REASON,
+)
 
 # Human labels for the scope fields, used as series names.
 SCOPE_LABELS: Final = {

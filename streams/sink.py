@@ -167,13 +167,14 @@ def restatement_line(
     at: int,
 ) -> str:
     """A restated hour: old and new figures, how many readings came late, why. Stamped with
-    the hour (one point per restated hour and record time ``at``: each restatement stays)."""
+    the time of the record that restated it (``at``: when it changed, so a board's range shows
+    the restatements made in it), the hour in the tag ``hour`` (epoch ms)."""
     return (
         f"restatement,twin={_esc(twin)},cluster={_esc(cluster)},site={_esc(site)},"
-        f"carrier={_esc(carrier)},res=1h,at={at} "
+        f"carrier={_esc(carrier)},res=1h,hour={start} "
         f"old_tco2e={_nano(old[1] + old[2])},new_tco2e={_nano(new[1] + new[2])},"
         f"old_energy_mwh={_nano(old[0])},new_energy_mwh={_nano(new[0])},"
-        f"readings_added={added}i,reason={_str_field(reason)} {start}"
+        f"readings_added={added}i,reason={_str_field(reason)} {at}"
     )
 
 

@@ -68,3 +68,18 @@ def test_progress_fields() -> None:
         s.ON_TRACK,
     }
     assert used <= set(fields)
+
+
+def test_stored_reading_and_restatement_points() -> None:
+    from streams.sink import reading_line, restatement_line
+
+    m, tags, fields = _parse(
+        reading_line("live", "c", "site", "m1", 5, 1.0, "measured", [1] * NFIG, 0, 7, 2)
+    )
+    assert m == s.METER_READING and {s.TWIN, s.CLUSTER, s.SITE, s.METER} == set(tags)
+    assert {s.VALUE, s.QUALITY} <= fields
+    m, tags, fields = _parse(
+        restatement_line("live", "c", "site", "coal", 0, [0] * 6, [1] * 6, 2, "late", 9)
+    )
+    assert m == s.RESTATEMENT and {s.TWIN, s.CLUSTER, s.SITE, s.CARRIER, s.HOUR} <= set(tags)
+    assert fields == set(s.RESTATEMENT_FIELDS)
