@@ -10,6 +10,7 @@ readings carry them as integer fields, window fields are ``nano / 1e9`` doubles,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -21,6 +22,8 @@ from streams.windows import RESOLUTIONS
 
 #: site_windows: start -> carrier -> site -> figure vector (nano-units, then readings)
 SiteWindows = dict[int, dict[str, dict[str, list[int]]]]
+
+log = logging.getLogger(__name__)
 
 _WINDOW_FIELDS = ("energy_mwh", *(f"tco2e_{s}" for s in SCOPES))
 
@@ -73,7 +76,7 @@ class InfluxStore:
                 f" |> filter(fn: (r) => {fields})"
                 ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")'
                 " |> map(fn: (r) => ({r with t: int(v: r._time)}))"
-                f" |> keep(columns: [{columns}])"
+                f" |> group() |> keep(columns: [{columns}])"
             )
             for row in await self.sink.query(flux):
                 out.append(
@@ -97,6 +100,7 @@ class InfluxStore:
         width = RESOLUTIONS[res]
         wanted = set(starts)
         fields = " or ".join(f'r._field == "{f}"' for f in (*_WINDOW_FIELDS, "readings"))
+        columns = ", ".join(f'"{f}"' for f in (*_WINDOW_FIELDS, "readings"))
         flux = (
             self._range(min(starts), max(starts) + width)
             + ' |> filter(fn: (r) => r._measurement == "site_window"'
@@ -105,12 +109,22 @@ class InfluxStore:
             f" |> filter(fn: (r) => {fields})"
             ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")'
             " |> map(fn: (r) => ({r with t: int(v: r._time)}))"
+            # one table, one header: the CSV cannot be misread across tables
+            f' |> group() |> keep(columns: ["t", "site", "carrier", {columns}])'
         )
         for row in await self.sink.query(flux):
             start = int(row["t"]) // 1_000_000
             if start not in wanted:
                 continue
-            vec = [round(float(row[f]) * NANO) for f in _WINDOW_FIELDS]
-            vec.append(int(row["readings"]))
+            try:
+                vec = [round(float(row[f]) * NANO) for f in _WINDOW_FIELDS]
+                vec.append(int(row["readings"]))
+            except (KeyError, ValueError):
+                # a point missing a figure cannot be summed; the site's next update
+                # for the window restates it (and this is worth knowing)
+                log.error(
+                    "site window %s %s %s: incomplete stored point %r", res, start, cluster, row
+                )
+                continue
             out.setdefault(start, {}).setdefault(row["carrier"], {})[row["site"]] = vec
         return out
