@@ -43,12 +43,13 @@ import orjson
 from streams.catalog import MeterCatalog
 from streams.envelope import QUALITY_NAMES, DecodedBatch, Limits, Record, Reject, decode_batch
 from streams.eventtime import cluster_clocks
-from streams.restate import StoredReading, hour_spans, restate
+from streams.restate import RestateResult, StoredReading, hour_spans, restate
 from streams.sink import latest_line, reading_line, restatement_line, window_line, ytd_line
 from streams.stored import ReadingStore, SiteWindows
 from streams.windows import (
     NFIG,
     RESOLUTIONS,
+    ApplyResult,
     SiteBatch,
     SiteState,
     WindowUpdate,
@@ -504,49 +505,10 @@ class SiteStage:
             updates.extend(result.updates)
             late_result = None
             if result.late.size:
-                late_start = batch.starts()[result.late]
-                if late_start.size and late_start.max() >= 0:
-                    spans = batch.ts[result.late] - late_start
-                    state.max_interval = max(state.max_interval, int(spans.max()))
                 # readings that end up to the longest interval later reach into these hours
-                stored = yield (
-                    state.cluster,
-                    site,
-                    [
-                        (a, b + state.max_interval)
-                        for a, b in hour_spans(batch.ts[result.late], late_start)
-                    ],
-                )
-                late_result = restate(
-                    state,
-                    batch,
-                    result.late,
-                    result.keep,
-                    result.priced,
-                    stored or [],
-                    self.catalog,
-                    result.prev_offset,
-                )
-                updates.extend(late_result.updates)
+                stored = yield (state.cluster, site, _read_back_spans(state, batch, result))
                 at = max(decoded.envelopes[i].record.timestamp for i in env_ids)
-                lines.extend(
-                    restatement_line(
-                        self.twin,
-                        r.cluster,
-                        r.site,
-                        r.carrier,
-                        r.start,
-                        r.old,
-                        r.new,
-                        r.readings_added,
-                        r.reason,
-                        at,
-                    )
-                    for r in late_result.restatements
-                )
-                lines.extend(
-                    self._reading_lines(state, batch, late_result.added, late_result.priced)
-                )
+                late_result = self._restate(state, batch, result, stored or [], at, updates, lines)
                 c.late += int(late_result.added.size)
                 c.accepted += int(late_result.added.size)
                 c.duplicates += int(late_result.duplicates.size)
@@ -616,6 +578,48 @@ class SiteStage:
                         QUALITY_NAMES[last[2]],
                     )
                 )
+        return out
+
+    def _restate(
+        self,
+        state: SiteState,
+        batch: SiteBatch,
+        result: ApplyResult,
+        stored: list[StoredReading],
+        at: int,
+        updates: list[WindowUpdate],
+        lines: list[str],
+    ) -> RestateResult:
+        """Restate what the late readings of ``result`` fall in; their windows go into
+        ``updates`` (after the live ones, so they win), their stored form and the record of
+        each restated hour (stamped ``at``, the record time) into ``lines``."""
+        out = restate(
+            state,
+            batch,
+            result.late,
+            result.keep,
+            result.priced,
+            stored,
+            self.catalog,
+            result.prev_offset,
+        )
+        updates.extend(out.updates)
+        lines.extend(
+            restatement_line(
+                self.twin,
+                r.cluster,
+                r.site,
+                r.carrier,
+                r.start,
+                r.old,
+                r.new,
+                r.readings_added,
+                r.reason,
+                at,
+            )
+            for r in out.restatements
+        )
+        lines.extend(self._reading_lines(state, batch, out.added, out.priced))
         return out
 
     def _reading_lines(
@@ -701,12 +705,13 @@ class SiteStage:
             if raw is None:
                 continue
             live = self._live.get(site)
-            if live is not None and live[0] is raw:
-                target = clocks.get(live[1].cluster, live[1].wm)
-            if live is not None and live[0] is raw and not _closes_any(live[1], target, self):
+            decoded = live[1] if live is not None and live[0] is raw else None
+            if decoded is not None and not _closes_any(
+                decoded, clocks.get(decoded.cluster, decoded.wm), self
+            ):
                 # the decoded state says nothing would close: no need to decode it again
                 # (with thousands of sites, decoding them all every second is the whole cost)
-                if not (live[1].mw or live[1].sw):
+                if not (decoded.mw or decoded.sw):
                     self.quiet.add(site)
                 continue
             state = SiteState.loads(raw)
@@ -826,6 +831,18 @@ def _closes_any(state: SiteState, now_ms: int, stage: SiteStage) -> bool:
         ):
             return True
     return False
+
+
+def _read_back_spans(
+    state: SiteState, batch: SiteBatch, result: ApplyResult
+) -> list[tuple[int, int]]:
+    """The time ranges of stored readings a restatement of ``result.late`` needs: their
+    hours, and as much after them as the site's longest interval reaches back."""
+    late_start = batch.starts()[result.late]
+    if late_start.size and late_start.max() >= 0:
+        spans = batch.ts[result.late] - late_start
+        state.max_interval = max(state.max_interval, int(spans.max()))
+    return [(a, b + state.max_interval) for a, b in hour_spans(batch.ts[result.late], late_start)]
 
 
 def _year(ms: int) -> int:

@@ -102,6 +102,38 @@ def hour_spans(ts: np.ndarray, start: np.ndarray | None = None) -> list[tuple[in
     return spans
 
 
+Known = list[tuple[int, int, int, tuple[int, ...]]]  # meter index, ts, start, figures
+
+
+def _unstored(
+    state: SiteState,
+    batch: SiteBatch,
+    late: np.ndarray,
+    stored: list[StoredReading],
+    catalog: MeterCatalog,
+    prev_offset: int,
+) -> tuple[Known, np.ndarray]:
+    """The stored readings (of meters still in the catalog) and which late readings are
+    not among them: new, or stored by a record the state has not applied yet (that
+    write's state was lost in a crash, so it counts now)."""
+    index = catalog.index
+    before: dict[int, tuple[int, int]] = {}
+    known: Known = []
+    for r in stored:
+        m = index.get(r.meter)
+        if m is None:
+            continue  # a meter no longer in the catalog: its stored figures stay as they are
+        before[m * (1 << 42) + r.ts] = (r.partition, r.offset)
+        known.append((m, r.ts, r.start, r.vec))
+    keys = (batch.meter[late].astype(np.int64) << np.int64(42)) + batch.ts[late]
+    new_mask = np.ones(late.size, dtype=bool)
+    for i, k in enumerate(keys.tolist()):
+        got = before.get(k)
+        if got is not None and not (got[0] == state.partition and got[1] > prev_offset):
+            new_mask[i] = False
+    return known, new_mask
+
+
 def restate(
     state: SiteState,
     batch: SiteBatch,
@@ -121,23 +153,7 @@ def restate(
     out = RestateResult()
     if late.size == 0:
         return out
-    index = catalog.index
-    before: dict[int, tuple[int, int]] = {}
-    known: list[tuple[int, int, int, tuple[int, ...]]] = []
-    for r in stored:
-        m = index.get(r.meter)
-        if m is None:
-            continue  # a meter no longer in the catalog: its stored figures stay as they are
-        key = m * (1 << 42) + r.ts
-        before[key] = (r.partition, r.offset)
-        known.append((m, r.ts, r.start, r.vec))
-    keys = (batch.meter[late].astype(np.int64) << np.int64(42)) + batch.ts[late]
-    new_mask = np.ones(late.size, dtype=bool)
-    for i, k in enumerate(keys.tolist()):
-        got = before.get(k)
-        # stored by a record this state has not applied yet: that write's state was lost
-        if got is not None and not (got[0] == state.partition and got[1] > prev_offset):
-            new_mask[i] = False
+    known, new_mask = _unstored(state, batch, late, stored, catalog, prev_offset)
     out.duplicates = late[~new_mask]
     state.duplicates += int(out.duplicates.size)
     added = late[new_mask]
@@ -151,28 +167,7 @@ def restate(
     new_parts = split_intervals(batch.meter[added], batch.ts[added], starts[added], priced)
     hours = set(np.unique(new_parts[1] - new_parts[1] % HOUR).tolist())
 
-    # every reading of those hours, once: stored, folded live in this batch, and added now
-    rows: dict[int, tuple[int, int, int, tuple[int, ...]]] = {}
-    for m, t, st, stored_fig in known:
-        rows[m * (1 << 42) + t] = (m, t, st, stored_fig)
-    for sel, figs in ((live, live_priced), (added, priced)):
-        for m, t, st, row in zip(
-            batch.meter[sel].tolist(),
-            batch.ts[sel].tolist(),
-            starts[sel].tolist(),
-            figs.tolist(),
-            strict=True,
-        ):
-            rows[m * (1 << 42) + t] = (m, t, st, tuple(row))
-    meter, ts, figs_all = split_intervals(
-        np.fromiter((r[0] for r in rows.values()), np.int64, len(rows)),
-        np.fromiter((r[1] for r in rows.values()), np.int64, len(rows)),
-        np.fromiter((r[2] for r in rows.values()), np.int64, len(rows)),
-        np.array([r[3] for r in rows.values()], np.int64).reshape(-1, NFIG),
-    )
-    # only the parts in those hours: their windows are recomputed whole, no other is
-    inside = np.isin(ts - ts % HOUR, np.fromiter(hours, np.int64, len(hours)))
-    meter, ts, figs_all = meter[inside], ts[inside], figs_all[inside]
+    meter, ts, figs_all = _hour_parts(known, batch, ((live, live_priced), (added, priced)), hours)
 
     meter_names, carriers, carrier_code, carrier_names = _meter_columns(catalog)
     touched_meters = set(batch.meter[added].tolist())
@@ -222,6 +217,14 @@ def restate(
                     f"{plus[NFIG]} reading(s) arrived after the window had closed",
                 )
             )
+    _grow_year_to_date(state, add_by, carrier_names)
+    return out
+
+
+def _grow_year_to_date(
+    state: SiteState, add_by: dict[tuple[int, int], list[int]], carrier_names: list[str]
+) -> None:
+    """The year to date grows by exactly what the late readings add (per hour's year)."""
     for (k, hour), plus in add_by.items():
         yk = (year_of(hour), carrier_names[k])
         ytd = state.ytd.get(yk)
@@ -229,4 +232,35 @@ def restate(
             state.ytd[yk] = list(plus)
         else:
             ytd[:] = [a + b for a, b in zip(ytd, plus, strict=True)]
-    return out
+
+
+def _hour_parts(
+    known: Known,
+    batch: SiteBatch,
+    fresh: tuple[tuple[np.ndarray, np.ndarray], ...],
+    hours: set[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every reading of those hours once (stored, and ``fresh``: the batch's readings with
+    their figures), as parts (``split_intervals``) within those hours: their windows are
+    recomputed whole, and no other window is."""
+    starts = batch.starts()
+    rows: dict[int, tuple[int, int, int, tuple[int, ...]]] = {}
+    for m, t, st, stored_fig in known:
+        rows[m * (1 << 42) + t] = (m, t, st, stored_fig)
+    for sel, figs in fresh:
+        for m, t, st, row in zip(
+            batch.meter[sel].tolist(),
+            batch.ts[sel].tolist(),
+            starts[sel].tolist(),
+            figs.tolist(),
+            strict=True,
+        ):
+            rows[m * (1 << 42) + t] = (m, t, st, tuple(row))
+    meter, ts, figs_all = split_intervals(
+        np.fromiter((r[0] for r in rows.values()), np.int64, len(rows)),
+        np.fromiter((r[1] for r in rows.values()), np.int64, len(rows)),
+        np.fromiter((r[2] for r in rows.values()), np.int64, len(rows)),
+        np.array([r[3] for r in rows.values()], np.int64).reshape(-1, NFIG),
+    )
+    inside = np.isin(ts - ts % HOUR, np.fromiter(hours, np.int64, len(hours)))
+    return meter[inside], ts[inside], figs_all[inside]
