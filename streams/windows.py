@@ -336,15 +336,15 @@ def split_intervals(
     """
     n = ts.size
     has = start >= 0
-    first_w = np.where(has, start // MINUTE, ts // MINUTE)
-    last_w = np.where(has, (ts - 1) // MINUTE, ts // MINUTE)
-    k = last_w - first_w + 1
-    counts = np.zeros(int(k.sum()), np.int64)
-    if not has.any():
+    if not has.any():  # the live path's common case: instants, one part each
         figs = np.empty((n, NFIG + 1), np.int64)
         figs[:, :NFIG] = priced
         figs[:, NFIG] = 1
         return meter, ts, figs
+    first_w = np.where(has, start // MINUTE, ts // MINUTE)
+    last_w = np.where(has, (ts - 1) // MINUTE, ts // MINUTE)
+    k = last_w - first_w + 1
+    counts = np.zeros(int(k.sum()), np.int64)
     which = np.repeat(np.arange(n), k)
     ends = np.cumsum(k)
     within = np.arange(which.size) - np.repeat(ends - k, k)
