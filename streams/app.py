@@ -39,6 +39,8 @@ from streams.pipeline import ClusterStage, OverlappedCommits, PreparedBatch, Sit
 from streams.progress import ProgressWriter
 from streams.sink import InfluxSink, fields_line
 from streams.stored import InfluxStore
+from streams.webview import ViewSource
+from streams.webview import install as install_view
 from streams.windows import SiteState
 
 log = logging.getLogger("streams")
@@ -417,6 +419,26 @@ def create_app(
         if raw is None:
             return _json({"cluster": cluster, "site": site, "latest": {}, "no_data": True})
         return _json(SiteState.loads(raw).twin())
+
+    def _site_state(site: str) -> SiteState | None:
+        raw = sites_table.data.get(site.encode())
+        return None if raw is None else SiteState.loads(raw)
+
+    view = ViewSource(
+        catalog=catalog,
+        twin=cfg.twin,
+        bucket=settings.influx_bucket,
+        plans=progress.plans,
+        site_state=_site_state,
+        held=cluster_stage.held,
+        query=sink.query,
+    )
+    # Faust builds its aiohttp application when the web server starts; the view's routes
+    # (static files, an event stream) are plain aiohttp, added to it there.
+    def _on_webserver_init(web: Any) -> None:
+        install_view(web.web_app, view)
+
+    app.on_webserver_init = _on_webserver_init  # type: ignore[method-assign]
 
     # Routed to the worker that holds the key (Faust table_route), served here otherwise.
     route: Any = app.table_route

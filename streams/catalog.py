@@ -51,6 +51,9 @@ class MeterSpec:
     # (MWh, tCO2e per scope) per canonical unit of the carrier: lets any unit the twin can
     # convert (kWh, GJ, Nm3, t...) be accepted, not only the meter's declared one
     canonical: tuple[float, tuple[float, ...]] | None = None
+    # Each factor behind the figures, (scope, id, version, source, note): the answer a live
+    # view gives when a figure is asked where it came from.
+    factors: tuple[tuple[str, str, str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.units:
@@ -168,6 +171,7 @@ class MeterCatalog:
                     "allow_negative": s.allow_negative,
                     "max_value": s.max_value,
                     "provenance": s.provenance,
+                    "factors": [list(f) for f in s.factors],
                 }
                 for s in self.specs
             ],
@@ -193,6 +197,10 @@ class MeterCatalog:
                         allow_negative=bool(rec.get("allow_negative", False)),
                         max_value=float(rec.get("max_value", 1e12)),
                         provenance=str(rec.get("provenance", "")),
+                        factors=tuple(
+                            (str(a), str(b), str(c), str(d), str(e))
+                            for a, b, c, d, e in rec.get("factors", ())
+                        ),
                     )
                 )
             except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -1061,6 +1061,19 @@ class ClusterStage:
                     lines.append(window_line(self.twin, u))
         return lines
 
+    def held(self, cluster: str, res: str) -> dict[int, dict[str, dict[str, list[int]]]]:
+        """Every window of ``res`` (or year to date, ``"ytd"``) the stage holds for
+        ``cluster``, by start (or year): carrier -> site -> nano-unit figures."""
+        out: dict[int, dict[str, dict[str, list[int]]]] = {}
+        for key in list(self._keys_of(cluster)):
+            _, r, start = parse_cluster_key(key)
+            if r != res:
+                continue
+            raw = self.table.get(key)
+            if raw is not None:
+                out[start] = orjson.loads(raw)
+        return out
+
     def twin_json(self, cluster: str) -> dict[str, Any]:
         """The live cluster twin: latest open windows per resolution and year-to-date."""
         out: dict[str, Any] = {"cluster": cluster, "windows": {}, "year_to_date": {}}

@@ -61,6 +61,7 @@ def catalog_from_clusters(clusters: Sequence[Any]) -> MeterCatalog:
     for cluster in clusters:
         calc = EmissionsCalculator(cluster)
         refs = calc.factor_refs()
+        explained = calc.factor_explanations()
         for i, (site, _asset, meter) in enumerate(cluster.meters()):
             scale = float(calc.scale[i])
             transfer = bool(calc.internal[i] or calc.moves[i])
@@ -81,6 +82,7 @@ def catalog_from_clusters(clusters: Sequence[Any]) -> MeterCatalog:
                     carrier=carrier,
                     units={str(meter.unit): (mwh, per_unit)},
                     allow_negative=_allows_negative(meter),
+                    factors=explained[i],
                     provenance=("transfer (netted at cluster level);" if transfer else "")
                     + provenance,
                     canonical=(

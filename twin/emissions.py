@@ -428,6 +428,15 @@ class EmissionsCalculator:
                 per_kind[s].append(have.get(i, ""))
         return {s: [refs[k] for k in self._kind_of] for s, refs in per_kind.items()}
 
+    def factor_explanations(self) -> list[tuple[tuple[str, str, str, str, str], ...]]:
+        """Per meter, each factor behind its figures as (scope, id, version, source, note):
+        what an operator is shown when a live figure is asked to explain itself."""
+        per_kind = [
+            tuple((SCOPES[e.scope], e.factor_id, e.version, e.source, e.note) for e in r.entries)
+            for r in self._kinds
+        ]
+        return [per_kind[k] for k in self._kind_of]
+
     def factor_ids(self) -> list[str]:
         """Per meter, the ids of the factors it uses ('' for none), for tagging output rows."""
         per_kind = [",".join(e.factor_id for e in r.entries) for r in self._kinds]

@@ -1,0 +1,155 @@
+"""The Flux the live view runs on InfluxDB, and how its rows become JSON.
+
+Only what the worker's state does not hold is read from InfluxDB: history for the charts
+(downsampled so a chart never gets more than ``MAX_POINTS`` points), open alerts (the
+alerting worker's ``alert_state``) and the quality of the readings behind a figure.
+Measurement, tag and field names come from ``dashboards.schema``, the schema the dashboards
+read, so the live view and the dashboards cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from dashboards import schema as s
+from streams.alerting.model import SEVERITY_LEVEL
+
+MAX_POINTS = 400
+HOUR_MS = 3_600_000
+ALERT_LOOKBACK = "-30d"
+
+
+def _q(value: str) -> str:
+    """A Flux string literal (ids are validated upstream; quote anyway)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def bucket_every(span_ms: int, max_points: int = MAX_POINTS) -> int:
+    """Aggregation window in whole hours so that ``span_ms`` gives at most ``max_points``."""
+    hours = max(1, math.ceil(span_ms / HOUR_MS / max_points))
+    return hours * HOUR_MS
+
+
+def series_flux(
+    bucket: str, twin: str, cluster: str, site: str | None, start_ms: int, stop_ms: int
+) -> str:
+    """Hourly tCO2e (all carriers) of a cluster or site, summed into buckets of whole hours."""
+    every = bucket_every(stop_ms - start_ms)
+    if site is None:
+        measurement, extra = s.CLUSTER_WINDOW, ""
+    else:
+        measurement, extra = s.SITE_WINDOW, f" and r.{s.SITE} == {_q(site)}"
+    return f"""
+from(bucket: {_q(bucket)})
+  |> range(start: time(v: {start_ms * 1_000_000}), stop: time(v: {stop_ms * 1_000_000}))
+  |> filter(fn: (r) => r._measurement == {_q(measurement)} and r.{s.TWIN} == {_q(twin)}
+       and r.{s.CLUSTER} == {_q(cluster)} and r.{s.RES} == "1h"{extra}
+       and r._field == {_q(s.TCO2E)})
+  |> group()
+  |> aggregateWindow(every: {every // 1000}s, fn: sum, createEmpty: false, timeSrc: "_start")
+  |> keep(columns: ["_time", "_value"])
+"""
+
+
+def parse_series(rows: Sequence[Mapping[str, str]], every_ms: int) -> dict[str, Any]:
+    """Rows of ``series_flux`` as two aligned arrays: bucket start (epoch s, as the chart
+    wants) and tCO2e per hour over the bucket."""
+    points = []
+    for row in rows:
+        t = _epoch_ms(row.get("_time", ""))
+        if t is None or row.get("_value", "") == "":
+            continue
+        points.append((t, float(row["_value"]) * HOUR_MS / every_ms))
+    points.sort()
+    return {
+        "every_s": every_ms // 1000,
+        "t": [t / 1000 for t, _ in points],
+        "tco2e_per_h": [v for _, v in points],
+    }
+
+
+def alerts_flux(bucket: str, twin: str, cluster: str) -> str:
+    """The newest state of every alert series of a cluster, one row per series."""
+    return f"""
+from(bucket: {_q(bucket)})
+  |> range(start: {ALERT_LOOKBACK})
+  |> filter(fn: (r) => r._measurement == "alert_state" and r.{s.TWIN} == {_q(twin)}
+       and r.{s.CLUSTER} == {_q(cluster)})
+  |> last()
+  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
+  |> group()
+"""
+
+
+#: The alerting worker's severity levels, by the number it stores.
+SEVERITY_NAMES = {str(level): sev.value for sev, level in SEVERITY_LEVEL.items()}
+
+
+def parse_alerts(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """The open ones among the newest alert states, most severe and newest first."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if row.get("open") not in ("1", "1i", "true"):
+            continue
+        out.append(
+            {
+                "alert_id": row.get("alert_id", ""),
+                "kind": row.get("kind", ""),
+                "category": row.get("category", ""),
+                "severity": SEVERITY_NAMES.get(row.get("severity", ""), row.get("severity", "")),
+                "site": row.get("site") or None,
+                "meter": row.get("meter") or None,
+                "value": _float(row.get("value")),
+                "threshold": _float(row.get("threshold")),
+                "since_ms": _epoch_ms(row.get("_time", "")),
+            }
+        )
+    rank = {name: int(level) for level, name in SEVERITY_NAMES.items()}
+    out.sort(key=lambda a: (rank.get(str(a["severity"]), 0), a["since_ms"] or 0), reverse=True)
+    return out
+
+
+def quality_flux(
+    bucket: str, twin: str, cluster: str, site: str | None, start_ms: int, stop_ms: int
+) -> str:
+    """How many stored readings of each quality went into a period's figure."""
+    extra = "" if site is None else f" and r.{s.SITE} == {_q(site)}"
+    return f"""
+from(bucket: {_q(bucket)})
+  |> range(start: time(v: {start_ms * 1_000_000}), stop: time(v: {stop_ms * 1_000_000}))
+  |> filter(fn: (r) => r._measurement == {_q(s.METER_READING)} and r.{s.TWIN} == {_q(twin)}
+       and r.{s.CLUSTER} == {_q(cluster)}{extra} and r._field == {_q(s.QUALITY)})
+  |> duplicate(column: "_value", as: "q")
+  |> group(columns: ["q"])
+  |> count()
+"""
+
+
+def parse_quality(rows: Sequence[Mapping[str, str]]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        if row.get("q") and row.get("_value", "") != "":
+            counts[row["q"]] += int(row["_value"])
+    return dict(counts)
+
+
+def _float(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _epoch_ms(rfc3339: str) -> int | None:
+    if not rfc3339:
+        return None
+    try:
+        return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return None
