@@ -19,7 +19,7 @@ from influxdb_client import InfluxDBClient
 
 from clustertwin.kafka_topics import delete_topics
 from clustertwin.settings import Settings
-from clustertwin.stack import OPT_IN_SERVICE_NAMES, SERVICE_NAMES, LocalStack, StackError
+from clustertwin.stack import LocalStack, StackError
 
 
 @dataclass
@@ -85,16 +85,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if reporter is not None:
             reporter.write_line(f"[stack] {message}")
 
-    # Grafana is opt-in: built here only when a test uses it (its fixture, or the demo,
-    # which starts it), since its cold build is another 6-20 minutes.
-    wanted: list[str] | None = None
-    if any(
-        "grafana" in getattr(item, "fixturenames", ()) or item.path.name == "test_demo.py"
-        for item in session.items
-    ):
-        wanted = [*SERVICE_NAMES, *OPT_IN_SERVICE_NAMES]
     try:
-        for service in LocalStack().select(wanted):
+        for service in LocalStack().select(None):
             service.install(progress)
     except StackError as exc:
         _build_failures.append(exc)

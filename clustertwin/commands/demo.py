@@ -1,8 +1,8 @@
 """``clustertwin demo``: the simulated Dunkirk cluster, live, end to end on the local stack.
 
-Brings up the local stack (real Kafka, InfluxDB and, unless ``--no-grafana``, Grafana with the
-dashboards pushed into it), starts the stream worker, the alerting worker and the simulator
-connector as child processes, and prints a short summary of the live twin until Ctrl-C.
+Brings up the local stack (real Kafka and InfluxDB), starts the stream worker, the alerting
+worker and the simulator connector as child processes, prints the URL of the live web view
+the worker serves, and a short summary of the live twin until Ctrl-C.
 With ``--duration`` it stops by itself and exits 0 only if the twin in InfluxDB has data, so
 CI can run it as a smoke test of the whole chain.
 """
@@ -49,19 +49,6 @@ from(bucket: "{settings.influx_bucket}")
 _CLI = "from clustertwin.cli import main; main()"
 
 
-def _provision_grafana(settings: Any, stack: Any, twin: str) -> None:
-    """Push datasource, dashboards and alert rules; idempotent, so every demo run does it."""
-    from dashboards.provision import push_from_settings
-
-    changes = push_from_settings(settings, twin=twin)
-    changed = [c for c in changes if c.action != "unchanged"]
-    grafana = stack.services["grafana"]
-    click.echo(
-        f"[demo] Grafana at {settings.grafana_url}/dashboards ({len(changes)} objects provisioned,"
-        f" {len(changed)} changed); sign in as the admin in {grafana.credentials_file}"
-    )
-
-
 def _stop(proc: subprocess.Popen[bytes] | None, name: str) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -87,12 +74,6 @@ def _stop(proc: subprocess.Popen[bytes] | None, name: str) -> None:
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between summaries.")
 @click.option("--web-port", default=6066, show_default=True, help="Worker's live twin port.")
 @click.option(
-    "--grafana/--no-grafana",
-    default=True,
-    show_default=True,
-    help="Start Grafana and push the dashboards (its first build takes several minutes).",
-)
-@click.option(
     "--alerts/--no-alerts", default=True, show_default=True, help="Run the alerting worker."
 )
 def demo(
@@ -101,20 +82,20 @@ def demo(
     connector_config: Path,
     interval: float,
     web_port: int,
-    grafana: bool,
     alerts: bool,
 ) -> None:
-    """Run the simulated cluster live: simulator -> Kafka -> Faust -> InfluxDB -> Grafana."""
+    """Run the simulated cluster live: simulator -> Kafka -> Faust -> InfluxDB -> web view."""
     from clustertwin.commands.pipeline import fetch_json, render_cluster
     from clustertwin.settings import Settings
     from clustertwin.stack import LocalStack
 
+    base = f"http://127.0.0.1:{web_port}"
+    view_url = f"{base}/view/#/c/{cluster}"
+    click.echo(f"[demo] live view: {view_url}  (open it in a browser once the worker is up)")
     stack = LocalStack()
-    stack.up(["influxdb", "kafka", *(["grafana"] if grafana else [])])
+    stack.up(["influxdb", "kafka"])
     settings = Settings.from_stack_settings(stack.settings())
     twin = os.environ.get("CLUSTERTWIN_STREAMS_TWIN", "live")
-    if grafana:
-        _provision_grafana(settings, stack, twin)
     env = {
         **os.environ,
         **stack.settings(),
@@ -132,7 +113,6 @@ def demo(
     worker: subprocess.Popen[bytes] | None = None
     connector: subprocess.Popen[bytes] | None = None
     alerting: subprocess.Popen[bytes] | None = None
-    base = f"http://127.0.0.1:{web_port}"
     started = time.monotonic()
     ok = False
     try:
@@ -152,7 +132,8 @@ def demo(
                 if time.monotonic() > deadline:
                     raise click.ClickException("the worker did not start in 120 s") from None
                 time.sleep(0.5)
-        click.echo(f"[demo] worker up; live twin at {base}/twin/{cluster}/")
+        click.echo(f"[demo] worker up; live view: {view_url}")
+        click.echo(f"[demo] the twin as JSON: {base}/twin/{cluster}/")
         if alerts:
             alerting = subprocess.Popen(
                 [sys.executable, "-c", _CLI, "alerts", "worker"],

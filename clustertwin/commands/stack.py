@@ -7,7 +7,7 @@ import time
 
 import click
 
-from clustertwin.stack import OPT_IN_SERVICE_NAMES, SERVICE_NAMES, LocalStack, StackError
+from clustertwin.stack import SERVICE_NAMES, LocalStack, StackError
 
 
 def _stack(influxdb: str | None, kafka_security: str | None = None) -> LocalStack:
@@ -67,13 +67,13 @@ def down(services: tuple[str, ...], influxdb: str | None) -> None:
 def status(influxdb: str | None) -> None:
     """Show each service: installed, pid, healthy, address, log file.
 
-    Exit 1 if a default service is not healthy, or an opt-in one (Grafana) runs unhealthy.
+    Exit 1 if a service is not healthy.
     """
     rows = _stack(influxdb).status()
     all_up = True
     for row in rows:
         state = "healthy" if row["healthy"] else ("unhealthy" if row["pid"] else "stopped")
-        all_up &= state == "healthy" or (state == "stopped" and bool(row["opt_in"]))
+        all_up &= state == "healthy"
         click.echo(
             f"{row['service']:<10} {state:<9} pid={row['pid'] or '-':<8} "
             f"installed={'yes' if row['installed'] else 'no':<3} {row['address']:<16} {row['log']}"
@@ -82,7 +82,7 @@ def status(influxdb: str | None) -> None:
 
 
 @stack.command()
-@click.argument("service", type=click.Choice((*SERVICE_NAMES, *OPT_IN_SERVICE_NAMES)))
+@click.argument("service", type=click.Choice(SERVICE_NAMES))
 @click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show.")
 @influxdb_option
 def logs(service: str, lines: int, influxdb: str | None) -> None:

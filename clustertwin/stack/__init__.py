@@ -15,7 +15,6 @@ from pathlib import Path
 
 from clustertwin.settings import cache_dir, local_stack_env_file, stack_port_offset, stack_run_root
 from clustertwin.stack.base import Progress, Service, StackError
-from clustertwin.stack.grafana import Grafana
 from clustertwin.stack.influxdb import InfluxDB
 from clustertwin.stack.kafka import Kafka
 from clustertwin.stack.mosquitto import Mosquitto
@@ -24,11 +23,9 @@ __all__ = ["LocalStack", "Service", "StackError"]
 
 # Start order matters only for the user's patience: the slowest first-time build first.
 SERVICE_NAMES: tuple[str, ...] = ("influxdb", "kafka", "mosquitto")
-# Services `stack up` starts only when named; their being stopped is not a fault.
-OPT_IN_SERVICE_NAMES: tuple[str, ...] = ("grafana",)
-# Grafana is a service of the stack but not started by default: its first build takes 5-10
-# minutes on 2 cores (about 45 s warm). `clustertwin stack up grafana` (or
-# `LocalStack().up(["grafana"])`) builds and starts it; see dashboards/README.md.
+# No Grafana here: its source is AGPL and this project neither builds nor ships it. The
+# operators' view on the local stack is the worker's own (/view/); production runs the
+# official Grafana image (docker-compose.yml), provisioned from dashboards/.
 
 
 def _print(message: str) -> None:
@@ -57,7 +54,6 @@ class LocalStack:
                 security=kafka_security,
             ),
             "mosquitto": Mosquitto(port=1883 + offset, root=self.root),
-            "grafana": Grafana(port=3000 + offset, root=self.root),
         }
 
     def select(self, names: Iterable[str] | None) -> list[Service]:
@@ -83,7 +79,7 @@ class LocalStack:
         return started
 
     def down(self, names: Iterable[str] | None = None, progress: Progress = _print) -> None:
-        """Stop the named services, or every running one (opt-in Grafana included)."""
+        """Stop the named services, or every running one."""
         chosen = self.select(names) if names is not None else list(self.services.values())
         for service in reversed(chosen):
             if service.stop():
@@ -99,7 +95,6 @@ class LocalStack:
                     "installed": service.installed(),
                     "pid": pid,
                     "healthy": bool(pid) and service.healthy(),
-                    "opt_in": service.name in OPT_IN_SERVICE_NAMES,
                     "address": f"{service.host}:{service.port}",
                     "log": str(service.process.log_file),
                 }

@@ -117,5 +117,4 @@ def test_second_up_is_a_no_op(stack: StackHandle) -> None:
     started = LocalStack(root=stack.local.root).up(progress=lambda _m: None)
     assert started == []
     assert time.monotonic() - began < 15
-    # Grafana is opt-in: stopped or started by other tests, it says nothing of `up`.
-    assert all(row["healthy"] for row in stack.local.status() if not row["opt_in"])
+    assert all(row["healthy"] for row in stack.local.status())
