@@ -518,8 +518,9 @@ class SiteStage:
             self.last_activity[site] = now
             self.quiet.discard(site)
             self.clock_inputs[site] = (state.cluster, state.wm, state.seen_at)
-            if result.applied:
+            if result.applied or (late_result is not None and late_result.added.size):
                 lines.extend(self._latest_lines(state, batch))
+            if result.applied:
                 lines.extend(self._reading_lines(state, batch, result.keep, result.priced))
             if result.applied or late_result is not None:
                 lines.extend(self._ytd_lines(state))
@@ -604,6 +605,7 @@ class SiteStage:
             result.prev_offset,
         )
         updates.extend(out.updates)
+        self._note_latest(state, batch, out.added)
         lines.extend(
             restatement_line(
                 self.twin,
@@ -621,6 +623,16 @@ class SiteStage:
         )
         lines.extend(self._reading_lines(state, batch, out.added, out.priced))
         return out
+
+    def _note_latest(self, state: SiteState, batch: SiteBatch, sel: np.ndarray) -> None:
+        """A late reading newer than its meter's latest is the latest: a meter whose readings
+        all arrive after their windows closed (a backfill, a historian) still has one."""
+        for i in sel.tolist():
+            name = self.catalog.specs[int(batch.meter[i])].meter
+            t = int(batch.ts[i])
+            current = state.last.get(name)
+            if current is None or t > current[0]:
+                state.last[name] = [t, float(batch.value[i]), int(batch.quality[i])]
 
     def _reading_lines(
         self, state: SiteState, batch: SiteBatch, sel: np.ndarray, priced: np.ndarray
