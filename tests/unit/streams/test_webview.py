@@ -1,0 +1,260 @@
+"""The live view's figures are the twin's figures, in any arrival order, at any size.
+
+The view's numbers are computed from the worker's state (``streams.webview.figures``); here
+the worker's real compute path takes readings in the orders reality produces and the view
+must show exactly the offline sums. The browser proof on the real stack is
+tests/integration/webview.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.catalog import MeterCatalog, MeterSpec
+from streams.progress import Plan
+from streams.webview import figures, queries
+from streams.webview.routes import STATIC, ViewSource
+from streams.windows import NFIG, SiteState
+from streams.windows import figures as named
+from tests.unit.streams.test_arrival_orders import (
+    METERS,
+    MODES,
+    arrive,
+    make_readings,
+    offline,
+    play,
+)
+from tests.unit.streams.test_pipeline_units import T0
+
+HOUR = 3_600_000
+
+
+class Flat:
+    """A pathway that stays at one value: the rate the view must show is that over the year."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def at(self, year: float) -> float:
+        return self.value
+
+
+async def _no_rows(flux: str) -> list[dict[str, str]]:
+    return []
+
+
+def view_of(w: Any, plan: Plan | None = None) -> ViewSource:
+    def site_state(site: str) -> SiteState | None:
+        raw = w.site_table.get(site.encode())
+        return None if raw is None else SiteState.loads(raw)
+
+    return ViewSource(
+        catalog=w.catalog,
+        twin="t",
+        bucket="b",
+        plans={("c", ""): plan} if plan else {},
+        site_state=site_state,
+        held=w.clusters.held,
+        query=_no_rows,
+    )
+
+
+def _sum(vecs: Any) -> list[int]:
+    out = [0] * (NFIG + 1)
+    for v in vecs:
+        for k in range(NFIG + 1):
+            out[k] += v[k]
+    return out
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 120),
+    mode=st.sampled_from(MODES),
+    repeats=st.floats(0, 0.3),
+    intervals=st.sampled_from([0.0, 0.5]),
+)
+def test_the_view_shows_the_offline_figures_in_any_arrival_order(
+    seed: int, n: int, mode: str, repeats: float, intervals: float
+) -> None:
+    rng = random.Random(seed)
+    readings = make_readings(rng, n, intervals)
+    sent = arrive(rng, readings, mode)
+    for r in rng.sample(readings, int(len(readings) * repeats)):
+        sent.insert(rng.randrange(len(sent) + 1), dict(r))
+    w = asyncio.run(play(rng, sent, 30_000, 6 * HOUR))
+    want = offline(readings)
+    summary = asyncio.run(view_of(w, Plan(Flat(8760.0))).cluster("c"))
+
+    year = summary["ytd"]["year"]
+    ytd = [v for k, v in want.items() if k[0] == "twin_ytd" and k[3] == str(year)]
+    assert summary["ytd"]["figures"] == named(_sum(ytd))
+    assert summary["ytd"]["ytd_tco2e"] == named(_sum(ytd))["tco2e_s1"]  # plan counts scope 1
+    for row in summary["by_site"]:
+        site_ytd = [v for k, v in want.items() if k[0] == "twin_ytd" and k[1] == row["site"]]
+        assert row["ytd_tco2e"] == named(_sum(site_ytd))["tco2e"]
+    for row in summary["by_carrier"]:
+        c_ytd = [v for k, v in want.items() if k[0] == "twin_ytd" and k[2] == row["carrier"]]
+        assert row["ytd_tco2e"] == named(_sum(c_ytd))["tco2e"]
+
+    # "now" is the newest hour with readings that is over by the cluster's clock
+    hours = {int(k[3]) for k in want if k[0] == "cluster_window" and k[2] == "1h"}
+    ended = [h for h in hours if h + HOUR <= summary["clock_ms"]]
+    assert summary["now"]["hour_start"] == (max(ended) if ended else None)
+    if ended:
+        in_hour = [
+            v
+            for k, v in want.items()
+            if k[0] == "cluster_window" and k[2:] == ("1h", str(max(ended)))
+        ]
+        assert summary["now"]["tco2e_per_h"] == named(_sum(in_hour))["tco2e"]
+        assert summary["now"]["pathway_tco2e_per_h"] == 8760.0 / figures.year_hours(year)
+
+    # each meter's latest reading is its newest, however late it came
+    view = view_of(w)
+    newest: dict[str, dict[str, Any]] = {}
+    for r in readings:
+        if r["ts"] > newest.get(r["meter"], {"ts": -1})["ts"]:
+            newest[r["meter"]] = r
+    for site in ("a", "b"):
+        for row in view.site("c", site, 0)["meters"]["rows"]:
+            want_r = newest.get(row["meter"])
+            assert (row["ts"], row["value"]) == (
+                (want_r["ts"], want_r["value"]) if want_r else (None, None)
+            ), row
+
+    comp = summary["completeness"]
+    latest = {r["meter"] for r in readings}
+    assert comp["meters"] == len(METERS) and comp["reporting"] == len(latest)
+    assert sum(comp["quality"].values()) == len(latest)
+
+
+def big_catalog(sites: int, meters: int) -> MeterCatalog:
+    return MeterCatalog(
+        [
+            MeterSpec(
+                f"m{s}-{m:03d}",
+                f"s{s}",
+                "big",
+                "natural_gas",
+                {"MWh": (1.0, (0.2, 0.0, 0.0, 0.0))},
+                factors=(("scope1", "ipcc:gas", "2006", "IPCC 2006 Table 2.2", ""),),
+            )
+            for s in range(sites)
+            for m in range(meters)
+        ]
+    )
+
+
+def test_a_cluster_of_100_sites_and_5000_meters_stays_small_and_paged() -> None:
+    catalog = big_catalog(100, 50)
+    clock = T0 + 2 * HOUR
+    states = {}
+    for s in range(100):
+        state = SiteState("big", f"s{s}", 0, wm=clock - s * 60_000, seen_at=clock)
+        for m in range(50):
+            state.last[f"m{s}-{m:03d}"] = [clock - (s + m) * 60_000, float(m), m % 3]
+        states[f"s{s}"] = state
+    hour = {"natural_gas": {f"s{s}": [NFIG] * (NFIG + 1) for s in range(100)}}
+    facts = figures.ClusterFacts(
+        "big", clock, catalog.clusters["big"], states, {T0: hour}, {2026: hour}
+    )
+    summary = figures.cluster_summary(facts, catalog, "t")
+    body = orjson.dumps(summary)
+    assert len(summary["by_site"]) == 100
+    assert len(body) < 64_000, len(body)  # what the page gets every second
+    comp = summary["completeness"]
+    assert comp["meters"] == comp["reporting"] == 5000
+    # current: newest reading at most 15 minutes behind the clock
+    assert comp["current"] == sum(1 for s in range(100) for m in range(50) if s + m <= 15)
+    site = figures.site_summary("big", "s7", states["s7"], catalog, clock, page=0, size=20)
+    assert site["meters"]["pages"] == 3 and len(site["meters"]["rows"]) == 20
+    last = figures.site_summary("big", "s7", states["s7"], catalog, clock, page=99, size=20)
+    assert last["meters"]["page"] == 2 and len(last["meters"]["rows"]) == 10
+    assert [r["meter"] for r in last["meters"]["rows"]][0] == "m7-040"
+    explained = figures.explain_factors(catalog, "big", "s7")
+    assert explained == [
+        {
+            "scope": "scope1",
+            "factor": "ipcc:gas",
+            "version": "2006",
+            "source": "IPCC 2006 Table 2.2",
+            "note": "",
+            "meters": [f"m7-{m:03d}" for m in range(50)],
+        }
+    ]
+
+
+def test_no_chart_gets_more_than_its_points_whatever_the_span() -> None:
+    for hours in (1, 24, 168, 24 * 31, 24 * 366):
+        every = queries.bucket_every(hours * HOUR)
+        assert every % HOUR == 0
+        assert hours * HOUR / every <= queries.MAX_POINTS
+    rows = [
+        {"_time": "2026-01-01T00:00:00Z", "_value": "30"},
+        {"_time": "2026-01-01T03:00:00Z", "_value": "60"},
+    ]
+    series = queries.parse_series(rows, 3 * HOUR)
+    assert series["tco2e_per_h"] == [10.0, 20.0]  # a 3-hour bucket's sum is shown per hour
+    assert series["t"][1] - series["t"][0] == 3 * 3600
+
+
+def test_open_alerts_are_the_open_newest_states_most_severe_first() -> None:
+    rows = [
+        {"open": "1", "severity": "2", "kind": "meter_silent", "_time": "2026-01-01T01:00:00Z"},
+        {"open": "0", "severity": "3", "kind": "pathway_drift_1h", "_time": "2026-01-01T02:00:00Z"},
+        {
+            "open": "1",
+            "severity": "3",
+            "kind": "pathway_drift_24h",
+            "_time": "2026-01-01T00:00:00Z",
+        },
+    ]
+    got = queries.parse_alerts(rows)
+    assert [a["kind"] for a in got] == ["pathway_drift_24h", "meter_silent"]
+    assert got[0]["severity"] == "critical"
+
+
+def test_figure_explanations_count_readings_by_quality() -> None:
+    rows = [{"q": "measured", "_value": "9"}, {"q": "estimated", "_value": "1"}]
+    shares = figures.quality_shares(queries.parse_quality(rows))
+    assert shares["readings"] == 10
+    assert shares["pct"]["measured"] == 90.0 and shares["pct"]["gap_filled"] == 0.0
+
+
+def test_flux_string_literals_cannot_be_broken_out_of() -> None:
+    flux = queries.series_flux('b"', "t", 'c") |> drop(', None, 0, HOUR)
+    assert 'r.cluster == "c\\") |> drop("' in flux
+    assert 'bucket: "b\\""' in flux
+
+
+@pytest.mark.parametrize("name", ["uplot"])
+def test_the_vendored_chart_library_is_the_pinned_release(name: str) -> None:
+    vendor = STATIC / "vendor"
+    manifest = json.loads((vendor / "vendor.json").read_text())["packages"][name]
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256((vendor / rel).read_bytes()).hexdigest() == digest, rel
+    banner = (vendor / "uplot" / "uPlot.iife.min.js").read_text()[:80]
+    assert f"(v{manifest['version']})" in banner
+
+
+def test_the_page_loads_nothing_from_outside_the_worker() -> None:
+    html = (STATIC / "index.html").read_text()
+    js = (STATIC / "app.js").read_text()
+    for text in (html, js):
+        assert "http://" not in text and "https://" not in text
+    for ref in ("/view/static/vendor/uplot/uPlot.iife.min.js", "/view/static/app.js"):
+        assert ref in html
+        assert (STATIC / ref.removeprefix("/view/static/")).is_file()
+    assert isinstance(Path(STATIC), Path)
