@@ -433,6 +433,7 @@ def create_app(
         held=cluster_stage.held,
         query=sink.query,
     )
+
     # Faust builds its aiohttp application when the web server starts; the view's routes
     # (static files, an event stream) are plain aiohttp, added to it there.
     def _on_webserver_init(web: Any) -> None:

@@ -169,7 +169,8 @@ class Routes:
 
     async def series(self, request: web.Request) -> web.Response:
         """Hourly emissions over the last ``hours`` (default a week) up to the last complete
-        hour of the cluster's clock, downsampled to at most ``queries.MAX_POINTS`` points, and the pathway rate."""
+        hour of the cluster's clock, at most ``queries.MAX_POINTS`` points, and the pathway
+        rate."""
         cluster = self._cluster_of(request)
         site = self._site_of(request, cluster)
         try:

@@ -182,7 +182,7 @@ def test_a_cluster_of_100_sites_and_5000_meters_stays_small_and_paged() -> None:
     assert site["meters"]["pages"] == 3 and len(site["meters"]["rows"]) == 20
     last = figures.site_summary("big", "s7", states["s7"], catalog, clock, page=99, size=20)
     assert last["meters"]["page"] == 2 and len(last["meters"]["rows"]) == 10
-    assert [r["meter"] for r in last["meters"]["rows"]][0] == "m7-040"
+    assert last["meters"]["rows"][0]["meter"] == "m7-040"
     explained = figures.explain_factors(catalog, "big", "s7")
     assert explained == [
         {
