@@ -283,10 +283,11 @@ async function showExplain(x) {
         el("li", { class: `quality-${q}`, "data-quality": q, "data-value": n }, `${q}: ${fmt(n, 0)} (${pct(r.pct[q])})`))),
       el("h2", {}, "Factors"),
       el("table", { id: "explain-factors" },
-        el("thead", {}, el("tr", {}, ["Scope", "Factor", "Version", "Source", "Meters"].map((h) => el("th", {}, h)))),
+        el("thead", {}, el("tr", {}, ["Factor (scope, version)", "Source and meters"].map((h) => el("th", {}, h)))),
         el("tbody", {}, e.factors.map((f) => el("tr", { "data-factor": f.factor },
-          el("td", {}, f.scope), el("td", {}, f.factor), el("td", {}, f.version),
-          el("td", {}, f.source + (f.note ? ` (${f.note})` : "")), el("td", {}, f.meters.join(", ")))))));
+          el("td", {}, el("code", {}, f.factor), el("div", { class: "sub" }, `${f.scope} · version ${f.version}`)),
+          el("td", {}, f.source + (f.note ? ` (${f.note})` : ""),
+            el("div", { class: "sub" }, `${f.meters.length} meter(s): ${f.meters.join(", ")}`)))))));
   } catch (err) {
     body.replaceChildren(el("p", { class: "bad", role: "alert" }, String(err.message || err)));
   }
