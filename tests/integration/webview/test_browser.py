@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
@@ -318,3 +319,26 @@ def test_every_view_shows_the_twins_figures_and_a_new_reading_within_5_s(
     assert took < 5.0
     print(f"[browser] a new reading showed on the open page after {took:.2f} s")
     _no_console_errors(browser, "site")
+
+
+def test_the_event_stream_pushes_the_figures_and_unknown_names_are_404(live: Any) -> None:
+    worker = live[0]
+    url = f"http://127.0.0.1:{worker.port}/view/api/events?cluster={CLUSTER}&site=steelworks"
+    began = time.monotonic()
+    events: dict[str, Any] = {}
+    with urllib.request.urlopen(url, timeout=10) as stream:
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        name = None
+        while len(events) < 2 and time.monotonic() - began < 10:
+            line = stream.readline().decode().rstrip("\n")
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: ") and name:
+                events[name] = orjson.loads(line.removeprefix("data: "))
+    assert set(events) == {"cluster", "site"}
+    assert events["cluster"]["cluster"] == CLUSTER and events["site"]["site"] == "steelworks"
+    for path in ("/view/api/clusters/nowhere", f"/view/api/clusters/{CLUSTER}/sites/nowhere"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _get(worker, path)
+        assert err.value.code == 404
+        assert "unknown" in orjson.loads(err.value.read())["error"]
