@@ -83,6 +83,7 @@ async function route() {
   state.route = r; state.cluster = r.cluster || null; state.site = r.site || null;
   state.page = 0; state.sitePage = 0; state.seriesKey = null; state.charts = {};
   crumbs(r);
+  document.getElementById("explain").hidden = true;
   const main = document.getElementById("main");
   main.replaceChildren(el("p", { class: "empty" }, "loading…"));
   try {

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 from influxdb_client import InfluxDBClient
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -139,8 +140,25 @@ def _no_console_errors(browser: Any, view: str) -> None:
     assert not errors, f"{view}: console errors {errors}"
 
 
+def _read(fn: Any, tries: int = 20) -> Any:
+    """``fn()`` retried while the page replaces the elements it reads: the page re-renders
+    its figures on every pushed update, so an element found may be gone when read."""
+    for _ in range(tries - 1):
+        try:
+            return fn()
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    return fn()
+
+
+def _until(browser: Any, timeout: float, poll: float = 0.5) -> WebDriverWait:
+    return WebDriverWait(
+        browser, timeout, poll_frequency=poll, ignored_exceptions=(StaleElementReferenceException,)
+    )
+
+
 def _value(browser: Any, css: str) -> float:
-    raw = browser.find_element(By.CSS_SELECTOR, css).get_attribute("data-value")
+    raw = _read(lambda: browser.find_element(By.CSS_SELECTOR, css).get_attribute("data-value"))
     assert raw not in (None, ""), css
     return float(raw)
 
@@ -224,7 +242,7 @@ def test_every_view_shows_the_twins_figures_and_a_new_reading_within_5_s(
     # -- network --------------------------------------------------------------------------------
     browser.get(base + "#/")
     row = f"#network tr[data-cluster={CLUSTER}]"
-    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    _until(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
     assert _value(browser, f"{row} [data-field=ytd_tco2e]") == offline_ytd["tco2e_s1"]
     browser.save_screenshot(str(screenshots / "network.png"))
     _no_console_errors(browser, "network")
@@ -232,26 +250,30 @@ def test_every_view_shows_the_twins_figures_and_a_new_reading_within_5_s(
     # -- cluster overview -------------------------------------------------------------------------
     browser.get(base + f"#/c/{CLUSTER}")
     ytd_css = "[data-figure=ytd_tco2e]"
-    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, ytd_css))
+    _until(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, ytd_css))
     assert _value(browser, ytd_css) == offline_ytd["tco2e_s1"]
     assert _value(browser, "[data-figure=now_tco2e_per_h]") == sent.hour(hour)["tco2e"]
-    sites_shown = {
-        tr.get_attribute("data-site"): float(
-            tr.find_element(By.CSS_SELECTOR, "[data-field=ytd_tco2e]").get_attribute("data-value")
-        )
-        for tr in browser.find_elements(By.CSS_SELECTOR, "#table-sites tr[data-site]")
-    }
+    sites_shown = _read(
+        lambda: {
+            tr.get_attribute("data-site"): float(
+                tr.find_element(By.CSS_SELECTOR, "[data-field=ytd_tco2e]").get_attribute(
+                    "data-value"
+                )
+            )
+            for tr in browser.find_elements(By.CSS_SELECTOR, "#table-sites tr[data-site]")
+        }
+    )
     by_site = twin_json["year_to_date"][str(year)]["by_site"]
     assert sites_shown == {s: f["tco2e"] for s, f in by_site.items()}
     assert set(sites_shown) == set(sent.catalog.clusters[CLUSTER])
     # the chart: the hourly series from InfluxDB, its newest point the offline hour
-    WebDriverWait(browser, 20).until(
+    _until(browser, 20).until(
         lambda d: int(d.find_element(By.ID, "chart").get_attribute("data-points") or 0) > 0
     )
     series = _get(worker, f"/view/api/clusters/{CLUSTER}/series?hours=168")
-    assert int(browser.find_element(By.ID, "chart").get_attribute("data-points")) == len(
-        series["t"]
-    )
+    assert int(
+        _read(lambda: browser.find_element(By.ID, "chart").get_attribute("data-points"))
+    ) == len(series["t"])
     assert int(series["t"][-1] * 1000) == hour
     assert math.isclose(series["tco2e_per_h"][-1], sent.hour(hour)["tco2e"], rel_tol=1e-9)
     influx_hour = _influx_rows(
@@ -262,15 +284,16 @@ def test_every_view_shows_the_twins_figures_and_a_new_reading_within_5_s(
         f" |> filter(fn: (r) => r._time == time(v: {hour * 1_000_000})) |> group() |> sum()",
     )
     assert math.isclose(influx_hour[0]["_value"], sent.hour(hour)["tco2e"], rel_tol=1e-9)
-    alerts = WebDriverWait(browser, 20).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, "#table-alerts tr[data-alert=a-browser-test]")
+    alert_css = "#table-alerts tr[data-alert=a-browser-test]"
+    _until(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, alert_css))
+    assert "pathway_drift_1h" in _read(
+        lambda: browser.find_element(By.CSS_SELECTOR, alert_css).text
     )
-    assert "pathway_drift_1h" in alerts[0].text
     browser.save_screenshot(str(screenshots / "cluster.png"))
 
     # -- a figure explains itself ------------------------------------------------------------
-    browser.find_element(By.CSS_SELECTOR, "[data-explain=ytd]").click()
-    WebDriverWait(browser, 20).until(
+    _read(lambda: browser.find_element(By.CSS_SELECTOR, "[data-explain=ytd]").click())
+    _until(browser, 20).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "#explain-quality li[data-quality]")
     )
     shown = {
@@ -287,7 +310,7 @@ def test_every_view_shows_the_twins_figures_and_a_new_reading_within_5_s(
     site = "steelworks"
     browser.get(base + f"#/c/{CLUSTER}/s/{site}")
     rows_css = "#table-meters tr[data-meter]"
-    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, rows_css))
+    _until(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, rows_css))
     meters = [sent.catalog.specs[i].meter for i in sent.catalog.sites[(CLUSTER, site)]]
     for meter in meters:
         css = f"#table-meters tr[data-meter='{meter}'] [data-field=value]"
@@ -312,7 +335,7 @@ def test_every_view_shows_the_twins_figures_and_a_new_reading_within_5_s(
     kafka.flush()
     sent_at = time.monotonic()
     css = f"#table-meters tr[data-meter='{meter}'] [data-field=value]"
-    WebDriverWait(browser, 5, poll_frequency=0.1).until(
+    _until(browser, 5, 0.1).until(
         lambda d: d.find_element(By.CSS_SELECTOR, css).get_attribute("data-value") == str(value)
     )
     took = time.monotonic() - sent_at
