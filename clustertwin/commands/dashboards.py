@@ -17,7 +17,11 @@ def dashboards() -> None:
 
 
 @dashboards.command()
-@click.option("--check", is_flag=True, help="Fail if the committed files are stale; write nothing.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Fail if the committed files are stale or break Grafana's schema; write nothing.",
+)
 def build(check: bool) -> None:
     """Regenerate dashboards/json/*.json and the alert-rule provisioning file."""
     from dashboards import build as builder
@@ -28,8 +32,12 @@ def build(check: bool) -> None:
             click.echo(f"stale: {path}", err=True)
         if stale:
             click.echo("run `clustertwin dashboards build` and commit the result", err=True)
+        invalid = builder.schema_errors()
+        for error in invalid:
+            click.echo(f"schema: {error}", err=True)
+        if stale or invalid:
             sys.exit(1)
-        click.echo("dashboards: generated files are up to date")
+        click.echo("dashboards: generated files are up to date and match Grafana's schema")
         return
     changed = builder.write_all()
     for path in changed:
