@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.metadata
+import inspect
 import json
 import pkgutil
 import re
@@ -53,8 +54,6 @@ def test_every_sdk_type_is_read_with_all_its_keys() -> None:
                 continue
             if not (hasattr(cls, "to_json") and hasattr(cls, "from_json")):
                 continue
-            import inspect
-
             decoded = set(re.findall(r'if "(\w+)" in data', inspect.getsource(cls.from_json)))
             assert decoded <= set(gs.shape(cls).hints), (cls.__name__, decoded)
             count += 1
