@@ -63,3 +63,20 @@ def write_all() -> list[Path]:
 def stale_files() -> list[Path]:
     """Generated files that differ from what the code produces now."""
     return [p for p, text in expected_files().items() if not p.exists() or p.read_text() != text]
+
+
+def schema_errors() -> list[str]:
+    """What the code generates, against Grafana's published schema (``grafana_schema``).
+
+    Run by ``clustertwin dashboards build --check`` so CI refuses a dashboard or rule that
+    Grafana's schema does not describe, before any Grafana sees it.
+    """
+    from dashboards import grafana_schema
+
+    errors = [
+        f"{uid}: {error}"
+        for uid, model in dashboard_models().items()
+        for error in grafana_schema.validate_dashboard(model)
+    ]
+    rules = alerts.provisioning_file()
+    return errors + [f"alerting: {e}" for e in grafana_schema.validate_alerting_file(rules)]

@@ -30,7 +30,7 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 DATASOURCE_TYPE = "influxdb"
-# Stable across every Grafana we provision (file provisioning, API push, local stack), so the
+# Stable across every Grafana the files are provisioned into, so the
 # dashboards' JSON never needs rewriting for a particular installation.
 DATASOURCE_UID = "clustertwin-influxdb"
 

@@ -1,20 +1,21 @@
-"""Run a dashboard's queries the way Grafana would: directly against InfluxDB, or through Grafana.
+"""Run a dashboard's or an alert rule's queries directly against InfluxDB, as Grafana would.
 
-Both return the same plain shape, :class:`Series` (a name and its points), so a test can
-check a panel's data whichever way it was fetched and the README pictures are drawn from
-exactly what the panel would show.
+Panel queries come back as :class:`Series` (a name and its points), so a test can check a
+panel's data and the README pictures are drawn from exactly what the panel would show; alert
+queries come back as labelled :class:`dashboards.expressions.Frame` for the expressions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from influxdb_client import InfluxDBClient
 
-from dashboards.flux import DATASOURCE_UID, interpolate_variables, standalone
+from dashboards.expressions import Frame, labels
+from dashboards.flux import standalone
 
 
 @dataclass
@@ -106,54 +107,36 @@ def _bucket_for_flux(bucket: str) -> str:
     return bucket
 
 
-def grafana_query_payload(
+_NOT_LABELS = frozenset({"_start", "_stop", "_field", "_measurement", "result", "table"})
+
+
+def query_frames(
+    client: InfluxDBClient,
     query: str,
     *,
+    org: str,
+    bucket: str,
     start: datetime,
     stop: datetime,
-    variables: Mapping[str, str],
-    datasource_uid: str = DATASOURCE_UID,
-    interval: timedelta = timedelta(minutes=1),
-    max_data_points: int = 1000,
-) -> dict[str, Any]:
-    """The body Grafana's frontend posts to ``/api/ds/query`` for this target."""
-    return {
-        "queries": [
-            {
-                "refId": "A",
-                "datasource": {"type": "influxdb", "uid": datasource_uid},
-                "query": interpolate_variables(query, variables),
-                "intervalMs": int(interval.total_seconds() * 1000),
-                "maxDataPoints": max_data_points,
-            }
-        ],
-        "from": str(int(start.astimezone(UTC).timestamp() * 1000)),
-        "to": str(int(stop.astimezone(UTC).timestamp() * 1000)),
-    }
+) -> list[Frame]:
+    """An alert rule's query on InfluxDB: one labelled series per Flux table, as Grafana reads it.
 
-
-def frames_to_series(response: Mapping[str, Any], ref_id: str = "A") -> list[Series]:
-    """Grafana's data frames (JSON, columnar) to :class:`Series`, one per numeric field."""
-    result = response.get("results", {}).get(ref_id, {})
-    if result.get("error"):
-        raise RuntimeError(f"Grafana query error: {result['error']}")
-    out: list[Series] = []
-    for frame in result.get("frames", []):
-        fields = frame["schema"]["fields"]
-        columns = frame["data"]["values"]
-        times: list[datetime | None] = []
-        for f, col in zip(fields, columns, strict=False):
-            if f.get("type") == "time":
-                times = [datetime.fromtimestamp(v / 1000, tz=UTC) if v else None for v in col]
-        for f, col in zip(fields, columns, strict=False):
-            if f.get("type") == "time":
-                continue
-            name = (f.get("config") or {}).get("displayNameFromDS") or f.get("name", "")
-            labels = f.get("labels") or {}
-            series = Series(str(name), times=list(times) or [None] * len(col), values=list(col))
-            series.columns.update({k: [v] * len(col) for k, v in labels.items()})
-            out.append(series)
-    return out
+    Grafana's Flux backend makes a data frame of each table and labels it with the table's
+    group key (``_start``/``_stop`` dropped, ``_field``/``_measurement`` naming the frame); the
+    alert's expressions then work on those labels (one alert instance per ``cluster``).
+    """
+    text = standalone(query, start=start, stop=stop, bucket=bucket, organization=org)
+    frames: list[Frame] = []
+    for table in client.query_api().query(text, org=org):
+        keys = [c.label for c in table.get_group_key() if c.label not in _NOT_LABELS]
+        records = table.records
+        values = tuple(
+            None if r.get_value() is None else float(r.get_value())
+            for r in sorted(records, key=lambda r: r.get_time())
+        )
+        first = records[0].values if records else {}
+        frames.append(Frame(labels=labels(**{k: str(first.get(k)) for k in keys}), values=values))
+    return frames
 
 
 def first_tag_value(

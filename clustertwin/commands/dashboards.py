@@ -1,4 +1,8 @@
-"""``clustertwin dashboards``: generate, provision and picture the Grafana dashboards."""
+"""``clustertwin dashboards``: generate, check and picture the Grafana dashboards.
+
+Provisioning is by file only (docker-compose mounts ``dashboards/provisioning`` into the
+official Grafana image); no command here talks to a Grafana server.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from clustertwin.settings import Settings, local_stack_env_file
+from clustertwin.settings import Settings
 
 
 @click.group()
@@ -17,7 +21,11 @@ def dashboards() -> None:
 
 
 @dashboards.command()
-@click.option("--check", is_flag=True, help="Fail if the committed files are stale; write nothing.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Fail if the committed files are stale or break Grafana's schema; write nothing.",
+)
 def build(check: bool) -> None:
     """Regenerate dashboards/json/*.json and the alert-rule provisioning file."""
     from dashboards import build as builder
@@ -28,80 +36,17 @@ def build(check: bool) -> None:
             click.echo(f"stale: {path}", err=True)
         if stale:
             click.echo("run `clustertwin dashboards build` and commit the result", err=True)
+        invalid = builder.schema_errors()
+        for error in invalid:
+            click.echo(f"schema: {error}", err=True)
+        if stale or invalid:
             sys.exit(1)
-        click.echo("dashboards: generated files are up to date")
+        click.echo("dashboards: generated files are up to date and match Grafana's schema")
         return
     changed = builder.write_all()
     for path in changed:
         click.echo(f"wrote {path}")
     click.echo(f"dashboards: {len(changed)} file(s) changed")
-
-
-def _read_token(token: str | None, token_file: Path | None, settings: Settings) -> str:
-    if token:
-        return token
-    if token_file is not None:
-        return token_file.read_text().strip()
-    if settings.grafana_token is not None and settings.grafana_token.get_secret_value():
-        return settings.grafana_token.get_secret_value()
-    raise click.UsageError(
-        "no Grafana token: pass --token-file, set CLUSTERTWIN_GRAFANA_TOKEN, or run "
-        f"`clustertwin stack up grafana` (which writes one to {local_stack_env_file()})"
-    )
-
-
-@dashboards.command()
-@click.option("--url", default=None, help="Grafana URL (default: CLUSTERTWIN_GRAFANA_URL).")
-@click.option(
-    "--token",
-    envvar="CLUSTERTWIN_GRAFANA_TOKEN",
-    default=None,
-    show_envvar=True,
-    help="Grafana service-account token (prefer the environment or --token-file).",
-)
-@click.option(
-    "--token-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="File holding the Grafana token.",
-)
-@click.option(
-    "--influx-url",
-    default=None,
-    help="InfluxDB URL as Grafana's server reaches it (default: CLUSTERTWIN_INFLUX_URL).",
-)
-@click.option("--twin", default="live", show_default=True, help="`twin` tag the alert rules watch.")
-def push(
-    url: str | None, token: str | None, token_file: Path | None, influx_url: str | None, twin: str
-) -> None:
-    """Provision folder, datasource, dashboards and alert rules into a Grafana (idempotent)."""
-    from grafana_client.client import GrafanaException
-
-    from dashboards import provision
-
-    settings = Settings.load()
-    secret = _read_token(token, token_file, settings)
-    target = provision.InfluxTarget(
-        url=influx_url or settings.influx_url,
-        token=settings.require_influx_token(),
-        org=settings.influx_org,
-        bucket=settings.influx_bucket,
-    )
-    api = provision.connect(url or settings.grafana_url, secret)
-    try:
-        changes = provision.push(api, target, twin=twin)
-    except GrafanaException as exc:
-        raise click.ClickException(
-            f"Grafana refused the push ({exc.status_code}): {exc.message}"
-        ) from exc
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot reach Grafana at {url or settings.grafana_url}: {exc}"
-        ) from exc
-    for change in changes:
-        click.echo(f"{change.action:9} {change.kind:10} {change.uid}")
-    done = sum(c.action != "unchanged" for c in changes)
-    click.echo(f"dashboards: {done} change(s), {len(changes) - done} unchanged")
 
 
 @dashboards.command()
