@@ -1,6 +1,6 @@
 """Where the running parts of ClusterTwin find each other, and with which credentials.
 
-Every process (worker, connectors, dashboards push, tests) reads the same settings:
+Every process (workers, connectors, commands, tests) reads the same settings:
 environment variables prefixed ``CLUSTERTWIN_`` win; otherwise the file written by
 ``clustertwin stack up`` for the native local stack is read. Nothing secret has a default:
 a missing token is an error at the point of use, with a message saying where to set it.
@@ -69,8 +69,6 @@ class Settings(BaseSettings):
     influx_bucket: str = "clustertwin"
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
-    grafana_url: str = "http://127.0.0.1:3000"
-    grafana_token: SecretStr | None = None
 
     @classmethod
     def load(cls, env_file: Path | None = None) -> Settings:
