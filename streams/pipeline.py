@@ -58,6 +58,7 @@ from streams.windows import (
     cluster_key,
     figures,
     parse_cluster_key,
+    sum_vecs,
     year_of,
 )
 
@@ -986,7 +987,7 @@ class ClusterStage:
             cluster, res, start = parse_cluster_key(key)
             _, value = entries[key]
             for carrier, sites in value.items():
-                total = _sum_vecs(sites.values())
+                total = sum_vecs(sites.values())
                 if res == "ytd":
                     ts = max(self._wm.get(cluster, 0) - 1, 0)
                     ts -= ts % RESOLUTIONS["1h"]
@@ -1029,7 +1030,7 @@ class ClusterStage:
                                     carrier,
                                     res,
                                     start,
-                                    _sum_vecs(sites.values()),
+                                    sum_vecs(sites.values()),
                                     True,
                                 ),
                             )
@@ -1068,7 +1069,7 @@ class ClusterStage:
                 for carrier, sites in merged.items():
                     if carrier not in carriers:
                         continue
-                    total = _sum_vecs(sites.values())
+                    total = sum_vecs(sites.values())
                     u = WindowUpdate("cluster", cluster, "", "", carrier, res, start, total, True)
                     lines.append(window_line(self.twin, u))
         return lines
@@ -1101,8 +1102,8 @@ class ClusterStage:
             value = orjson.loads(raw)
             out["windows"][res] = {
                 "start": start,
-                "by_carrier": {c: figures(_sum_vecs(s.values())) for c, s in value.items()},
-                "total": figures(_sum_vecs(v for s in value.values() for v in s.values())),
+                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in value.items()},
+                "total": figures(sum_vecs(v for s in value.values() for v in s.values())),
                 "sites_reporting": sorted({site for s in value.values() for site in s}),
             }
         for key in self._keys_of(cluster):
@@ -1114,22 +1115,14 @@ class ClusterStage:
                 continue
             value = orjson.loads(raw)
             out["year_to_date"][str(year)] = {
-                "total": figures(_sum_vecs(v for s in value.values() for v in s.values())),
-                "by_carrier": {c: figures(_sum_vecs(s.values())) for c, s in value.items()},
+                "total": figures(sum_vecs(v for s in value.values() for v in s.values())),
+                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in value.items()},
                 "by_site": {
-                    site: figures(_sum_vecs(s[site] for s in value.values() if site in s))
+                    site: figures(sum_vecs(s[site] for s in value.values() if site in s))
                     for site in sorted({x for s in value.values() for x in s})
                 },
             }
         return out
-
-
-def _sum_vecs(vecs: Iterable[list[int]]) -> list[int]:
-    total = [0] * (NFIG + 1)
-    for v in vecs:
-        for k in range(NFIG + 1):
-            total[k] += int(v[k])
-    return total
 
 
 __all__ = [

@@ -17,7 +17,7 @@ All figures are integer nano-units (see ``streams.catalog``): exact and order-in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -134,6 +134,15 @@ class SiteState:
                 {"year": y, "carrier": c, **figures(v)} for (y, c), v in sorted(self.ytd.items())
             ],
         }
+
+
+def sum_vecs(vecs: Iterable[Sequence[int]]) -> list[int]:
+    """Figure vectors (nano-units and a count) added up, exactly: integers, never floats."""
+    total = [0] * (NFIG + 1)
+    for v in vecs:
+        for k in range(NFIG + 1):
+            total[k] += int(v[k])
+    return total
 
 
 def figures(vec: list[int]) -> dict[str, Any]:

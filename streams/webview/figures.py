@@ -10,14 +10,14 @@ windows; the plan's scopes for progress against the pathway).
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from streams.catalog import QUALITIES, MeterCatalog
 from streams.progress import Plan, progress_fields
-from streams.windows import NFIG, QUALITY_NAMES, SiteState, figures
+from streams.windows import QUALITY_NAMES, SiteState, figures, sum_vecs
 
 HOUR_MS = 3_600_000
 #: A meter whose newest reading is older than this (by the cluster's event-time clock) is not
@@ -44,20 +44,12 @@ class ClusterFacts:
     alerts: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
 
 
-def _sum(vecs: Iterable[Sequence[int]]) -> list[int]:
-    total = [0] * (NFIG + 1)
-    for v in vecs:
-        for k in range(NFIG + 1):
-            total[k] += int(v[k])
-    return total
-
-
 def _all(held: Held) -> list[int]:
-    return _sum(v for per_site in held.values() for v in per_site.values())
+    return sum_vecs(v for per_site in held.values() for v in per_site.values())
 
 
 def _site(held: Held, site: str) -> list[int]:
-    return _sum(per_site[site] for per_site in held.values() if site in per_site)
+    return sum_vecs(per_site[site] for per_site in held.values() if site in per_site)
 
 
 def year_hours(year: int) -> int:
@@ -169,7 +161,7 @@ def by_carrier(facts: ClusterFacts) -> list[dict[str, Any]]:
     held = facts.ytd.get(year_of_ms(facts.clock_ms), {})
     rows = []
     for carrier in sorted(held):
-        f = figures(_sum(held[carrier].values()))
+        f = figures(sum_vecs(held[carrier].values()))
         rows.append({"carrier": carrier, "ytd_tco2e": f["tco2e"], "energy_mwh": f["energy_mwh"]})
     return rows
 
@@ -254,7 +246,7 @@ def site_summary(
         "readings_accepted": state.accepted if state else 0,
         "late": state.late if state else 0,
         "duplicates": state.duplicates if state else 0,
-        "ytd": {"figures": figures(_sum(ytd.values())), "by_carrier": _by(ytd)},
+        "ytd": {"figures": figures(sum_vecs(ytd.values())), "by_carrier": _by(ytd)},
         "meters": {"total": len(ids), "page": page, "pages": pages, "size": size, "rows": rows},
     }
 
