@@ -36,6 +36,9 @@ PUSH_EVERY_S = 1.0
 HEARTBEAT_S = 15.0
 #: Alerts and charts come from InfluxDB: shared between clients for this long.
 QUERY_TTL_S = 5.0
+#: The decoded site states and the cluster figures are shared between the pages open at
+#: once for this long, so the worker's cost does not grow with the number of viewers.
+STATE_TTL_S = 0.5
 
 Query = Callable[[str], Awaitable[list[dict[str, str]]]]
 
@@ -63,12 +66,22 @@ class ViewSource:
         self._cache[key] = (time.monotonic(), rows)
         return rows
 
+    def _memo(self, key: str) -> Any:
+        hit = self._cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < STATE_TTL_S:
+            return hit[1]
+        return None
+
     def states(self, cluster: str) -> dict[str, SiteState]:
+        out: dict[str, SiteState] | None = self._memo(f"states|{cluster}")
+        if out is not None:
+            return out
         out = {}
         for site in self.catalog.clusters.get(cluster, []):
             state = self.site_state(site)
             if state is not None:
                 out[site] = state
+        self._cache[f"states|{cluster}"] = (time.monotonic(), out)
         return out
 
     def clock(self, states: Mapping[str, SiteState], cluster: str) -> int:
@@ -88,6 +101,14 @@ class ViewSource:
         return queries.parse_alerts(rows)
 
     async def cluster(self, cluster: str) -> dict[str, Any]:
+        summary: dict[str, Any] | None = self._memo(f"cluster|{cluster}")
+        if summary is not None:
+            return summary
+        summary = await self._cluster(cluster)
+        self._cache[f"cluster|{cluster}"] = (time.monotonic(), summary)
+        return summary
+
+    async def _cluster(self, cluster: str) -> dict[str, Any]:
         states = self.states(cluster)
         facts = figures.ClusterFacts(
             cluster=cluster,
