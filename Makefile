@@ -6,11 +6,14 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint install stack-up stack-down bench
 
+# pip's own warnings go to a log (shown if the install fails), so the demo's first words
+# on a fresh machine are its own.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing the virtualenv $(VENV) (log: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --upgrade pip > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@$(VENV)/bin/pip install -q -e '.[dev]' >> $(VENV)/install.log 2>&1 || (tail -60 $(VENV)/install.log; exit 1)
+	@touch $(STAMP)
 
 install: $(STAMP)
 

@@ -55,7 +55,7 @@ def catalog(sites: int, meters: int) -> MeterCatalog:
                 "big",
                 ("natural_gas", "electricity", "coal")[m % 3],
                 {"MWh": (1.0, (0.2 if m % 3 != 1 else 0.0, 0.05, 0.03, 0.01))},
-                factors=(("scope1", f"f{m % 3}", "1", "bench", ""),),
+                factors=(("scope1", f"f{m % 3}", "1", "bench", "", 0.2),),
             )
             for s in range(sites)
             for m in range(meters)

@@ -51,9 +51,9 @@ class MeterSpec:
     # (MWh, tCO2e per scope) per canonical unit of the carrier: lets any unit the twin can
     # convert (kWh, GJ, Nm3, t...) be accepted, not only the meter's declared one
     canonical: tuple[float, tuple[float, ...]] | None = None
-    # Each factor behind the figures, (scope, id, version, source, note): the answer a live
-    # view gives when a figure is asked where it came from.
-    factors: tuple[tuple[str, str, str, str, str], ...] = ()
+    # Each factor behind the figures, (scope, id, version, source, note, tCO2e per canonical
+    # unit): the answer a live view gives when a figure is asked where it came from.
+    factors: tuple[tuple[str, str, str, str, str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.units:
@@ -198,8 +198,8 @@ class MeterCatalog:
                         max_value=float(rec.get("max_value", 1e12)),
                         provenance=str(rec.get("provenance", "")),
                         factors=tuple(
-                            (str(a), str(b), str(c), str(d), str(e))
-                            for a, b, c, d, e in rec.get("factors", ())
+                            (str(a), str(b), str(c), str(d), str(e), float(v))
+                            for a, b, c, d, e, v in rec.get("factors", ())
                         ),
                     )
                 )

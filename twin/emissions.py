@@ -428,11 +428,15 @@ class EmissionsCalculator:
                 per_kind[s].append(have.get(i, ""))
         return {s: [refs[k] for k in self._kind_of] for s, refs in per_kind.items()}
 
-    def factor_explanations(self) -> list[tuple[tuple[str, str, str, str, str], ...]]:
-        """Per meter, each factor behind its figures as (scope, id, version, source, note):
-        what an operator is shown when a live figure is asked to explain itself."""
+    def factor_explanations(self) -> list[tuple[tuple[str, str, str, str, str, float], ...]]:
+        """Per meter, each factor behind its figures as (scope, id, version, source, note,
+        tCO2e per canonical unit): what an operator is shown when a live figure is asked to
+        explain itself."""
         per_kind = [
-            tuple((SCOPES[e.scope], e.factor_id, e.version, e.source, e.note) for e in r.entries)
+            tuple(
+                (SCOPES[e.scope], e.factor_id, e.version, e.source, e.note, float(e.value))
+                for e in r.entries
+            )
             for r in self._kinds
         ]
         return [per_kind[k] for k in self._kind_of]

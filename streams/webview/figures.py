@@ -42,6 +42,8 @@ class ClusterFacts:
     ytd: Mapping[int, Held]  # year -> year to date
     plan: Plan | None = None
     alerts: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    # start of the cluster's first stored hour of the clock's year (None: not known)
+    data_since_ms: int | None = None
 
 
 def _all(held: Held) -> list[int]:
@@ -87,9 +89,21 @@ def now_figure(facts: ClusterFacts) -> dict[str, Any]:
     return out
 
 
+#: Readings must cover this share of the year so far for the year to date to be set
+#: against the pro-rata budget: a twin that started in November has not emitted "2.6 % of
+#: its budget", it has no figure for January to October.
+COMPARABLE_PCT = 99.0
+
+
+def year_start_ms(year: int) -> int:
+    return int(datetime(year, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
 def ytd_figure(facts: ClusterFacts) -> dict[str, Any]:
     """Year to date against the pro-rata budget, the projected year end and its gap, with
-    the same rule the progress series in InfluxDB uses (``streams.progress``)."""
+    the same rule the progress series in InfluxDB uses (``streams.progress``), and how much
+    of the year so far the readings cover: below ``COMPARABLE_PCT`` the comparison with the
+    budget (and the projection at the year-to-date pace) is flagged as not comparable."""
     if facts.clock_ms < 0:
         return {"year": None}
     year = year_of_ms(facts.clock_ms)
@@ -100,6 +114,14 @@ def ytd_figure(facts: ClusterFacts) -> dict[str, Any]:
     out["year"] = year
     out["scopes"] = facts.plan.scopes if facts.plan is not None else "1"
     out["figures"] = figures(vec)
+    start = year_start_ms(year)
+    covered = None
+    if facts.data_since_ms is not None and facts.clock_ms > start:
+        since = max(facts.data_since_ms, start)
+        covered = 100.0 * (facts.clock_ms - since) / (facts.clock_ms - start)
+    out["data_since_ms"] = facts.data_since_ms
+    out["year_covered_pct"] = covered
+    out["comparable"] = covered is not None and covered >= COMPARABLE_PCT
     return out
 
 
@@ -194,6 +216,8 @@ def network_row(summary: Mapping[str, Any]) -> dict[str, Any]:
         "ytd_vs_budget_pct": ytd.get("ytd_vs_budget_pct"),
         "projected_gap_tco2e": ytd.get("projected_gap_tco2e"),
         "on_track": ytd.get("on_track"),
+        "comparable": ytd.get("comparable"),
+        "data_since_ms": ytd.get("data_since_ms"),
         "now_tco2e_per_h": now.get("tco2e_per_h"),
         "pathway_tco2e_per_h": now.get("pathway_tco2e_per_h"),
         "current_pct": comp["current_pct"],
@@ -262,13 +286,15 @@ def explain_factors(catalog: MeterCatalog, cluster: str, site: str | None) -> li
     for i, spec in enumerate(catalog.specs):
         if spec.cluster != cluster or (site is not None and spec.site != site):
             continue
-        for scope, fid, version, source, note in catalog.specs[i].factors:
+        for scope, fid, version, source, note, value in catalog.specs[i].factors:
             row = by_ref.setdefault(
                 (scope, fid, version),
                 {
                     "scope": scope,
                     "factor": fid,
                     "version": version,
+                    "tco2e_per_unit": value,
+                    "unit": "t" if spec.carrier == "process_co2" else "MWh",
                     "source": source,
                     "note": note,
                     "meters": [],

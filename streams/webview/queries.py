@@ -72,6 +72,24 @@ def parse_series(rows: Sequence[Mapping[str, str]], every_ms: int) -> dict[str, 
     }
 
 
+def first_hour_flux(bucket: str, twin: str, cluster: str, start_ms: int, stop_ms: int) -> str:
+    """The cluster's first stored hour in a period: how much of the year its readings cover."""
+    return f"""
+from(bucket: {_q(bucket)})
+  |> range(start: time(v: {start_ms * 1_000_000}), stop: time(v: {stop_ms * 1_000_000}))
+  |> filter(fn: (r) => r._measurement == {_q(s.CLUSTER_WINDOW)} and r.{s.TWIN} == {_q(twin)}
+       and r.{s.CLUSTER} == {_q(cluster)} and r.{s.RES} == "1h" and r._field == {_q(s.READINGS)})
+  |> group()
+  |> first()
+  |> keep(columns: ["_time"])
+"""
+
+
+def parse_first_time(rows: Sequence[Mapping[str, str]]) -> int | None:
+    times = [t for t in (_epoch_ms(r.get("_time", "")) for r in rows) if t is not None]
+    return min(times) if times else None
+
+
 def alerts_flux(bucket: str, twin: str, cluster: str) -> str:
     """The newest state of every alert series of a cluster, one row per series."""
     return f"""
@@ -85,12 +103,41 @@ from(bucket: {_q(bucket)})
 """
 
 
+def opened_flux(bucket: str, twin: str, cluster: str) -> str:
+    """When each alert series last opened: its newest ``open`` event (the newest state's
+    time is that of its latest update, not of its opening)."""
+    return f"""
+from(bucket: {_q(bucket)})
+  |> range(start: {ALERT_LOOKBACK})
+  |> filter(fn: (r) => r._measurement == "alert_state" and r.{s.TWIN} == {_q(twin)}
+       and r.{s.CLUSTER} == {_q(cluster)} and r._field == "event" and r._value == "open")
+  |> last()
+  |> group()
+"""
+
+
+def _series(row: Mapping[str, str]) -> tuple[str, str, str]:
+    return (row.get("kind", ""), row.get("site") or "", row.get("meter") or "")
+
+
+def parse_opened(rows: Sequence[Mapping[str, str]]) -> dict[tuple[str, str, str], int]:
+    out: dict[tuple[str, str, str], int] = {}
+    for row in rows:
+        t = _epoch_ms(row.get("_time", ""))
+        if t is not None:
+            out[_series(row)] = t
+    return out
+
+
 #: The alerting worker's severity levels, by the number it stores.
 SEVERITY_NAMES = {str(level): sev.value for sev, level in SEVERITY_LEVEL.items()}
 
 
-def parse_alerts(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
-    """The open ones among the newest alert states, most severe and newest first."""
+def parse_alerts(
+    rows: Sequence[Mapping[str, str]], opened: Mapping[tuple[str, str, str], int] | None = None
+) -> list[dict[str, Any]]:
+    """The open ones among the newest alert states, most severe and newest first; ``since``
+    is when the alert opened (``opened``, by series), else its newest state's time."""
     out: list[dict[str, Any]] = []
     for row in rows:
         if row.get("open") not in ("1", "1i", "true"):
@@ -105,7 +152,8 @@ def parse_alerts(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
                 "meter": row.get("meter") or None,
                 "value": _float(row.get("value")),
                 "threshold": _float(row.get("threshold")),
-                "since_ms": _epoch_ms(row.get("_time", "")),
+                "since_ms": (opened or {}).get(_series(row)) or _epoch_ms(row.get("_time", "")),
+                "updated_ms": _epoch_ms(row.get("_time", "")),
             }
         )
     rank = {name: int(level) for level, name in SEVERITY_NAMES.items()}

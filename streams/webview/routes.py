@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,10 @@ class ViewSource:
     query: Query
     _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
-    async def cached(self, key: str, flux: str) -> list[dict[str, str]]:
-        """A query's rows, run at most once per ``QUERY_TTL_S`` whatever the clients."""
+    async def cached(self, key: str, flux: str, ttl: float = QUERY_TTL_S) -> list[dict[str, str]]:
+        """A query's rows, run at most once per ``ttl`` seconds whatever the clients."""
         hit = self._cache.get(key)
-        if hit is not None and time.monotonic() - hit[0] < QUERY_TTL_S:
+        if hit is not None and time.monotonic() - hit[0] < ttl:
             rows: list[dict[str, str]] = hit[1]
             return rows
         rows = await self.query(flux)
@@ -95,10 +94,13 @@ class ViewSource:
             rows = await self.cached(
                 f"alerts|{cluster}", queries.alerts_flux(self.bucket, self.twin, cluster)
             )
+            opened = await self.cached(
+                f"opened|{cluster}", queries.opened_flux(self.bucket, self.twin, cluster)
+            )
         except Exception as exc:  # alerts are one panel; the figures must still show
             log.warning("open alerts of %s not read: %s", cluster, exc)
             return []
-        return queries.parse_alerts(rows)
+        return queries.parse_alerts(rows, queries.parse_opened(opened))
 
     async def cluster(self, cluster: str) -> dict[str, Any]:
         summary: dict[str, Any] | None = self._memo(f"cluster|{cluster}")
@@ -108,17 +110,33 @@ class ViewSource:
         self._cache[f"cluster|{cluster}"] = (time.monotonic(), summary)
         return summary
 
+    async def data_since(self, cluster: str, clock: int) -> int | None:
+        """Start of the cluster's first stored hour of the clock's year (a minute's cache:
+        it moves only when history is loaded)."""
+        if clock < 0:
+            return None
+        start = figures.year_start_ms(figures.year_of_ms(clock))
+        flux = queries.first_hour_flux(self.bucket, self.twin, cluster, start, clock + 1)
+        try:
+            rows = await self.cached(f"since|{cluster}|{start}", flux, ttl=60.0)
+        except Exception as exc:  # coverage qualifies a figure; the figure must still show
+            log.warning("first stored hour of %s not read: %s", cluster, exc)
+            return None
+        return queries.parse_first_time(rows)
+
     async def _cluster(self, cluster: str) -> dict[str, Any]:
         states = self.states(cluster)
+        clock = self.clock(states, cluster)
         facts = figures.ClusterFacts(
             cluster=cluster,
-            clock_ms=self.clock(states, cluster),
+            clock_ms=clock,
             sites=self.catalog.clusters.get(cluster, []),
             states=states,
             hours=self.held(cluster, "1h"),
             ytd=self.held(cluster, "ytd"),
             plan=self.plans.get((cluster, "")),
             alerts=await self.alerts(cluster),
+            data_since_ms=await self.data_since(cluster, clock),
         )
         return figures.cluster_summary(facts, self.catalog, self.twin)
 
@@ -233,7 +251,7 @@ class Routes:
             stop_ms = start_ms + queries.HOUR_MS
         elif clock >= 0:
             year = figures.year_of_ms(clock)
-            start_ms = int(datetime(year, 1, 1, tzinfo=UTC).timestamp() * 1000)
+            start_ms = figures.year_start_ms(year)
             stop_ms = clock + 1
         else:
             return _json({"cluster": cluster, "site": site, "figure": figure, "no_data": True})

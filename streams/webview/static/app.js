@@ -24,6 +24,11 @@ function el(tag, attrs, ...children) {
 }
 const fmt = (v, digits = 1) => (v === null || v === undefined || Number.isNaN(v)) ? "–"
   : Number(v).toLocaleString("en-GB", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const sig = (v) => (v === null || v === undefined) ? "–"
+  : Number(v).toLocaleString("en-GB", { maximumSignificantDigits: 6 });
+const SCOPE_LABELS = { tco2e_s1: "Scope 1", tco2e_s2_location: "Scope 2 (location-based)",
+  tco2e_s2_market: "Scope 2 (market-based)", tco2e_s3_upstream: "Scope 3 (upstream of fuels and power)" };
+const words = (id) => String(id).replaceAll("_", " ");
 const pct = (v) => (v === null || v === undefined) ? "–" : `${fmt(v, 1)} %`;
 const when = (ms) => (ms === null || ms === undefined || ms < 0) ? "–"
   : new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC";
@@ -82,6 +87,7 @@ async function route() {
   const r = parseRoute();
   state.route = r; state.cluster = r.cluster || null; state.site = r.site || null;
   state.page = 0; state.sitePage = 0; state.seriesKey = null; state.charts = {};
+  if (state.poll) { clearInterval(state.poll); state.poll = null; }
   crumbs(r);
   document.getElementById("explain").hidden = true;
   const main = document.getElementById("main");
@@ -90,6 +96,7 @@ async function route() {
     if (r.view === "network") {
       if (state.source) { state.source.close(); state.source = null; }
       await showNetwork();
+      state.poll = setInterval(() => showNetwork().catch(() => setLive("lost", "reconnecting")), 3000);
     } else {
       main.replaceChildren(...skeleton(r));
       listen(r.cluster, r.site, 0);
@@ -102,11 +109,16 @@ async function route() {
 // -- network -----------------------------------------------------------------------------------
 async function showNetwork() {
   const data = await getJSON("/network");
+  state.lastEvent = Date.now();
+  setLive("live", "live");
+  if (parseRoute().view !== "network") return;
   const rows = data.clusters.map((c) => el("tr", { "data-cluster": c.cluster },
     el("td", {}, el("a", { href: `#/c/${encodeURIComponent(c.cluster)}` }, c.cluster)),
     el("td", { class: "num", "data-field": "ytd_tco2e", "data-value": c.ytd_tco2e ?? "" }, fmt(c.ytd_tco2e)),
     el("td", { class: "num", "data-field": "budget_to_date_tco2e", "data-value": c.budget_to_date_tco2e ?? "" }, fmt(c.budget_to_date_tco2e)),
-    el("td", { class: "num " + (c.on_track === false ? "bad" : c.on_track ? "good" : "") }, pct(c.ytd_vs_budget_pct)),
+    c.comparable === false
+      ? el("td", { class: "num warn", title: `readings only since ${when(c.data_since_ms)}` }, "partial year")
+      : el("td", { class: "num " + (c.on_track === false ? "bad" : c.on_track ? "good" : "") }, pct(c.ytd_vs_budget_pct)),
     el("td", { class: "num" }, fmt(c.projected_gap_tco2e)),
     el("td", { class: "num", "data-field": "now_tco2e_per_h", "data-value": c.now_tco2e_per_h ?? "" }, fmt(c.now_tco2e_per_h, 2)),
     el("td", { class: "num" }, fmt(c.pathway_tco2e_per_h, 2)),
@@ -115,6 +127,7 @@ async function showNetwork() {
     el("td", { class: "num" }, c.open_alerts)));
   document.getElementById("main").replaceChildren(
     el("h1", {}, `The network (twin “${data.twin}”)`),
+    el("p", { class: "sub" }, "Year to date and budget in the scopes each cluster's target counts; last hour in scope 1 + 2 (location-based)."),
     el("div", { class: "card" }, el("table", { id: "network" },
       el("thead", {}, el("tr", {}, ["Cluster", "Year to date (t)", "Budget to date (t)", "vs budget",
         "Projected gap (t)", "Last hour (t/h)", "Pathway (t/h)", "Meters current", "Sites", "Open alerts"]
@@ -146,27 +159,33 @@ function onCluster(c) {
   if (state.site) return;
   const ytd = c.ytd, now = c.now, comp = c.completeness;
   const track = ytd.on_track === undefined ? "" : ytd.on_track ? "on track" : "over budget";
+  const partial = ytd.comparable === false && ytd.budget_to_date_tco2e !== undefined;
+  const since = ytd.data_since_ms ? `readings only since ${when(ytd.data_since_ms).slice(0, 10)}` : "no stored hour yet";
+  const ytdSub = ytd.budget_to_date_tco2e === undefined ? "no target plan"
+    : partial ? `${since} (${pct(ytd.year_covered_pct)} of the year so far): not comparable with the budget of ${fmt(ytd.budget_to_date_tco2e)} t from 1 January`
+    : `budget ${fmt(ytd.budget_to_date_tco2e)} t · ${pct(ytd.ytd_vs_budget_pct)} · ${track}`;
   const explainC = (f) => ({ cluster: c.cluster, site: null, figure: f });
   document.getElementById("figures").replaceChildren(
-    figure("now_tco2e_per_h", "Last complete hour", now.tco2e_per_h, `${fmt(now.tco2e_per_h, 2)} t/h`,
+    figure("now_tco2e_per_h", "Last complete hour (scope 1 + 2 location)", now.tco2e_per_h, `${fmt(now.tco2e_per_h, 2)} t/h`,
       now.pathway_tco2e_per_h ? `pathway ${fmt(now.pathway_tco2e_per_h, 2)} t/h (${pct(now.vs_pathway_pct)})` : when(now.hour_start), explainC("now")),
     figure("ytd_tco2e", `Year to date ${ytd.year ?? ""} (scope ${ytd.scopes ?? "1"})`, ytd.ytd_tco2e, `${fmt(ytd.ytd_tco2e)} t`,
-      ytd.budget_to_date_tco2e !== undefined ? `budget ${fmt(ytd.budget_to_date_tco2e)} t · ${pct(ytd.ytd_vs_budget_pct)} · ${track}` : "no target plan", explainC("ytd")),
-    figure("projected_year_end_tco2e", "Projected year end", ytd.projected_year_end_tco2e, `${fmt(ytd.projected_year_end_tco2e)} t`,
-      ytd.pathway_tco2e_year !== undefined ? `pathway ${fmt(ytd.pathway_tco2e_year)} t` : ""),
+      ytdSub, explainC("ytd")),
+    figure("projected_year_end_tco2e", "Projected year end (at the year-to-date pace)", ytd.projected_year_end_tco2e, `${fmt(ytd.projected_year_end_tco2e)} t`,
+      (ytd.pathway_tco2e_year !== undefined ? `pathway ${fmt(ytd.pathway_tco2e_year)} t` : "") + (partial ? " · partial year: not comparable" : "")),
     figure("projected_gap_tco2e", "Projected gap to pathway", ytd.projected_gap_tco2e, `${fmt(ytd.projected_gap_tco2e)} t`,
-      ytd.projected_gap_tco2e > 0 ? "overshoot" : ytd.projected_gap_tco2e !== undefined ? "within pathway" : ""),
+      partial ? "partial year: not comparable" : ytd.projected_gap_tco2e > 0 ? "overshoot" : ytd.projected_gap_tco2e !== undefined ? "within pathway" : ""),
     figure("current_pct", "Data completeness", comp.current_pct, pct(comp.current_pct),
       `${comp.current} of ${comp.meters} meters current (≤ ${comp.current_within_s / 60} min) · ` +
-      Object.entries(comp.quality).map(([q, n]) => `${q} ${n}`).join(" · ")),
+      Object.entries(comp.quality).map(([q, n]) => `${words(q)} ${n}`).join(" · ")),
     figure("clock_ms", "Cluster clock (event time)", c.clock_ms, when(c.clock_ms),
       `${c.alerts.length} open alert(s)`));
   renderAlerts(c.alerts);
   renderSites(c);
-  document.getElementById("carriers").replaceChildren(table(["Carrier", "t CO2e", "MWh"],
-    c.by_carrier.map((r) => [r.carrier, [r.ytd_tco2e, 1], [r.energy_mwh, 1]]), "carriers"));
+  document.getElementById("carriers").replaceChildren(table(["Carrier", "t CO2e (scope 1 + 2 location)", "MWh"],
+    c.by_carrier.map((r) => [words(r.carrier), [r.ytd_tco2e, 1], [r.energy_mwh, 1]]), "carriers"),
+    el("p", { class: "sub" }, "A carrier with energy and no tonnes here is a transfer inside the cluster (counted where it is burnt) or has a zero factor."));
   document.getElementById("scopes").replaceChildren(table(["Scope", "t CO2e"],
-    Object.entries(c.by_scope).map(([k, v]) => [k.replace("tco2e_", ""), [v, 1]]), "scopes"));
+    Object.entries(c.by_scope).map(([k, v]) => [SCOPE_LABELS[k] || k, [v, 1]]), "scopes"));
 }
 
 function table(headers, rows, id) {
@@ -181,12 +200,12 @@ function renderAlerts(alerts) {
   const box = document.getElementById("alerts");
   if (!alerts.length) { box.replaceChildren(el("p", { class: "empty" }, "no open alert")); return; }
   box.replaceChildren(el("table", { id: "table-alerts" },
-    el("thead", {}, el("tr", {}, ["Severity", "Kind", "Where", "Value", "Threshold", "Since"].map((h) => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, ["Severity", "Kind", "Where", "Value", "Threshold", "Opened", "Last update"].map((h) => el("th", {}, h)))),
     el("tbody", {}, alerts.map((a) => el("tr", { "data-alert": a.alert_id },
-      el("td", { class: a.severity === "critical" ? "bad" : "warn" }, a.severity), el("td", {}, a.kind),
+      el("td", { class: a.severity === "critical" ? "bad" : "warn" }, a.severity), el("td", {}, words(a.kind)),
       el("td", {}, [a.site, a.meter].filter(Boolean).join(" / ") || "cluster"),
       el("td", { class: "num" }, fmt(a.value, 2)), el("td", { class: "num" }, fmt(a.threshold, 2)),
-      el("td", {}, when(a.since_ms)))))));
+      el("td", {}, when(a.since_ms)), el("td", {}, when(a.updated_ms)))))));
 }
 
 function renderSites(c) {
@@ -204,7 +223,7 @@ function renderSites(c) {
     el("td", {}, el("button", { class: "why", type: "button", onclick: () => showExplain({ cluster: c.cluster, site: s.site, figure: "ytd" }) }, "why?"))));
   document.getElementById("sites").replaceChildren(
     el("table", { id: "table-sites" },
-      el("thead", {}, el("tr", {}, ["Site", "Year to date (t)", "Last hour (t/h)", "Meters reporting", "Behind clock", "Late", "Repeats", ""]
+      el("thead", {}, el("tr", {}, ["Site", "Year to date (t, scope 1 + 2 location)", "Last hour (t/h)", "Meters reporting", "Behind cluster clock", "Late", "Repeats", ""]
         .map((h, i) => el("th", { class: i ? "num" : "" }, h)))),
       el("tbody", {}, body)),
     pager(state.sitePage, pages, rows.length, (p) => { state.sitePage = p; renderSites(c); }));
@@ -229,13 +248,13 @@ function onSite(s) {
   const m = s.meters;
   document.getElementById("meters").replaceChildren(
     el("table", { id: "table-meters" },
-      el("thead", {}, el("tr", {}, ["Meter", "Carrier", "Latest value", "Unit", "Quality", "Reading time", "Age"]
+      el("thead", {}, el("tr", {}, ["Meter", "Carrier", "Latest value", "Unit", "Quality", "Reading time", "Behind cluster clock"]
         .map((h, i) => el("th", { class: [2, 6].includes(i) ? "num" : "" }, h)))),
       el("tbody", {}, m.rows.map((r) => el("tr", { "data-meter": r.meter, class: r.current ? "" : "stale" },
-        el("td", {}, r.meter), el("td", {}, r.carrier),
-        el("td", { class: "num", "data-field": "value", "data-value": r.value ?? "" }, r.value === null ? "–" : String(r.value)),
+        el("td", {}, r.meter), el("td", {}, words(r.carrier)),
+        el("td", { class: "num", "data-field": "value", "data-value": r.value ?? "", title: r.value ?? "" }, sig(r.value)),
         el("td", {}, r.unit),
-        el("td", { class: `quality-${r.quality}` }, r.quality ?? "no reading"),
+        el("td", { class: `quality-${r.quality}` }, r.quality ? words(r.quality) : "no reading"),
         el("td", { "data-field": "ts", "data-value": r.ts ?? "" }, when(r.ts)),
         el("td", { class: "num " + (r.current ? "" : "warn") }, age(r.age_s)))))),
     pager(m.page, m.pages, m.total, (p) => { state.page = p; listen(s.cluster, s.site, p); }));
@@ -254,11 +273,12 @@ async function refreshSeries(c) {
   const box = document.getElementById("chart");
   if (!box) return;
   box.dataset.points = String(s.t.length);
-  const data = [s.t, s.tco2e_per_h, s.pathway_tco2e_per_h.map((v) => v ?? null)];
+  const hasPath = s.pathway_tco2e_per_h.some((v) => v !== null);
+  const data = hasPath ? [s.t, s.tco2e_per_h, s.pathway_tco2e_per_h] : [s.t, s.tco2e_per_h];
   const width = Math.max(320, box.clientWidth || 800);
   const opts = { width, height: 240, scales: { x: { time: true } },
     series: [{}, { label: "emissions (t/h)", stroke: "#1f5fbf", width: 2 },
-             { label: "pathway (t/h)", stroke: "#1b7f3b", dash: [6, 4], width: 2 }],
+             ...(hasPath ? [{ label: "pathway (t/h)", stroke: "#1b7f3b", dash: [6, 4], width: 2 }] : [])],
     axes: [{}, { label: "t CO2e per hour" }] };
   box.replaceChildren();
   if (!s.t.length) { box.append(el("p", { class: "empty" }, "no closed hour stored yet")); return; }
@@ -286,7 +306,8 @@ async function showExplain(x) {
       el("table", { id: "explain-factors" },
         el("thead", {}, el("tr", {}, ["Factor (scope, version)", "Source and meters"].map((h) => el("th", {}, h)))),
         el("tbody", {}, e.factors.map((f) => el("tr", { "data-factor": f.factor },
-          el("td", {}, el("code", {}, f.factor), el("div", { class: "sub" }, `${f.scope} · version ${f.version}`)),
+          el("td", {}, el("code", {}, f.factor), el("div", { class: "sub" }, `${f.scope} · version ${f.version}`),
+            el("div", { "data-field": "tco2e_per_unit", "data-value": f.tco2e_per_unit }, `${sig(f.tco2e_per_unit)} tCO2e/${f.unit}`)),
           el("td", {}, f.source + (f.note ? ` (${f.note})` : ""),
             el("div", { class: "sub" }, `${f.meters.length} meter(s): ${f.meters.join(", ")}`)))))));
   } catch (err) {

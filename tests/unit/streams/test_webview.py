@@ -37,6 +37,7 @@ from tests.unit.streams.test_arrival_orders import (
 from tests.unit.streams.test_pipeline_units import T0
 
 HOUR = 3_600_000
+NANO_T = 1_000_000_000  # one tonne in nano-units
 
 
 class Flat:
@@ -149,7 +150,7 @@ def big_catalog(sites: int, meters: int) -> MeterCatalog:
                 "big",
                 "natural_gas",
                 {"MWh": (1.0, (0.2, 0.0, 0.0, 0.0))},
-                factors=(("scope1", "ipcc:gas", "2006", "IPCC 2006 Table 2.2", ""),),
+                factors=(("scope1", "ipcc:gas", "2006", "IPCC 2006 Table 2.2", "", 0.2),),
             )
             for s in range(sites)
             for m in range(meters)
@@ -171,6 +172,7 @@ def test_a_cluster_of_100_sites_and_5000_meters_stays_small_and_paged() -> None:
         "big", clock, catalog.clusters["big"], states, {T0: hour}, {2026: hour}
     )
     summary = figures.cluster_summary(facts, catalog, "t")
+    assert summary["ytd"]["comparable"] is False  # no stored hour known: never "on track"
     body = orjson.dumps(summary)
     assert len(summary["by_site"]) == 100
     assert len(body) < 64_000, len(body)  # what the page gets every second
@@ -189,6 +191,8 @@ def test_a_cluster_of_100_sites_and_5000_meters_stays_small_and_paged() -> None:
             "scope": "scope1",
             "factor": "ipcc:gas",
             "version": "2006",
+            "tco2e_per_unit": 0.2,
+            "unit": "MWh",
             "source": "IPCC 2006 Table 2.2",
             "note": "",
             "meters": [f"m7-{m:03d}" for m in range(50)],
@@ -258,3 +262,28 @@ def test_the_page_loads_nothing_from_outside_the_worker() -> None:
         assert ref in html
         assert (STATIC / ref.removeprefix("/view/static/")).is_file()
     assert isinstance(Path(STATIC), Path)
+
+
+def test_a_year_to_date_covering_part_of_the_year_is_not_set_against_the_budget() -> None:
+    catalog = big_catalog(1, 1)
+    year = 2026
+    start = figures.year_start_ms(year)
+    clock = start + 300 * 24 * HOUR
+    state = SiteState("big", "s0", 0, wm=clock, seen_at=clock)
+    held = {"natural_gas": {"s0": [0, NANO_T, 0, 0, 0, 1]}}
+    plan = Plan(Flat(365 * 24.0))
+
+    def ytd(since: int | None) -> dict[str, Any]:
+        facts = figures.ClusterFacts(
+            "big", clock, ["s0"], {"s0": state}, {}, {year: held}, plan, data_since_ms=since
+        )
+        return figures.cluster_summary(facts, catalog, "t")["ytd"]
+
+    whole = ytd(start)
+    assert whole["comparable"] is True and whole["year_covered_pct"] == 100.0
+    late_start = ytd(clock - 7 * 24 * HOUR)  # a twin that started a week ago
+    assert late_start["comparable"] is False
+    assert late_start["year_covered_pct"] == 100.0 * 7 / 300
+    # the figures themselves are the same: only whether they compare with the budget changes
+    assert late_start["ytd_tco2e"] == whole["ytd_tco2e"] == 1.0
+    assert ytd(None)["comparable"] is False
