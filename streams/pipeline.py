@@ -552,7 +552,7 @@ class SiteStage:
         messages += [(self.topics.late, r.record.key, r.payload(), r.headers("late")) for r in late]
         messages += [
             (self.topics.cluster_updates, cluster.encode(), payload, [])
-            for cluster, payload in _cluster_payloads(updates, states).items()
+            for cluster, payload in _cluster_payloads(updates, states)
         ]
         stored = {site: (state.dumps(), state.partition, state) for site, state in states.items()}
         for site, state in states.items():
@@ -867,10 +867,18 @@ def _year_end(year: int) -> int:
     return int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp() * 1000)
 
 
+#: Site windows per cluster-update message. A batch that restates weeks (a fresh worker
+#: draining a topic's history, a long backfill) changes tens of thousands of windows of one
+#: cluster; in one message that was 14 MB, over the producer's request size, and the worker
+#: stopped. Each message stands alone (absolute figures), so any split is safe.
+CLUSTER_UPDATE_ROWS = 4000
+
+
 def _cluster_payloads(
     updates: list[WindowUpdate], states: dict[str, SiteState]
-) -> dict[str, bytes]:
-    """Per cluster, the site-level windows that changed and each site's year-to-date."""
+) -> list[tuple[str, bytes]]:
+    """Per cluster, the site-level windows that changed and each site's year-to-date, in
+    messages of at most ``CLUSTER_UPDATE_ROWS`` windows."""
     per: dict[str, dict[str, Any]] = {}
     for u in updates:
         if u.level != "site":
@@ -882,10 +890,26 @@ def _cluster_payloads(
             entry = per.setdefault(state.cluster, {}).setdefault(site, {"sw": [], "ytd": []})
             entry["ytd"] = [[y, c, *v] for (y, c), v in state.ytd.items()]
             entry["wm"] = state.wm
-    return {
-        cluster: orjson.dumps({"cluster": cluster, "sites": sites})
-        for cluster, sites in per.items()
-    }
+    out: list[tuple[str, bytes]] = []
+    for cluster, sites in per.items():
+        chunk: dict[str, Any] = {}
+        rows = 0
+        for site, data in sites.items():
+            sw = data["sw"]
+            first = True
+            while first or sw:
+                room = max(CLUSTER_UPDATE_ROWS - rows, 0)
+                if room == 0:
+                    out.append((cluster, orjson.dumps({"cluster": cluster, "sites": chunk})))
+                    chunk, rows, room = {}, 0, CLUSTER_UPDATE_ROWS
+                part = {**data, "sw": sw[:room]} if first else {"sw": sw[:room]}
+                sw = sw[room:]
+                chunk[site] = part  # a site appears once per message
+                rows += len(part["sw"])
+                first = False
+        if chunk:
+            out.append((cluster, orjson.dumps({"cluster": cluster, "sites": chunk})))
+    return out
 
 
 class ClusterStage:

@@ -15,6 +15,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -254,3 +256,33 @@ def test_the_five_arrival_orders_of_one_stream_give_one_figure() -> None:
     want = offline(readings)
     for mode, got in zip(MODES, results, strict=True):
         assert {k: v for k, v in got.items() if k in want} == want, mode
+
+
+def test_cluster_updates_split_into_small_messages_give_the_same_figures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch changing more windows than one cluster-update message may carry (a fresh
+    worker draining weeks) is split; every window and year to date is unchanged by it."""
+    import streams.pipeline as pipeline
+
+    rng = random.Random(11)
+    readings = make_readings(rng, 150, intervals=0.3)
+    sent = arrive(rng, readings, "backfill")
+    whole = asyncio.run(play(random.Random(5), sent, 30_000, 6 * 3_600_000))
+    monkeypatch.setattr(pipeline, "CLUSTER_UPDATE_ROWS", 3)
+    split = asyncio.run(play(random.Random(5), sent, 30_000, 6 * 3_600_000))
+    assert stored(split.store) == stored(whole.store) and stored(whole.store)
+    assert {k: v for k, v in stored(split.store).items() if k in offline(readings)} == offline(
+        readings
+    )
+    payloads = pipeline._cluster_payloads(
+        [
+            pipeline.WindowUpdate(
+                "site", "c", "a", "", "natural_gas", "1m", 60_000 * i, [1, 0, 0, 0, 0, 1], False
+            )
+            for i in range(10)
+        ],
+        {},
+    )
+    bodies = [orjson.loads(p) for _, p in payloads]
+    assert [len(b["sites"]["a"]["sw"]) for b in bodies] == [3, 3, 3, 1]
