@@ -49,16 +49,30 @@ from(bucket: "{settings.influx_bucket}")
 _CLI = "from clustertwin.cli import main; main()"
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, name: str) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        click.echo(f"[demo] {name} did not stop in 30 s; killing it")
-        proc.kill()
-        proc.wait(10)
+STOP_S = 30.0
+
+
+def _stop_all(children: list[tuple[subprocess.Popen[bytes] | None, str]]) -> None:
+    """Ask every child to stop at once, then wait for them within one bound: each stops
+    safely on SIGTERM (the connector keeps what it has not sent in its disk buffer, the
+    workers acknowledge only what is stored), so none needs the others to go first."""
+    running = [(p, n) for p, n in children if p is not None and p.poll() is None]
+    for proc, _name in running:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_S
+    for proc, name in running:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            click.echo(f"[demo] {name} did not stop in {STOP_S:.0f} s; killing it")
+            proc.kill()
+            proc.wait(10)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (a service manager, ``docker stop``, ``timeout``) stops the demo as Ctrl-C
+    does, children included, instead of leaving them running."""
+    raise KeyboardInterrupt
 
 
 @click.command()
@@ -115,6 +129,7 @@ def demo(
     alerting: subprocess.Popen[bytes] | None = None
     started = time.monotonic()
     ok = False
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         worker = subprocess.Popen(
             [sys.executable, "-m", "streams"], env=env, stdout=worker_log, stderr=worker_log
@@ -175,9 +190,8 @@ def demo(
         ok = True
         click.echo("\n[demo] stopping")
     finally:
-        _stop(connector, "connector")
-        _stop(alerting, "alerts")
-        _stop(worker, "worker")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: a second is no news
+        _stop_all([(connector, "connector"), (alerting, "alerts"), (worker, "worker")])
         worker_log.close()
         connector_log.close()
         alerts_log.close()
