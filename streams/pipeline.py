@@ -402,6 +402,10 @@ class SiteStage:
             await self.before_read()
         return await self.store.readings(self.twin, cluster, site, spans)
 
+    async def _send_in_order(self, messages: list[tuple[str, bytes | None, bytes, Any]]) -> None:
+        for message in messages:
+            await self.send(*message)
+
     async def commit(self, prepared: PreparedBatch) -> None:
         """Store a prepared batch: points, messages, then the states and cursors.
 
@@ -412,7 +416,13 @@ class SiteStage:
         if prepared.lines:
             await self.write(prepared.lines)
         if prepared.messages:
-            await asyncio.gather(*(self.send(*m) for m in prepared.messages))
+            # a cluster's updates may take several messages: they are sent one after the
+            # other, so the cluster stage sees them in the order its watermark assumes
+            # (sent at once, a later window could arrive first and make an earlier one of
+            # the same batch look past retention)
+            updates = [m for m in prepared.messages if m[0] == self.topics.cluster_updates]
+            others = [m for m in prepared.messages if m[0] != self.topics.cluster_updates]
+            await asyncio.gather(*(self.send(*m) for m in others), self._send_in_order(updates))
         await _settle(
             [
                 self.table.put(site.encode(), raw, partition)
@@ -880,11 +890,21 @@ def _cluster_payloads(
     """Per cluster, the site-level windows that changed and each site's year-to-date, in
     messages of at most ``CLUSTER_UPDATE_ROWS`` windows."""
     per: dict[str, dict[str, Any]] = {}
+    # a window can change twice in a batch (live, then restated): only its last figures go,
+    # so no split of the messages can let an older figure overwrite a newer one
+    newest: dict[tuple[str, str, str, str, int], list[Any]] = {}
     for u in updates:
-        if u.level != "site":
-            continue
-        entry = per.setdefault(u.cluster, {}).setdefault(u.site, {"sw": [], "ytd": []})
-        entry["sw"].append([u.carrier, u.res, u.start, *u.vec, u.complete])
+        if u.level == "site":
+            newest[(u.cluster, u.site, u.carrier, u.res, u.start)] = [
+                u.carrier,
+                u.res,
+                u.start,
+                *u.vec,
+                u.complete,
+            ]
+    for (cluster, site, *_), row in newest.items():
+        entry = per.setdefault(cluster, {}).setdefault(site, {"sw": [], "ytd": []})
+        entry["sw"].append(row)
     for site, state in states.items():
         if state.ytd:
             entry = per.setdefault(state.cluster, {}).setdefault(site, {"sw": [], "ytd": []})

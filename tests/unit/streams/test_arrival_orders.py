@@ -286,3 +286,17 @@ def test_cluster_updates_split_into_small_messages_give_the_same_figures(
     )
     bodies = [orjson.loads(p) for _, p in payloads]
     assert [len(b["sites"]["a"]["sw"]) for b in bodies] == [3, 3, 3, 1]
+    # a window changed twice in a batch (live, then restated) goes once, with its last
+    # figures: whichever order the messages then arrive in, the older cannot win
+    twice = pipeline._cluster_payloads(
+        [
+            pipeline.WindowUpdate(
+                "site", "c", "a", "", "natural_gas", "1m", 0, [v, 0, 0, 0, 0, 1], False
+            )
+            for v in (1, 2)
+        ],
+        {},
+    )
+    assert [orjson.loads(p)["sites"]["a"]["sw"] for _, p in twice] == [
+        [["natural_gas", "1m", 0, 2, 0, 0, 0, 0, 1, False]]
+    ]
