@@ -411,18 +411,18 @@ def create_app(
         body["sites"] = catalog.clusters[cluster]
         return _json(body)
 
+    def _site_state(site: str) -> SiteState | None:
+        raw = sites_table.data.get(site.encode())
+        return None if raw is None else SiteState.loads(raw)
+
     async def site_view(view: Any, request: Any, **match: Any) -> Any:
         cluster, site = match["cluster"], match["site"]
         if not catalog.has_site(cluster, site):
             return _json({"error": f"unknown site {site!r} of {cluster!r}"}, status=404)
-        raw = sites_table.data.get(site.encode())
-        if raw is None:
+        state = _site_state(site)
+        if state is None:
             return _json({"cluster": cluster, "site": site, "latest": {}, "no_data": True})
-        return _json(SiteState.loads(raw).twin())
-
-    def _site_state(site: str) -> SiteState | None:
-        raw = sites_table.data.get(site.encode())
-        return None if raw is None else SiteState.loads(raw)
+        return _json(state.twin())
 
     view = ViewSource(
         catalog=catalog,

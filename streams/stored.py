@@ -40,7 +40,8 @@ class ReadingStore(Protocol):
     ) -> SiteWindows: ...
 
 
-def _flux_str(value: str) -> str:
+def flux_string(value: str) -> str:
+    """A Flux string literal: nothing in ``value`` can end it early."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -56,7 +57,7 @@ class InfluxStore:
 
     def _range(self, start: int, stop: int) -> str:
         return (
-            f"from(bucket: {_flux_str(self.sink.bucket)})"
+            f"from(bucket: {flux_string(self.sink.bucket)})"
             f" |> range(start: {_flux_time(start)}, stop: {_flux_time(stop)})"
         )
 
@@ -70,9 +71,9 @@ class InfluxStore:
         for start, stop in spans:
             flux = (
                 self._range(start, stop)
-                + f" |> filter(fn: (r) => r._measurement == {_flux_str(READING_MEASUREMENT)}"
-                f" and r.twin == {_flux_str(twin)} and r.cluster == {_flux_str(cluster)}"
-                f" and r.site == {_flux_str(site)})"
+                + f" |> filter(fn: (r) => r._measurement == {flux_string(READING_MEASUREMENT)}"
+                f" and r.twin == {flux_string(twin)} and r.cluster == {flux_string(cluster)}"
+                f" and r.site == {flux_string(site)})"
                 f" |> filter(fn: (r) => {fields})"
                 ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")'
                 " |> map(fn: (r) => ({r with t: int(v: r._time)}))"
@@ -104,8 +105,8 @@ class InfluxStore:
         flux = (
             self._range(min(starts), max(starts) + width)
             + ' |> filter(fn: (r) => r._measurement == "site_window"'
-            f" and r.twin == {_flux_str(twin)} and r.cluster == {_flux_str(cluster)}"
-            f" and r.res == {_flux_str(res)})"
+            f" and r.twin == {flux_string(twin)} and r.cluster == {flux_string(cluster)}"
+            f" and r.res == {flux_string(res)})"
             f" |> filter(fn: (r) => {fields})"
             ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")'
             " |> map(fn: (r) => ({r with t: int(v: r._time)}))"

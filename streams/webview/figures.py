@@ -9,7 +9,6 @@ windows; the plan's scopes for progress against the pathway).
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import Any
 from streams.catalog import QUALITIES, MeterCatalog
 from streams.progress import Plan, progress_fields
 from streams.windows import QUALITY_NAMES, SiteState, figures, sum_vecs
+from twin.drift import hours_in_year as year_hours
 
 HOUR_MS = 3_600_000
 #: A meter whose newest reading is older than this (by the cluster's event-time clock) is not
@@ -52,10 +52,6 @@ def _all(held: Held) -> list[int]:
 
 def _site(held: Held, site: str) -> list[int]:
     return sum_vecs(per_site[site] for per_site in held.values() if site in per_site)
-
-
-def year_hours(year: int) -> int:
-    return 8784 if calendar.isleap(year) else 8760
 
 
 def year_of_ms(ms: int) -> int:

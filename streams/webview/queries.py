@@ -17,15 +17,11 @@ from typing import Any
 
 from dashboards import schema as s
 from streams.alerting.model import SEVERITY_LEVEL
+from streams.stored import flux_string as _q
 
 MAX_POINTS = 400
 HOUR_MS = 3_600_000
 ALERT_LOOKBACK = "-30d"
-
-
-def _q(value: str) -> str:
-    """A Flux string literal (ids are validated upstream; quote anyway)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def bucket_every(span_ms: int, max_points: int = MAX_POINTS) -> int:
