@@ -3,6 +3,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY clustertwin clustertwin
+COPY clustertwin_base clustertwin_base
 COPY twin twin
 COPY streams streams
 COPY connectors connectors

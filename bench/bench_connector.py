@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from clustertwin.settings import Settings
+from clustertwin_base.settings import Settings
 from connectors.sdk.base import Sample
 from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.runner import ConnectorRunner, make_publisher

@@ -51,19 +51,19 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from clustertwin.kafka_topics import delete_topics  # noqa: E402
-from clustertwin.settings import Settings  # noqa: E402
 from clustertwin.stack import LocalStack  # noqa: E402
-from streams.catalog import MeterCatalog, MeterSpec  # noqa: E402
+from clustertwin_base.kafka_topics import delete_topics  # noqa: E402
+from clustertwin_base.settings import Settings  # noqa: E402
 from streams.config import StreamSettings  # noqa: E402
 from streams.envelope import _typed_decoder as typed_decoder  # noqa: E402
+from streams.meter_vectors import MeterSpec, MeterVectors  # noqa: E402
 
 BATCH_WITHIN_DEFAULT = StreamSettings.model_fields["batch_within_s"].default
 
 HEADERS = [("content-type", b"application/json"), ("clustertwin-schema", b"readings/1")]
 
 
-def catalog(cluster: str, sites: int, meters: int) -> MeterCatalog:
+def catalog(cluster: str, sites: int, meters: int) -> MeterVectors:
     kinds = [
         ("natural_gas", "MWh", 1.0, (0.20196, 0.0, 0.0, 0.0)),
         ("electricity", "kWh", 0.001, (0.0, 0.0000569, 0.000021, 0.0)),
@@ -74,7 +74,7 @@ def catalog(cluster: str, sites: int, meters: int) -> MeterCatalog:
         for m in range(meters):
             carrier, unit, mwh, f = kinds[(s + m) % len(kinds)]
             specs.append(MeterSpec(f"s{s}-m{m}", f"s{s}", cluster, carrier, {unit: (mwh, f)}))
-    return MeterCatalog(specs)
+    return MeterVectors(specs)
 
 
 @dataclass
@@ -84,7 +84,7 @@ class BenchRun:
     settings: Settings
     env: dict[str, str]  # for worker subprocesses: this environment plus the stack's settings
     name: str
-    cat: MeterCatalog
+    cat: MeterVectors
     cat_file: Path
 
 
@@ -130,7 +130,7 @@ def drop_topics(bootstrap: str, prefix: str) -> None:
         print(f"could not delete the bench's topics {prefix}-*: {exc!r}", file=sys.stderr)
 
 
-def envelopes(cat: MeterCatalog, cluster: str, n: int, per_env: int, t0: int, live: bool):
+def envelopes(cat: MeterVectors, cluster: str, n: int, per_env: int, t0: int, live: bool):
     """``n`` envelopes of about ``per_env`` readings: each site polls all its meters at
     successive 1-s steps (timestamps strictly increasing per meter)."""
     sites = cat.clusters[cluster]
@@ -293,7 +293,7 @@ async def raw_rate(
     topic: str,
     expect_records: int,
     decode: str,
-    catalog: MeterCatalog | None = None,
+    catalog: MeterVectors | None = None,
 ) -> tuple[float, int, float]:
     """Readings/s (wall clock, and per CPU-second) of aiokafka ``getmany`` + a decoder:
     ``json`` (orjson only), ``columns`` (orjson into columns) or ``typed`` (msgspec into
@@ -349,9 +349,9 @@ def raw_rate_fresh(
     code = (
         "import asyncio, json, sys; from pathlib import Path; "
         f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-        "import bench_pipeline as bp; from streams.catalog import MeterCatalog; "
+        "import bench_pipeline as bp; from streams.meter_vectors import MeterVectors; "
         "a = json.loads(sys.argv[1]); "
-        "cat = MeterCatalog.from_file(Path(a['cat'])) if a['cat'] else None; "
+        "cat = MeterVectors.from_file(Path(a['cat'])) if a['cat'] else None; "
         "print(json.dumps(asyncio.run(bp.raw_rate(a['bootstrap'], a['topic'], a['n'], "
         "a['decode'], cat))))"
     )

@@ -53,8 +53,8 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_pipeline import HEADERS, cpu_seconds, rss_mb, start_worker  # noqa: E402
 from bench_twin import synthetic_raw  # noqa: E402
 
-from clustertwin.settings import Settings  # noqa: E402
 from clustertwin.stack import LocalStack  # noqa: E402
+from clustertwin_base.settings import Settings  # noqa: E402
 from connectors.sdk.base import Sample  # noqa: E402
 
 

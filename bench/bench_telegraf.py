@@ -51,7 +51,7 @@ from bench_pipeline import (  # noqa: E402
     throughput,
 )
 
-from clustertwin.settings import Settings  # noqa: E402
+from clustertwin_base.settings import Settings  # noqa: E402
 
 DEFAULT_TELEGRAF = Path.home() / ".cache" / "clustertwin" / "telegraf" / "telegraf"
 

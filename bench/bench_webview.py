@@ -31,10 +31,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams.catalog import MeterCatalog, MeterSpec
 from streams.envelope import Record
+from streams.meter_vectors import MeterSpec, MeterVectors
 from streams.pipeline import ClusterStage, DictTable, SiteStage, Topics
-from streams.progress import Plan
+from streams.progress_series import Plan
 from streams.webview.routes import ViewSource
 from streams.windows import SiteState
 
@@ -46,8 +46,8 @@ class Flat:
         return 1e6
 
 
-def catalog(sites: int, meters: int) -> MeterCatalog:
-    return MeterCatalog(
+def catalog(sites: int, meters: int) -> MeterVectors:
+    return MeterVectors(
         [
             MeterSpec(
                 f"m{s}-{m}",

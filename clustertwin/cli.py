@@ -21,7 +21,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("clustertwin.commands.twin", "twin"),
     ("clustertwin.commands.twin", "scenario"),
     ("clustertwin.commands.connector", "connector"),
-    ("clustertwin.commands.pipeline", "worker"),
+    ("clustertwin.commands.worker", "worker"),
     ("clustertwin.commands.demo", "demo"),
     ("clustertwin.commands.backfill", "backfill"),
     ("clustertwin.commands.dashboards", "dashboards"),

@@ -79,7 +79,7 @@ SCOPE_LABELS: Final = {
     TCO2E_S3_UPSTREAM: "Scope 3 (upstream)",
 }
 
-# -- progress against targets (streams/progress.py), every few seconds per cluster and site ----
+# -- progress against targets (streams/progress_series.py), every few seconds per cluster, site --
 PROGRESS: Final = "progress"
 LEVEL: Final = "level"  # tag: "cluster" | "site"
 CLUSTER_SITE: Final = "_cluster"  # the site tag of cluster-level progress points

@@ -29,14 +29,14 @@ import faust
 from aiohttp.web import Response
 from faust.types import TP
 
-from clustertwin.kafka_auth import faust_credentials
-from clustertwin.settings import Settings, cache_dir
-from streams.catalog import MeterCatalog
+from clustertwin_base.kafka_auth import faust_credentials
+from clustertwin_base.settings import Settings, cache_dir
 from streams.config import StreamSettings
 from streams.end_offsets import EndOffsets
 from streams.envelope import MAX_DEADLETTER_BYTES, Limits, Record
+from streams.meter_vectors import MeterVectors
 from streams.pipeline import ClusterStage, OverlappedCommits, PreparedBatch, SiteStage, Topics
-from streams.progress import ProgressWriter
+from streams.progress_series import ProgressWriter
 from streams.sink import InfluxSink, fields_line
 from streams.stored import InfluxStore
 from streams.webview import ViewSource
@@ -128,7 +128,7 @@ def faust_datadir(configured: Path | None, app_id: str) -> Path:
 
 
 def create_app(
-    stream_settings: StreamSettings, settings: Settings, catalog: MeterCatalog, partitions: int
+    stream_settings: StreamSettings, settings: Settings, catalog: MeterVectors, partitions: int
 ) -> faust.App:
     cfg = stream_settings
     app = faust.App(

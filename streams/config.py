@@ -1,7 +1,7 @@
 """Settings of the stream worker (``CLUSTERTWIN_STREAMS_*``), beside the shared connection settings.
 
 Everything has a production-sensible default except what must never have one (credentials,
-which come from ``clustertwin.settings``). Tests and the demo change names (app id, twin id,
+which come from ``clustertwin_base.settings``). Tests and the demo change names (app id, twin id,
 topics) to run side by side without seeing each other's state.
 """
 

@@ -31,7 +31,7 @@ import msgspec
 import numpy as np
 import orjson
 
-from streams.catalog import QUALITIES, MeterCatalog
+from streams.meter_vectors import QUALITIES, MeterVectors
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def _one_of(values: Iterable[str]) -> Any:
     return Literal.__getitem__(choices) if choices else str
 
 
-def _typed_decoder(catalog: MeterCatalog) -> Any:
+def _typed_decoder(catalog: MeterVectors) -> Any:
     """msgspec decoder of well-formed envelopes for this catalog's meters (cached on it).
 
     A meter, carrier or quality outside the catalog fails the typed decode like any other
@@ -260,7 +260,7 @@ class DecodedBatch:
             setattr(self, name, getattr(self, name)[mask])
 
 
-def _envelope_problem(body: Any, record: Record, catalog: MeterCatalog, limits: Limits) -> str:
+def _envelope_problem(body: Any, record: Record, catalog: MeterVectors, limits: Limits) -> str:
     if not isinstance(body, dict):
         return f"envelope is not a JSON object (got {type(body).__name__})"
     if body.get("schema") not in SCHEMAS:
@@ -316,7 +316,7 @@ def _reading_problem(r: Any) -> str:
 
 
 def decode_batch(
-    records: Sequence[Record], catalog: MeterCatalog, limits: Limits | None = None
+    records: Sequence[Record], catalog: MeterVectors, limits: Limits | None = None
 ) -> DecodedBatch:
     """Decode records; structurally and semantically invalid parts land in ``rejects``.
 
@@ -513,7 +513,7 @@ class _Columns:
 
 
 def _columns(
-    readings: list[Any], lookup: _Lookup, catalog: MeterCatalog, typed: bool = False
+    readings: list[Any], lookup: _Lookup, catalog: MeterVectors, typed: bool = False
 ) -> _Columns | None:
     """Columns of structurally valid readings; None if any reading is not (then slow path).
 
@@ -583,7 +583,7 @@ def _int_beyond_int64(values: list[Any]) -> bool:
 def _decode_groups(
     groups: list[tuple[int, list[Any]]],
     lookup: _Lookup,
-    catalog: MeterCatalog,
+    catalog: MeterVectors,
     out: DecodedBatch,
     typed: bool,
 ) -> list[tuple[np.ndarray, np.ndarray, _Columns]]:
@@ -662,7 +662,7 @@ class _Lookup:
         self._built = 0
 
     def learn(
-        self, catalog: MeterCatalog, meter: Any, unit: Any, carrier: Any, quality: Any
+        self, catalog: MeterVectors, meter: Any, unit: Any, carrier: Any, quality: Any
     ) -> int:
         """Code of a combination if valid (remembered), else -1 (the caller says why)."""
         if not all(isinstance(x, str) for x in (meter, unit, carrier, quality)):
@@ -697,7 +697,7 @@ class _Lookup:
         return self._arrays
 
 
-def _lookup(catalog: MeterCatalog) -> _Lookup:
+def _lookup(catalog: MeterVectors) -> _Lookup:
     cached: _Lookup | None = getattr(catalog, "_lookup", None)
     if cached is None:
         cached = _Lookup()
@@ -705,7 +705,7 @@ def _lookup(catalog: MeterCatalog) -> _Lookup:
     return cached
 
 
-def _meter_site_codes(catalog: MeterCatalog, site_code: dict[tuple[str, str], int]) -> np.ndarray:
+def _meter_site_codes(catalog: MeterVectors, site_code: dict[tuple[str, str], int]) -> np.ndarray:
     cached: np.ndarray | None = getattr(catalog, "_meter_site_codes", None)
     if cached is None:
         cached = np.array(
@@ -717,7 +717,7 @@ def _meter_site_codes(catalog: MeterCatalog, site_code: dict[tuple[str, str], in
 
 
 def _semantic_reason(
-    catalog: MeterCatalog,
+    catalog: MeterVectors,
     batch: DecodedBatch,
     i: int,
     unit: str,

@@ -40,9 +40,9 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from streams.catalog import MeterCatalog
 from streams.envelope import QUALITY_NAMES, DecodedBatch, Limits, Record, Reject, decode_batch
 from streams.eventtime import cluster_clocks
+from streams.meter_vectors import MeterVectors
 from streams.restate import RestateResult, StoredReading, hour_spans, restate
 from streams.sink import latest_line, reading_line, restatement_line, window_line, ytd_line
 from streams.stored import ReadingStore, SiteWindows
@@ -184,7 +184,7 @@ class PreparedBatch:
 class SiteStage:
     def __init__(
         self,
-        catalog: MeterCatalog,
+        catalog: MeterVectors,
         table: StateTable,
         write: Write,
         send: Send,
@@ -942,7 +942,7 @@ class ClusterStage:
 
     def __init__(
         self,
-        catalog: MeterCatalog,
+        catalog: MeterVectors,
         table: StateTable,
         write: Write,
         twin: str,

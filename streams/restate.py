@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streams.catalog import MeterCatalog
+from streams.meter_vectors import MeterVectors
 from streams.windows import (
     NFIG,
     RESOLUTIONS,
@@ -110,7 +110,7 @@ def _unstored(
     batch: SiteBatch,
     late: np.ndarray,
     stored: list[StoredReading],
-    catalog: MeterCatalog,
+    catalog: MeterVectors,
     prev_offset: int,
 ) -> tuple[Known, np.ndarray]:
     """The stored readings (of meters still in the catalog) and which late readings are
@@ -141,7 +141,7 @@ def restate(
     live: np.ndarray,
     live_priced: np.ndarray,
     stored: list[StoredReading],
-    catalog: MeterCatalog,
+    catalog: MeterVectors,
     prev_offset: int,
 ) -> RestateResult:
     """Count the late readings of ``batch`` (indices ``late``) not stored before, and

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from streams.catalog import NANO, SCOPES
+from streams.meter_vectors import NANO, SCOPES
 from streams.windows import NFIG, WindowUpdate
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from streams.catalog import NANO, SCOPES
+from streams.meter_vectors import NANO, SCOPES
 from streams.restate import StoredReading
 from streams.sink import READING_FIGURES, READING_MEASUREMENT, InfluxSink
 from streams.windows import RESOLUTIONS

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streams.catalog import SCOPES, CatalogError, MeterCatalog, MeterSpec
-from streams.progress import Plan
+from streams.meter_vectors import SCOPES, CatalogError, MeterSpec, MeterVectors
+from streams.progress_series import Plan
 
-# twin scope names, in the order of streams.catalog.SCOPES
+# twin scope names, in the order of streams.meter_vectors.SCOPES
 _TWIN_SCOPES = ("scope1", "scope2_location", "scope2_market", "scope3_upstream")
 
 
@@ -46,11 +46,11 @@ def _load(names: Sequence[str]) -> list[Any]:
     return clusters
 
 
-def catalog_from_twin(names: Sequence[str]) -> MeterCatalog:
+def catalog_from_twin(names: Sequence[str]) -> MeterVectors:
     return catalog_from_clusters(_load(names))
 
 
-def catalog_from_clusters(clusters: Sequence[Any]) -> MeterCatalog:
+def catalog_from_clusters(clusters: Sequence[Any]) -> MeterVectors:
     """The meter index of parsed twin clusters (``twin.model.Cluster``)."""
     from twin.emissions import SCOPES as TWIN_SCOPES
     from twin.emissions import EmissionsCalculator
@@ -93,7 +93,7 @@ def catalog_from_clusters(clusters: Sequence[Any]) -> MeterCatalog:
                     ),
                 )
             )
-    return MeterCatalog(specs, unit_scale=_unit_scale)
+    return MeterVectors(specs, unit_scale=_unit_scale)
 
 
 def _allows_negative(meter: object) -> bool:

@@ -12,7 +12,7 @@ Windows are tumbling, per meter and per site x carrier, at 1 min, 15 min and 1 h
 has closed is late for every resolution and restates them all (``streams.restate``), so the
 three resolutions always reconcile.
 
-All figures are integer nano-units (see ``streams.catalog``): exact and order-independent.
+All figures are integer nano-units (see ``streams.meter_vectors``): exact and order-independent.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streams.catalog import NANO, QUALITIES, SCOPES, MeterCatalog
+from streams.meter_vectors import NANO, QUALITIES, SCOPES, MeterVectors
 
 QUALITY_NAMES = sorted(QUALITIES)
 RESOLUTIONS: dict[str, int] = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000}
@@ -111,7 +111,7 @@ class SiteState:
         s.accepted, s.late, s.duplicates = d["n"]
         return s
 
-    def twin(self, catalog: MeterCatalog | None = None) -> dict[str, Any]:
+    def twin(self, catalog: MeterVectors | None = None) -> dict[str, Any]:
         """The JSON a live view returns: plain units, not nano-units."""
         return {
             "cluster": self.cluster,
@@ -221,7 +221,7 @@ def first_sightings(meter: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 
 def apply_batch(
-    state: SiteState, batch: SiteBatch, catalog: MeterCatalog, grace_ms: int
+    state: SiteState, batch: SiteBatch, catalog: MeterVectors, grace_ms: int
 ) -> ApplyResult:
     """Fold a site's readings into its open windows; return the windows to write.
 
@@ -275,7 +275,7 @@ def apply_batch(
 
 
 def _seen_mask(
-    state: SiteState, meter: np.ndarray, ts: np.ndarray, catalog: MeterCatalog
+    state: SiteState, meter: np.ndarray, ts: np.ndarray, catalog: MeterVectors
 ) -> np.ndarray:
     """Which readings the state already counted in an open 1-min window."""
     if not state.seen:
@@ -295,7 +295,7 @@ def _seen_mask(
     return out
 
 
-def _remember(state: SiteState, batch: SiteBatch, keep: np.ndarray, catalog: MeterCatalog) -> None:
+def _remember(state: SiteState, batch: SiteBatch, keep: np.ndarray, catalog: MeterVectors) -> None:
     """Note the accepted readings' times (duplicates of them are refused while their 1-min
     window is open) and the newest reading per meter."""
     meter_names = _meter_columns(catalog)[0]
@@ -376,7 +376,7 @@ def split_intervals(
 
 
 def window_sums(
-    meter: np.ndarray, ts: np.ndarray, figs_in: np.ndarray, catalog: MeterCatalog
+    meter: np.ndarray, ts: np.ndarray, figs_in: np.ndarray, catalog: MeterVectors
 ) -> Iterator[tuple[str, int, str, int, list[int]]]:
     """Every window of every resolution the readings fall in, summed:
     ``(level, key, res, start, vec)``, level ``meter`` (key = meter index) or ``site``
@@ -419,7 +419,7 @@ def fold_windows(
     meter: np.ndarray,
     ts: np.ndarray,
     priced: np.ndarray,
-    catalog: MeterCatalog,
+    catalog: MeterVectors,
     start: np.ndarray,
 ) -> list[WindowUpdate]:
     """Add readings to the state's open windows and its year to date."""
@@ -463,7 +463,7 @@ _add = int.__add__
 
 
 def _meter_columns(
-    catalog: MeterCatalog,
+    catalog: MeterVectors,
 ) -> tuple[list[str], list[str], np.ndarray, list[str]]:
     """Meter ids and carriers by meter index, small-integer carrier codes by meter index,
     and carriers by code (cached on the catalog)."""
@@ -498,7 +498,7 @@ def _windows(
 
 
 def close_windows(
-    state: SiteState, grace_ms: int, catalog: MeterCatalog | None = None
+    state: SiteState, grace_ms: int, catalog: MeterVectors | None = None
 ) -> list[WindowUpdate]:
     """Close every window the watermark has passed by more than the grace period."""
     out: list[WindowUpdate] = []

@@ -16,15 +16,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from clustertwin.kafka_auth import (
+from clustertwin_base.kafka_auth import (
     KafkaAuthError,
     KafkaUnreachable,
     check_credentials,
     client_security,
 )
-from clustertwin.settings import MissingCredentialError, Settings
-from streams.catalog import CatalogError, MeterCatalog
+from clustertwin_base.settings import MissingCredentialError, Settings
 from streams.config import StreamSettings
+from streams.meter_vectors import CatalogError, MeterVectors
 from streams.sink import InfluxAuthError, InfluxUnreachable, check_write_access
 
 log = logging.getLogger("streams")
@@ -34,9 +34,9 @@ class WorkerConfigError(RuntimeError):
     """The worker cannot start; the message says why and what to change."""
 
 
-def load_catalog(cfg: StreamSettings) -> MeterCatalog:
+def load_catalog(cfg: StreamSettings) -> MeterVectors:
     if cfg.catalog_file is not None:
-        return MeterCatalog.from_file(cfg.catalog_file)
+        return MeterVectors.from_file(cfg.catalog_file)
     from streams.twinlink import catalog_from_twin
 
     return catalog_from_twin(cfg.cluster_names)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import pytest
 from influxdb_client import InfluxDBClient
 
-from clustertwin.kafka_topics import delete_topics
-from clustertwin.settings import Settings
 from clustertwin.stack import LocalStack, StackError
+from clustertwin_base.kafka_topics import delete_topics
+from clustertwin_base.settings import Settings
 
 
 @dataclass

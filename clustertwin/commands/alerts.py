@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import click
 import orjson
 
-from clustertwin.settings import Settings
+from clustertwin_base.settings import Settings
 
 
 def _when(ms: int | None) -> str:
@@ -21,13 +21,13 @@ def _when(ms: int | None) -> str:
 def _kafka(settings: Settings) -> dict[str, object]:
     """Client security for these commands, after checking once that Kafka accepts it (a
     refused password would otherwise surface as a bootstrap timeout)."""
-    from clustertwin.kafka_auth import (
+    from clustertwin_base.kafka_auth import (
         KafkaAuthError,
         KafkaUnreachable,
         check_credentials,
         client_security,
     )
-    from clustertwin.settings import MissingCredentialError
+    from clustertwin_base.settings import MissingCredentialError
 
     try:
         check_credentials(settings)

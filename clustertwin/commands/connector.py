@@ -82,7 +82,7 @@ def load_or_exit(config: Path) -> tuple[Any, Any, Any]:
 
 def kafka_or_exit(cfg: Any, bootstrap: str | None, prog: str) -> Any:
     """The settings, once Kafka accepts the connector's credentials; else exit 2 saying why."""
-    from clustertwin.settings import Settings
+    from clustertwin_base.settings import Settings
     from connectors.sdk.runner import ConnectorStartError, check_kafka_access
 
     settings = Settings.load()

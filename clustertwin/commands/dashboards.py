@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from clustertwin.settings import Settings
+from clustertwin_base.settings import Settings
 
 
 @click.group()

@@ -99,9 +99,9 @@ def demo(
     alerts: bool,
 ) -> None:
     """Run the simulated cluster live: simulator -> Kafka -> Faust -> InfluxDB -> web view."""
-    from clustertwin.commands.pipeline import fetch_json, render_cluster
-    from clustertwin.settings import Settings
+    from clustertwin.commands.worker import fetch_json, render_cluster
     from clustertwin.stack import LocalStack
+    from clustertwin_base.settings import Settings
 
     base = f"http://127.0.0.1:{web_port}"
     view_url = f"{base}/view/#/c/{cluster}"

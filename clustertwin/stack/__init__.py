@@ -2,7 +2,7 @@
 
 ``LocalStack`` installs each server into ``~/.cache/clustertwin`` on first use, starts it
 detached, waits until it answers its protocol and writes the settings file every client
-reads (``clustertwin.settings``). Every step is idempotent: ``up`` on a running stack only
+reads (``clustertwin_base.settings``). Every step is idempotent: ``up`` on a running stack only
 checks health.
 """
 
@@ -13,11 +13,16 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from clustertwin.settings import cache_dir, local_stack_env_file, stack_port_offset, stack_run_root
 from clustertwin.stack.base import Progress, Service, StackError
 from clustertwin.stack.influxdb import InfluxDB
 from clustertwin.stack.kafka import Kafka
 from clustertwin.stack.mosquitto import Mosquitto
+from clustertwin_base.settings import (
+    cache_dir,
+    local_stack_env_file,
+    stack_port_offset,
+    stack_run_root,
+)
 
 __all__ = ["LocalStack", "Service", "StackError"]
 

@@ -17,8 +17,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from clustertwin.settings import cache_dir, stack_run_root
 from clustertwin.stack.process import ManagedProcess
+from clustertwin_base.settings import cache_dir, stack_run_root
 
 Progress = Callable[[str], None]
 

@@ -24,9 +24,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from clustertwin.settings import stack_run_root
 from clustertwin.stack.base import FILES, Progress, Service, StackError, require_tool, run_logged
 from clustertwin.stack.process import ManagedProcess
+from clustertwin_base.settings import stack_run_root
 
 INFLUXDB_1 = "1.8.10"
 INFLUXDB_2 = "2.7.12"

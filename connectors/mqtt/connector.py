@@ -21,7 +21,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from clustertwin.settings import Settings
+from clustertwin_base.settings import Settings
 from connectors.sdk.base import (
     BadSample,
     Connector,

@@ -31,7 +31,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from clustertwin.kafka_topics import delete_topics
+from clustertwin_base.kafka_topics import delete_topics
 from connectors.sdk.base import Connector, ConnectorConfig, Item, SourceUnavailable
 from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.registry import load_config, load_connector

@@ -43,7 +43,7 @@ def producer_config(
 ) -> dict[str, Any]:
     """kafka-python settings for an ordered, idempotent, compressed producer.
 
-    ``security``: SASL/TLS settings from ``clustertwin.kafka_auth.client_security``.
+    ``security``: SASL/TLS settings from ``clustertwin_base.kafka_auth.client_security``.
     """
     request_timeout = min(10_000, delivery_timeout_ms - linger_ms - 1)
     return {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clustertwin.settings import Settings
+from clustertwin_base.settings import Settings
 from connectors.sdk.conformance import ConformanceKit
 
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import orjson
 
-from clustertwin.kafka_auth import (
+from clustertwin_base.kafka_auth import (
     KafkaAuthError,
     KafkaUnreachable,
     check_credentials,
     client_security,
 )
-from clustertwin.settings import MissingCredentialError, Settings, cache_dir
+from clustertwin_base.settings import MissingCredentialError, Settings, cache_dir
 from connectors.sdk.backoff import Backoff
 from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, Sample
 from connectors.sdk.buffer import BufferFull, DiskBuffer, Record

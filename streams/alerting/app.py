@@ -24,14 +24,14 @@ import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clustertwin.kafka_auth import client_security, faust_credentials
-from clustertwin.settings import Settings
+from clustertwin_base.kafka_auth import client_security, faust_credentials
+from clustertwin_base.settings import Settings
 from streams.alerting.config import AlertConfig
 from streams.alerting.engine import AlertEngine
 from streams.alerting.notify import WebhookNotifier
 from streams.alerting.stage import AlertStage, AlertTopics
-from streams.catalog import MeterCatalog
 from streams.end_offsets import EndOffsets
+from streams.meter_vectors import MeterVectors
 from streams.sink import InfluxSink
 from twin.targets import Pathway
 
@@ -88,10 +88,10 @@ def load_pathways(cfg: AlertingSettings) -> dict[str, Pathway]:
     return out
 
 
-def load_catalog(cfg: AlertingSettings) -> MeterCatalog:
+def load_catalog(cfg: AlertingSettings) -> MeterVectors:
     if cfg.catalog_file is not None:
-        return MeterCatalog.from_file(cfg.catalog_file)
-    from streams.catalog import catalog_for_clusters
+        return MeterVectors.from_file(cfg.catalog_file)
+    from streams.meter_vectors import catalog_for_clusters
 
     return catalog_for_clusters(cfg.cluster_names)
 
@@ -102,7 +102,7 @@ def ensure_topic(
     """Create the alerts topic before the first alert, not by the broker's auto-create
     defaults (whatever its partition count, key = alert id keeps each alert's events in order).
 
-    ``security``: from ``clustertwin.kafka_auth.client_security``."""
+    ``security``: from ``clustertwin_base.kafka_auth.client_security``."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 

@@ -39,7 +39,7 @@ from streams.alerting.model import (
     Scope,
     alert_id,
 )
-from streams.catalog import MeterCatalog
+from streams.meter_vectors import MeterVectors
 from streams.sink import fields_line
 from twin.drift import (
     Latch,
@@ -224,7 +224,7 @@ class AlertEngine:
 
     def __init__(
         self,
-        catalog: MeterCatalog,
+        catalog: MeterVectors,
         config: AlertConfig | None = None,
         pathways: Mapping[str, Pathway] | None = None,
         twin: str = "live",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streams.catalog import MeterCatalog
+from streams.meter_vectors import MeterVectors
 
 #: tCO2e per MWh used by the simulated meters (natural gas combustion, grid electricity)
 FACTORS = {"natural_gas": 0.2, "electricity": 0.05}
@@ -78,8 +78,8 @@ class SimCluster:
     seed: int = 7
     faults: Sequence[Fault] = field(default_factory=tuple)
 
-    def catalog(self) -> MeterCatalog:
-        return MeterCatalog.from_records(
+    def catalog(self) -> MeterVectors:
+        return MeterVectors.from_records(
             {
                 "meter": m.meter,
                 "site": s.site,
@@ -265,7 +265,7 @@ async def replay_in_memory(
     from streams.alerting.stage import AlertStage
     from streams.pipeline import DictTable
 
-    catalog = MeterCatalog([spec for sc in scenarios for spec in sc.sim.catalog().specs])
+    catalog = MeterVectors([spec for sc in scenarios for spec in sc.sim.catalog().specs])
     pathways: dict[str, Any] = {}
     for sc in scenarios:
         pathways.update(sc.pathway_objects())

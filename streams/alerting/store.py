@@ -65,7 +65,7 @@ def read_alerts(
 ) -> list[Alert]:
     """Every event on the topic, from the beginning up to its current end.
 
-    ``security``: from ``clustertwin.kafka_auth.client_security``."""
+    ``security``: from ``clustertwin_base.kafka_auth.client_security``."""
     consumer = KafkaConsumer(
         **(security or {}),
         bootstrap_servers=bootstrap,

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.catalog import QUALITIES, MeterCatalog
-from streams.progress import Plan, progress_fields
+from streams.meter_vectors import QUALITIES, MeterVectors
+from streams.progress_series import Plan, progress_fields
 from streams.windows import QUALITY_NAMES, SiteState, figures, sum_vecs
 from twin.drift import hours_in_year as year_hours
 
@@ -97,7 +97,7 @@ def year_start_ms(year: int) -> int:
 
 def ytd_figure(facts: ClusterFacts) -> dict[str, Any]:
     """Year to date against the pro-rata budget, the projected year end and its gap, with
-    the same rule the progress series in InfluxDB uses (``streams.progress``), and how much
+    the same rule the progress series in InfluxDB uses (``streams.progress_series``), and how much
     of the year so far the readings cover: below ``COMPARABLE_PCT`` the comparison with the
     budget (and the projection at the year-to-date pace) is flagged as not comparable."""
     if facts.clock_ms < 0:
@@ -121,7 +121,7 @@ def ytd_figure(facts: ClusterFacts) -> dict[str, Any]:
     return out
 
 
-def completeness(facts: ClusterFacts, catalog: MeterCatalog) -> dict[str, Any]:
+def completeness(facts: ClusterFacts, catalog: MeterVectors) -> dict[str, Any]:
     """How many of the cluster's meters have a current reading, and the quality of the
     newest reading of each (measured, estimated, gap-filled)."""
     total = current = reporting = 0
@@ -148,7 +148,7 @@ def completeness(facts: ClusterFacts, catalog: MeterCatalog) -> dict[str, Any]:
     }
 
 
-def by_site(facts: ClusterFacts, catalog: MeterCatalog) -> list[dict[str, Any]]:
+def by_site(facts: ClusterFacts, catalog: MeterVectors) -> list[dict[str, Any]]:
     year = year_of_ms(facts.clock_ms) if facts.clock_ms >= 0 else None
     held = facts.ytd.get(year, {}) if year is not None else {}
     hour = last_complete_hour(facts)
@@ -184,7 +184,7 @@ def by_carrier(facts: ClusterFacts) -> list[dict[str, Any]]:
     return rows
 
 
-def cluster_summary(facts: ClusterFacts, catalog: MeterCatalog, twin: str) -> dict[str, Any]:
+def cluster_summary(facts: ClusterFacts, catalog: MeterVectors, twin: str) -> dict[str, Any]:
     """Everything the cluster overview shows, in one JSON object (also what it streams)."""
     ytd = ytd_figure(facts)
     return {
@@ -226,7 +226,7 @@ def site_summary(
     cluster: str,
     site: str,
     state: SiteState | None,
-    catalog: MeterCatalog,
+    catalog: MeterVectors,
     clock_ms: int,
     page: int = 0,
     size: int = PAGE_SIZE,
@@ -275,7 +275,7 @@ def _by(vecs: Mapping[str, Sequence[int]]) -> dict[str, dict[str, Any]]:
     return {k: figures(list(v)) for k, v in sorted(vecs.items())}
 
 
-def explain_factors(catalog: MeterCatalog, cluster: str, site: str | None) -> list[dict[str, Any]]:
+def explain_factors(catalog: MeterVectors, cluster: str, site: str | None) -> list[dict[str, Any]]:
     """Which factors make a figure: each distinct (scope, factor id, version) with its source
     and the meters that use it, for a cluster or one site."""
     by_ref: dict[tuple[str, str, str], dict[str, Any]] = {}

@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from streams.catalog import MeterCatalog
 from streams.eventtime import cluster_clocks
-from streams.progress import Plan
+from streams.meter_vectors import MeterVectors
+from streams.progress_series import Plan
 from streams.webview import figures, queries
 from streams.windows import SiteState
 
@@ -46,7 +46,7 @@ Query = Callable[[str], Awaitable[list[dict[str, str]]]]
 class ViewSource:
     """What the view reads from the worker: its catalog and plans, its state and InfluxDB."""
 
-    catalog: MeterCatalog
+    catalog: MeterVectors
     twin: str
     bucket: str
     plans: Mapping[tuple[str, str], Plan]

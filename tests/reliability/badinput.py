@@ -31,8 +31,8 @@ import orjson
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from streams.catalog import QUALITIES, MeterCatalog
 from streams.envelope import FIELDS, SCHEMA, SCHEMAS
+from streams.meter_vectors import QUALITIES, MeterVectors
 
 if TYPE_CHECKING:
     from tests.integration.streams.harness import Generator
@@ -201,7 +201,7 @@ def _is_invalid_utf8(b: bytes) -> bool:
 class BadInputs:
     """Strategies for one catalog (one cluster); ``now_ms`` anchors the time-based ones."""
 
-    def __init__(self, catalog: MeterCatalog, cluster: str, now_ms: int) -> None:
+    def __init__(self, catalog: MeterVectors, cluster: str, now_ms: int) -> None:
         self.catalog = catalog
         self.cluster = cluster
         self.sites = list(catalog.clusters[cluster])
@@ -506,7 +506,7 @@ def draw_many(strategy: st.SearchStrategy[Any], n: int, at: int, batch: int = 40
 
 
 def generate(
-    catalog: MeterCatalog, cluster: str, now_ms: int
+    catalog: MeterVectors, cluster: str, now_ms: int
 ) -> tuple[list[BadMessage], list[BadReading]]:
     """Every bad message and bad reading of the suite (``TOTAL - DUP_ENVELOPES`` of them)."""
     b = BadInputs(catalog, cluster, now_ms)

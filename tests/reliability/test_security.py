@@ -4,7 +4,7 @@ A Kafka 3.9.1 with SASL/SCRAM-SHA-512 on its client listener (``CLUSTERTWIN_KAFK
 scram``) and the stack's InfluxDB (which always requires its token) are started on their own
 port offset, beside whatever stack the other tests use. Against them:
 
-* clients built from the stack's settings (``clustertwin.kafka_auth``) produce and consume;
+* clients built from the stack's settings (``clustertwin_base.kafka_auth``) produce and consume;
 * the connector runner, the stream worker and the alerting worker, run as the operator runs
   them (CLI subprocesses), start with the right credentials and refuse to start with a wrong
   or missing Kafka password or InfluxDB token: a distinct exit code and one line naming the
@@ -35,8 +35,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pydantic import SecretStr
 
-from clustertwin.kafka_auth import KafkaAuthError, check_credentials, client_security
-from clustertwin.settings import Settings, cache_dir, stack_port_offset
+from clustertwin_base.kafka_auth import KafkaAuthError, check_credentials, client_security
+from clustertwin_base.settings import Settings, cache_dir, stack_port_offset
 from streams.sink import InfluxAuthError, check_write_access
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from streams.alerting.model import Alert
 from streams.alerting.simulate import HOUR_MS, fault_scenario, noise_scenario
-from streams.catalog import MeterCatalog
+from streams.meter_vectors import MeterVectors
 from tests.conftest import StackHandle
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ def run(stack: StackHandle, unique_name: str, tmp_path: Path) -> Iterator[dict[s
     start = (int(time.time() * 1000) // HOUR_MS - 5 * 24) * HOUR_MS
     fault = fault_scenario(start)
     noise = noise_scenario(start, days=4)
-    catalog = MeterCatalog([*fault.sim.catalog().specs, *noise.sim.catalog().specs])
+    catalog = MeterVectors([*fault.sim.catalog().specs, *noise.sim.catalog().specs])
     (tmp_path / "catalog.json").write_text(catalog.to_json())
     pathways = {
         k: {"years": y, "values": v} for sc in (fault, noise) for k, (y, v) in sc.pathways.items()

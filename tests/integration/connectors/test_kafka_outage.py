@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from clustertwin.settings import cache_dir
 from clustertwin.stack.kafka import KAFKA_VERSION, Kafka
 from clustertwin.stack.process import ManagedProcess
+from clustertwin_base.settings import cache_dir
 from connectors.sdk.conformance import consume_all, free_port
 from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.runner import ConnectorRunner, make_publisher

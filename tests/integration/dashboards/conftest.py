@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.catalog import NANO, MeterCatalog, catalog_for_clusters, offline_price
+from streams.meter_vectors import NANO, MeterVectors, catalog_for_clusters, offline_price
 from tests.integration.streams.harness import HEADERS, WorkerProc, producer
 
 CLUSTER = "dunkirk"
@@ -37,7 +37,7 @@ class ProofData:
     twin: str
     start: datetime
     stop: datetime
-    catalog: MeterCatalog
+    catalog: MeterVectors
     # offline totals over the whole run, in t / MWh
     tco2e_by_site: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     # the cluster's total by scope ("s1", "s2_location"), what a target plan counts

@@ -20,7 +20,7 @@ from dashboards import schema as s
 from dashboards.expressions import RuleEvaluation, evaluate_rule, labels
 from dashboards.flux import Flux
 from dashboards.runner import query_frames, run_direct
-from streams.progress import year_fraction
+from streams.progress_series import year_fraction
 from tests.integration.dashboards.conftest import CLUSTER, ProofData
 from twin.model import load_cluster
 

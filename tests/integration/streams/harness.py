@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.catalog import NANO, MeterCatalog, MeterSpec, offline_price
+from streams.meter_vectors import NANO, MeterSpec, MeterVectors, offline_price
 from streams.windows import RESOLUTIONS
 from tests.unit.streams.test_intervals import reference_parts
 
@@ -45,7 +45,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_catalog(cluster: str, sites: int, meters_per_site: int) -> MeterCatalog:
+def make_catalog(cluster: str, sites: int, meters_per_site: int) -> MeterVectors:
     specs = []
     names = list(CARRIERS)
     for s in range(sites):
@@ -62,7 +62,7 @@ def make_catalog(cluster: str, sites: int, meters_per_site: int) -> MeterCatalog
                     provenance="test factors",
                 )
             )
-    return MeterCatalog(specs)
+    return MeterVectors(specs)
 
 
 @dataclass
@@ -83,7 +83,7 @@ class Expected:
     readings: int = 0
 
     def add(
-        self, catalog: MeterCatalog, meter: str, unit: str, ts: int, value: float, start: int = -1
+        self, catalog: MeterVectors, meter: str, unit: str, ts: int, value: float, start: int = -1
     ) -> None:
         """One distinct reading; with ``start``, of the interval [start, ts), shared among
         its minutes by the stated rule (``reference_parts``)."""
@@ -116,7 +116,7 @@ class Expected:
 class Generator:
     """Envelopes for every site, one per step, timestamps strictly increasing per meter."""
 
-    def __init__(self, catalog: MeterCatalog, cluster: str, start_ms: int, step_ms: int = 5000):
+    def __init__(self, catalog: MeterVectors, cluster: str, start_ms: int, step_ms: int = 5000):
         self.catalog = catalog
         self.cluster = cluster
         self.t = start_ms

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from clustertwin.settings import cache_dir
 from clustertwin.stack.base import require_tool
+from clustertwin_base.settings import cache_dir
 
 CHROMIUM_FLAGS = (
     "--headless=new",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dashboards import schema as s
-from streams.catalog import NANO
-from streams.progress import Plan, progress_fields
+from streams.meter_vectors import NANO
+from streams.progress_series import Plan, progress_fields
 from streams.sink import latest_line, window_line, ytd_line
 from streams.windows import NFIG, WindowUpdate
 

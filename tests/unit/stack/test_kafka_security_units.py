@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from clustertwin.kafka_auth import client_security, faust_credentials
-from clustertwin.settings import MissingCredentialError, Settings
 from clustertwin.stack import StackError
 from clustertwin.stack.kafka import Kafka
+from clustertwin_base.kafka_auth import client_security, faust_credentials
+from clustertwin_base.settings import MissingCredentialError, Settings
 
 
 @pytest.fixture(autouse=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from clustertwin.settings import MissingCredentialError, Settings
 from clustertwin.stack import LocalStack, StackError
 from clustertwin.stack.influxdb import InfluxDB
 from clustertwin.stack.kafka import Kafka
 from clustertwin.stack.process import ManagedProcess
+from clustertwin_base.settings import MissingCredentialError, Settings
 
 
 def test_managed_process_starts_tracks_and_stops(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from streams.catalog import NANO
+from streams.meter_vectors import NANO
 from streams.restate import StoredReading
 from streams.sink import READING_FIGURES, READING_MEASUREMENT
 from streams.stored import SiteWindows

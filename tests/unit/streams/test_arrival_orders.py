@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.catalog import offline_price
+from streams.meter_vectors import offline_price
 from streams.pipeline import ClusterStage, DictTable, SiteStage, Topics
 from streams.windows import NFIG, RESOLUTIONS, year_of
 from tests.unit.streams.linestore import LineStore, nano

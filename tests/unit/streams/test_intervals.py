@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.catalog import NANO
+from streams.meter_vectors import NANO
 from streams.windows import NFIG, split_intervals
 from tests.unit.streams.linestore import nano
 from tests.unit.streams.test_pipeline_units import T0, Harness, reading, record

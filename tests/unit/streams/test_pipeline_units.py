@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.catalog import NANO, CatalogError, MeterCatalog, MeterSpec, offline_price
 from streams.envelope import Record, decode_batch
+from streams.meter_vectors import NANO, CatalogError, MeterSpec, MeterVectors, offline_price
 from streams.pipeline import ClusterStage, DictTable, SiteStage, Topics
 from streams.sink import window_line
 from streams.windows import SiteState, WindowUpdate
@@ -26,7 +26,7 @@ T0 = NOW - 3 * 3600_000
 T0 -= T0 % 3600_000  # an hour boundary, three hours back
 
 
-def catalog() -> MeterCatalog:
+def catalog() -> MeterVectors:
     specs = [
         MeterSpec("gas-a", "a", "c", "natural_gas", {"MWh": (1.0, (0.2, 0.0, 0.0, 0.0))}),
         MeterSpec(
@@ -41,7 +41,7 @@ def catalog() -> MeterCatalog:
         MeterSpec("gas-b", "b", "c", "natural_gas", {"MWh": (1.0, (0.2, 0.0, 0.0, 0.0))}),
     ]
     scales = {("electricity", "MWh"): 1.0, ("electricity", "kWh"): 0.001}
-    return MeterCatalog(specs, unit_scale=lambda c, u: scales.get((c, u)))
+    return MeterVectors(specs, unit_scale=lambda c, u: scales.get((c, u)))
 
 
 def reading(meter: str, ts: int, value: Any, unit: str = "MWh", carrier: str = "natural_gas"):
@@ -422,18 +422,18 @@ def test_a_site_id_in_two_clusters_is_refused_by_name():
         MeterSpec("ch-b", "chemicals", "rotterdam", "natural_gas", {"MWh": (1.0, (0.2, 0, 0, 0))}),
     ]
     with pytest.raises(CatalogError, match="'chemicals' is in clusters 'teda' and 'rotterdam'"):
-        MeterCatalog(specs)
+        MeterVectors(specs)
 
 
 def test_catalog_round_trips_and_rejects_bad_records(tmp_path):
     cat = catalog()
     path = tmp_path / "cat.json"
     path.write_text(cat.to_json())
-    again = MeterCatalog.from_file(path)
+    again = MeterVectors.from_file(path)
     assert [s.meter for s in again.specs] == [s.meter for s in cat.specs]
     assert (again.factors[: len(cat.specs)] == cat.factors[: len(cat.specs)]).all()
     path.write_text('[{"meter": "x"}]')
     with pytest.raises(CatalogError, match="meter record #0"):
-        MeterCatalog.from_file(path)
+        MeterVectors.from_file(path)
     with pytest.raises(CatalogError, match="duplicate meter"):
-        MeterCatalog([cat.specs[0], cat.specs[0]])
+        MeterVectors([cat.specs[0], cat.specs[0]])

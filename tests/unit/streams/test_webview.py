@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.catalog import MeterCatalog, MeterSpec
-from streams.progress import Plan
+from streams.meter_vectors import MeterSpec, MeterVectors
+from streams.progress_series import Plan
 from streams.webview import figures, queries
 from streams.webview.routes import STATIC, ViewSource
 from streams.windows import NFIG, SiteState
@@ -141,8 +141,8 @@ def test_the_view_shows_the_offline_figures_in_any_arrival_order(
     assert sum(comp["quality"].values()) == len(latest)
 
 
-def big_catalog(sites: int, meters: int) -> MeterCatalog:
-    return MeterCatalog(
+def big_catalog(sites: int, meters: int) -> MeterVectors:
+    return MeterVectors(
         [
             MeterSpec(
                 f"m{s}-{m:03d}",

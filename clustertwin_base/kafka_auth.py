@@ -26,7 +26,7 @@ import ssl
 import struct
 from typing import TYPE_CHECKING, Any
 
-from clustertwin.settings import Settings
+from clustertwin_base.settings import Settings
 
 if TYPE_CHECKING:
     import faust

@@ -69,7 +69,7 @@ class MeterSpec:
 
 
 @dataclass
-class MeterCatalog:
+class MeterVectors:
     """All meters of the clusters a worker serves, indexed for vectorised lookups."""
 
     specs: list[MeterSpec]
@@ -179,7 +179,7 @@ class MeterCatalog:
         )
 
     @classmethod
-    def from_records(cls, records: Iterable[Mapping[str, Any]]) -> MeterCatalog:
+    def from_records(cls, records: Iterable[Mapping[str, Any]]) -> MeterVectors:
         specs = []
         for n, rec in enumerate(records):
             try:
@@ -208,7 +208,7 @@ class MeterCatalog:
         return cls(specs)
 
     @classmethod
-    def from_file(cls, path: Path) -> MeterCatalog:
+    def from_file(cls, path: Path) -> MeterVectors:
         try:
             records = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -217,8 +217,8 @@ class MeterCatalog:
             raise CatalogError(f"{path}: expected a JSON list of meter records")
         return cls.from_records(records)
 
-    def merged(self, other: MeterCatalog) -> MeterCatalog:
-        return MeterCatalog([*self.specs, *other.specs])
+    def merged(self, other: MeterVectors) -> MeterVectors:
+        return MeterVectors([*self.specs, *other.specs])
 
     # -- vectorised pricing ---------------------------------------------------------------
     def price(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -240,15 +240,15 @@ def _scope_factors(f: Sequence[float]) -> tuple[float, ...]:
     return tuple(values + [0.0] * (len(SCOPES) - len(values)))
 
 
-def offline_price(catalog: MeterCatalog, meter: str, unit: str, value: float) -> list[int]:
-    """One reading priced the slow, obvious way; must equal ``MeterCatalog.price``."""
+def offline_price(catalog: MeterVectors, meter: str, unit: str, value: float) -> list[int]:
+    """One reading priced the slow, obvious way; must equal ``MeterVectors.price``."""
     i = catalog.index[meter]
     spec = catalog.specs[i]
     mwh, factors = spec.units[unit]
     return [round(value * f * NANO) for f in (mwh, *factors)]
 
 
-def catalog_for_clusters(names: Sequence[str]) -> MeterCatalog:
+def catalog_for_clusters(names: Sequence[str]) -> MeterVectors:
     """Build the index from the twin's cluster model (``twin/``)."""
     from streams.twinlink import catalog_from_twin
 

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLUSTERTWIN_", extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
-    # How clients authenticate to Kafka (see clustertwin/kafka_auth.py, the one place that
+    # How clients authenticate to Kafka (see clustertwin_base/kafka_auth.py, the one place that
     # turns these into client settings). PLAINTEXT is the dev stack's default; the secured
     # stack (CLUSTERTWIN_KAFKA_SECURITY=scram) writes SASL_PLAINTEXT and a SCRAM user here.
     kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from streams.catalog import NANO, MeterCatalog
+from streams.meter_vectors import NANO, MeterVectors
 from streams.sink import fields_line
 from streams.windows import SiteState
 
@@ -69,7 +69,7 @@ def progress_fields(ytd_nano: Mapping[str, int], plan: Plan | None, ms: int) -> 
 
 @dataclass
 class ProgressWriter:
-    catalog: MeterCatalog
+    catalog: MeterVectors
     twin: str
     plans: dict[tuple[str, str], Plan] = field(default_factory=dict)  # (cluster, site or "")
 
