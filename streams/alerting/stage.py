@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streams.alerting.engine import AlertEngine, ClusterAlertState, EngineOutput, SiteAlertState
+from streams.alerting.engine import AlertEngine
 from streams.alerting.model import Alert
 from streams.alerting.notify import WebhookNotifier
+from streams.alerting.state import ClusterAlertState, EngineOutput, SiteAlertState
 from streams.envelope import DecodedBatch, Limits, Record, decode_batch
 from streams.eventtime import cluster_clocks
 from streams.meter_vectors import NANO
