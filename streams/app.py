@@ -36,6 +36,7 @@ from streams.end_offsets import EndOffsets
 from streams.envelope import MAX_DEADLETTER_BYTES, Limits, Record
 from streams.meter_vectors import MeterVectors
 from streams.pipeline import ClusterStage, OverlappedCommits, PreparedBatch, SiteStage, Topics
+from streams.priced import priced_topic
 from streams.progress_series import ProgressWriter
 from streams.sink import InfluxSink, fields_line
 from streams.stored import InfluxStore
@@ -179,6 +180,9 @@ def create_app(
         settings.deadletter_topic, key_serializer="raw", value_serializer="raw"
     )
     late_topic = app.topic(cfg.late_topic, key_serializer="raw", value_serializer="raw")
+    priced_out = app.topic(
+        priced_topic(settings.readings_topic), key_serializer="raw", value_serializer="raw"
+    )
     sites_table = app.Table(
         "sites",
         default=None,
@@ -212,6 +216,7 @@ def create_app(
         settings.deadletter_topic: deadletter_topic,
         cfg.late_topic: late_topic,
         updates_topic.get_topic_name(): updates_topic,
+        priced_out.get_topic_name(): priced_out,
     }
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: list[Any]) -> None:
@@ -225,7 +230,12 @@ def create_app(
         FaustTable(sites_table),
         sink.write,
         send,
-        Topics(settings.deadletter_topic, cfg.late_topic, updates_topic.get_topic_name()),
+        Topics(
+            settings.deadletter_topic,
+            cfg.late_topic,
+            updates_topic.get_topic_name(),
+            priced_out.get_topic_name(),
+        ),
         cfg.twin,
         cfg.grace_ms,
         limits=Limits(horizon_years=cfg.horizon_years),
