@@ -336,7 +336,9 @@ class AlertEngine:
                 break
             del state.pending[start]
             state.closed_until = start + step
-            total = sum(v[0] for v in sites.values())
+            # summed in site order, not arrival order: the same bits whatever the batching
+            # or the input (readings or priced) brought the sites in
+            total = sum(sites[s][0] for s in sorted(sites))
             trusted = len(sites) >= n_sites and all(v[1] for v in sites.values())
             self.scope_step(
                 state.scope,

@@ -9,7 +9,7 @@ Readings are energy per interval (MWh), with independent multiplicative Gaussian
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,8 +258,14 @@ async def replay_in_memory(
     config: Any = None,
     batch: int = 500,
     recs: list[Any] | None = None,
+    via_priced: bool = False,
 ) -> list[Any]:
-    """Run the alert stage over the scenarios without servers; returns the alert events."""
+    """Run the alert stage over the scenarios without servers; returns the alert events.
+
+    ``via_priced``: as in production, the readings go through the stream worker's site
+    stage first and the alert stage reads the priced messages it publishes; otherwise the
+    alert stage decodes and prices the readings itself.
+    """
     from streams.alerting.engine import AlertEngine
     from streams.alerting.model import Alert
     from streams.alerting.stage import AlertStage
@@ -283,11 +289,45 @@ async def replay_in_memory(
         return None
 
     stage = AlertStage(engine, DictTable(), DictTable(), send, write)
+    feed = stream_stage(catalog) if via_priced else None
     recs = records(scenarios) if recs is None else recs
     for i in range(0, len(recs), batch):
-        await stage.process(recs[i : i + batch])
+        if feed is None:
+            await stage.process(recs[i : i + batch])
+        else:
+            await stage.process_priced(await feed(recs[i : i + batch]))
         if cluster_msgs:
             msgs = list(cluster_msgs)
             cluster_msgs.clear()
             await stage.process_cluster(msgs)
     return events
+
+
+def stream_stage(
+    catalog: MeterVectors, partitions: int = 4, grace_ms: int = 60_000
+) -> Callable[[Sequence[Any]], Awaitable[list[tuple[int, bytes]]]]:
+    """The stream worker's site stage in memory: a batch of ``readings`` records in, the
+    (partition, payload) messages it publishes on the priced topic out."""
+    import zlib
+
+    from streams.pipeline import DictTable, SiteStage, Topics
+
+    sent: list[tuple[int, bytes]] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
+        if topic == "priced":
+            sent.append((zlib.crc32(key or b"") % partitions, value))
+
+    async def write(lines: Any) -> None:
+        return None
+
+    topics = Topics("deadletter", "late", "cluster-updates", "priced")
+    site_stage = SiteStage(catalog, DictTable(), write, send, topics, "sim", grace_ms)
+
+    async def feed(batch: Sequence[Any]) -> list[tuple[int, bytes]]:
+        await site_stage.process(batch)
+        out = list(sent)
+        sent.clear()
+        return out
+
+    return feed

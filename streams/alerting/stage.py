@@ -17,6 +17,8 @@ offsets are in the states and the records are skipped. Webhook posts are queued 
 from __future__ import annotations
 
 import asyncio
+import logging
+import struct
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -32,11 +34,13 @@ from streams.alerting.notify import WebhookNotifier
 from streams.alerting.state import ClusterAlertState, EngineOutput, SiteAlertState
 from streams.envelope import DecodedBatch, Limits, Record, decode_batch
 from streams.eventtime import cluster_clocks
-from streams.meter_vectors import NANO
 from streams.pipeline import StateTable
+from streams.priced import PricedGroup, concat, groups_from_readings
 
 Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 Write = Callable[[Iterable[str]], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 ALERT_HEADERS = [("content-type", b"application/json"), ("clustertwin-schema", b"alert/1")]
 
@@ -55,6 +59,7 @@ class AlertCounters:
     opened: int = 0
     resolved: int = 0
     lines: int = 0
+    undecodable: int = 0
 
 
 class AlertStage:
@@ -84,48 +89,59 @@ class AlertStage:
         self.counters = AlertCounters()
 
     async def process(self, records: Sequence[Record]) -> None:
+        """``readings`` records, decoded and priced here (what the worker did before the
+        priced topic; for tests, the bench, or alerting inside the twin worker)."""
         await self.process_decoded(decode_batch(records, self.engine.catalog, self.limits))
 
     async def process_decoded(self, decoded: DecodedBatch) -> None:
-        """Run the detectors over a decoded batch (bad readings were already set aside)."""
+        """A decoded ``readings`` batch (bad readings were already set aside), priced here."""
+        await self._process(groups_from_readings(decoded, self.engine.catalog))
+
+    async def process_priced(self, messages: Sequence[tuple[int, bytes]]) -> None:
+        """(partition, payload) of the priced topic (``streams.priced``), in order: what the
+        stream worker already decoded and priced, so nothing is priced again here."""
+        groups: list[tuple[int, PricedGroup]] = []
+        for partition, payload in messages:
+            try:
+                groups.append((partition, PricedGroup.decode(payload)))
+            except (ValueError, KeyError, TypeError, struct.error) as exc:
+                # not ours to dead-letter: the stream worker wrote it; skip it, say so
+                self.counters.undecodable += 1
+                log.error("partition %d: priced message not decoded (%s); skipped", partition, exc)
+        await self._process(groups)
+
+    async def _process(self, groups: Sequence[tuple[int, PricedGroup]]) -> None:
+        """Run the detectors over each site's priced readings (one engine call per site)."""
         self.counters.batches += 1
         catalog = self.engine.catalog
-        n = len(decoded.env)
-        self.counters.readings += n
-        priced = catalog.price(decoded.row, decoded.value) if n else np.zeros((0, 4), np.int64)
-        # tCO2e = scope 1 + scope 2 (location-based), as everywhere in the twin
-        tco2e = (priced[:, 1] + priced[:, 2]).astype(np.float64) / NANO
-        env_site = [e.site for e in decoded.envelopes]
-        by_site: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate(env_site):
-            by_site[s].append(i)
-        env_offsets = np.array([e.record.offset for e in decoded.envelopes], dtype=np.int64)
-        site_codes = {s: k for k, s in enumerate(by_site)}
-        env_code = np.array([site_codes[s] for s in env_site], dtype=np.int64)
-        reading_site = env_code[decoded.env] if n else np.empty(0, np.int64)
+        by_site: dict[str, list[tuple[int, PricedGroup]]] = defaultdict(list)
+        for partition, group in groups:
+            by_site[group.site].append((partition, group))
         out = EngineOutput()
         states: dict[str, SiteAlertState] = {}
-        for k, (site, env_ids) in enumerate(by_site.items()):
-            first = decoded.envelopes[env_ids[0]]
+        for site, parts in by_site.items():
+            partition = parts[-1][0]
+            g = concat([p[1] for p in parts])
+            meter = g.meter_index(catalog)
+            known = meter >= 0  # a meter this worker's catalog does not hold is not judged
+            self.counters.readings += int(known.sum())
             raw = self.sites.get(site.encode())
             state = (
                 SiteAlertState.loads(raw)
                 if raw is not None
-                else self.engine.new_site_state(first.cluster, site, first.record.partition)
+                else self.engine.new_site_state(g.cluster, site, partition)
             )
-            sel = np.flatnonzero(reading_site == k)
-            state.seen_at = max(
-                state.seen_at, max(decoded.envelopes[i].record.timestamp for i in env_ids)
-            )
+            state.partition = partition  # the table partition is the one the input comes on
+            state.seen_at = max(state.seen_at, g.seen_at)
             out.extend(
                 self.engine.process_site(
                     state,
-                    decoded.meter[sel],
-                    decoded.ts[sel],
-                    decoded.value[sel],
-                    tco2e[sel],
-                    env_offsets[decoded.env[sel]],
-                    int(max(decoded.envelopes[i].record.offset for i in env_ids)),
+                    meter[known],
+                    g.ts[known],
+                    g.value[known],
+                    g.tco2e[known],
+                    g.offset[known],
+                    g.max_offset,
                 )
             )
             states[site] = state
