@@ -52,6 +52,8 @@ MAX_READINGS = Limits().max_readings
 #: (name, dtype) of the columns, in payload order (8-byte columns first: aligned reads).
 COLUMNS = (("ts", "<i8"), ("offset", "<i8"), ("value", "<f8"), ("tco2e", "<f8"), ("meter", "<i4"))
 _HEAD = struct.Struct("<I")
+#: Settings of the topic wherever it is created: a message takes more than a broker's 1 MB.
+TOPIC_CONFIG = {"max.message.bytes": str(8 * 1024 * 1024)}
 
 Message = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 

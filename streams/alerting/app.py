@@ -1,10 +1,19 @@
 """The alerting worker as a Faust app of its own (``python -m streams.alerting worker``).
 
-It consumes ``readings`` in its own consumer group, so alerting scales and fails apart from
-the twin worker; the same ``AlertStage`` can instead be called from the twin worker's agent
-(see ``streams/alerting/README.md``). State lives in two Faust tables with changelogs:
-``alert-sites`` (key = site id, co-partitioned with the readings) and ``alert-clusters``
-(key = cluster id, fed by the ``<app>-cluster-buckets`` topic).
+It consumes ``<readings>-priced`` (``streams.priced``) in its own consumer group, so alerting
+scales and fails apart from the twin worker. Not ``readings`` itself: decoding and pricing
+every reading a second time was most of this worker's CPU, for figures the stream worker
+had already computed. Not the window updates either, although they carry the emissions the
+drift detectors need: the silent-meter, flat-line and jump detectors judge each meter's
+readings (their times and values), which no window keeps. The priced messages carry exactly
+that, per site and input batch, with the ``readings`` record offsets, so replays are judged
+as before: ``alert-sites`` remembers the last record offset applied per site, and a batch
+the stream worker publishes again after a crash is skipped reading by reading.
+
+State lives in two Faust tables with changelogs: ``alert-sites`` (key = site id,
+co-partitioned with the priced topic) and ``alert-clusters`` (key = cluster id, fed by the
+``<app>-cluster-buckets`` topic). The same ``AlertStage`` can instead be called from the
+twin worker's agent (see ``streams/alerting/README.md``).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from streams.alerting.notify import WebhookNotifier
 from streams.alerting.stage import AlertStage, AlertTopics
 from streams.end_offsets import EndOffsets
 from streams.meter_vectors import MeterVectors
+from streams.priced import TOPIC_CONFIG, priced_topic
 from streams.sink import InfluxSink
 from twin.targets import Pathway
 
@@ -97,7 +107,11 @@ def load_catalog(cfg: AlertingSettings) -> MeterVectors:
 
 
 def ensure_topic(
-    bootstrap: str, name: str, partitions: int, security: Mapping[str, Any] | None = None
+    bootstrap: str,
+    name: str,
+    partitions: int,
+    security: Mapping[str, Any] | None = None,
+    configs: Mapping[str, str] | None = None,
 ) -> None:
     """Create the alerts topic before the first alert, not by the broker's auto-create
     defaults (whatever its partition count, key = alert id keeps each alert's events in order).
@@ -112,7 +126,9 @@ def ensure_topic(
     try:
         if name not in admin.list_topics():
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, partitions, 1)])
+                admin.create_topics(
+                    [NewTopic(name, partitions, 1, topic_configs=dict(configs or {}))]
+                )
     finally:
         admin.close()
 
@@ -120,7 +136,7 @@ def ensure_topic(
 def create_alerting_app(
     cfg: AlertingSettings | None = None, settings: Settings | None = None
 ) -> faust.App:
-    from streams.app import FaustTable, faust_datadir, record_from_event
+    from streams.app import FaustTable, faust_datadir
 
     cfg = cfg or AlertingSettings()
     settings = settings or Settings.load()
@@ -152,12 +168,16 @@ def create_alerting_app(
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
-    readings = app.topic(settings.readings_topic, partitions=cfg.partitions, **raw)
+    priced = app.topic(priced_topic(settings.readings_topic), partitions=cfg.partitions, **raw)
     buckets_topic = app.topic(
         f"{cfg.app_id}-cluster-buckets", partitions=cfg.partitions, internal=True, **raw
     )
     security = client_security(settings)
     ensure_topic(settings.kafka_bootstrap, cfg.alerts_topic, cfg.alerts_partitions, security)
+    # the stream worker creates it too; whoever starts first, it must exist before we subscribe
+    ensure_topic(
+        settings.kafka_bootstrap, priced.get_topic_name(), cfg.partitions, security, TOPIC_CONFIG
+    )
     # Faust's own creation of internal topics races the first subscription on a new cluster:
     # the agent then ignores the "missing" topic for good and cluster alerts never fire.
     ensure_topic(settings.kafka_bootstrap, buckets_topic.get_topic_name(), cfg.partitions, security)
@@ -207,14 +227,14 @@ def create_alerting_app(
     processed: dict[int, int] = {}
     last_record = [time.monotonic()]
 
-    @app.agent(readings, name="alert-site-stage")
+    @app.agent(priced, name="alert-site-stage")
     async def site_agent(stream: Any) -> None:
         async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
-            records = [record_from_event(e) for e in events]
+            messages = [e.message for e in events]
             async with lock:
-                await stage.process(records)
-            for r in records:
-                processed[r.partition] = max(processed.get(r.partition, -1), r.offset)
+                await stage.process_priced([(m.partition, m.value) for m in messages])
+            for m in messages:
+                processed[m.partition] = max(processed.get(m.partition, -1), m.offset)
             last_record[0] = time.monotonic()
             for e in events:
                 await stream.ack(e)
@@ -229,7 +249,7 @@ def create_alerting_app(
             for e in events:
                 await stream.ack(e)
 
-    end_offsets = EndOffsets(lambda: app.consumer, settings.readings_topic, cfg.partitions)
+    end_offsets = EndOffsets(lambda: app.consumer, priced.get_topic_name(), cfg.partitions)
 
     if cfg.wall_clock:
 
