@@ -1,10 +1,11 @@
 """Priced readings: what the stream worker computed, for the workers that come after it.
 
 The stream worker's site stage validates and prices every reading; the alerting worker used
-to consume ``readings`` again and do both a second time, which was most of its CPU. Now the
-site stage publishes, per input batch and site, the readings it accepted with their
-emissions on ``<readings>-priced`` (``priced_topic``), and the alerting worker reads only
-that. One message per site and batch, key = site, so a site's messages stay in order on one
+to consume ``readings`` again and do both a second time (a sixth to a third of its CPU, see
+``bench/bench_alerting.py``, and one Kafka message per envelope). Now the site stage
+publishes, per input batch and site, the readings it accepted with their emissions on
+``<readings>-priced`` (``priced_topic``), and the alerting worker reads only that. One
+message per site and batch, key = site, so a site's messages stay in order on one
 partition; nothing else is needed to decode them (no catalog lookup, no pricing).
 
 Columnar and binary (``priced/1``): a little-endian ``u32`` header length, a JSON header
@@ -84,6 +85,7 @@ class PricedGroup:
     value: np.ndarray
     tco2e: np.ndarray
     offset: np.ndarray  # readings-record offset of each reading
+    source: int = -1  # the readings partition of those records (-1: not known)
 
     def __len__(self) -> int:
         return int(self.ts.size)
@@ -96,6 +98,7 @@ class PricedGroup:
                 "site": self.site,
                 "max_offset": self.max_offset,
                 "seen_at": self.seen_at,
+                "source": self.source,
                 "meters": self.meters,
                 "n": len(self),
             }
@@ -125,6 +128,7 @@ class PricedGroup:
             int(head["seen_at"]),
             list(head["meters"]),
             **cols,
+            source=int(head.get("source", -1)),
         )
 
     def meter_index(self, catalog: MeterVectors) -> np.ndarray:
@@ -145,6 +149,7 @@ def group_of(
     offset: np.ndarray,
     max_offset: int,
     seen_at: int,
+    source: int,
 ) -> PricedGroup:
     """A group from catalog-indexed readings (the meter names travel, not the indices)."""
     codes, inverse = np.unique(meter, return_inverse=True)
@@ -160,6 +165,7 @@ def group_of(
         value,
         tco2e,
         offset,
+        source,
     )
 
 
@@ -214,6 +220,7 @@ def groups_from_readings(
             env_offsets[decoded.env[sel]],
             int(max(decoded.envelopes[i].record.offset for i in env_ids)),
             max(decoded.envelopes[i].record.timestamp for i in env_ids),
+            first.record.partition,
         )
         out.append((first.record.partition, group))
     return out
@@ -246,6 +253,7 @@ class PricedMessages:
         tco2e = np.concatenate([tco2e_of(p[1]) for p in parts])
         order = np.argsort(idx, kind="stable")  # arrival order, as the batch had them
         idx, tco2e = idx[order], tco2e[order]
+        records = list(records)
         seen_at = max(r.timestamp for r in records)
         offset = batch.offset[idx]
         chunks = split_records(offset)
@@ -262,6 +270,7 @@ class PricedMessages:
                 offset[part],
                 batch.max_offset if last else int(offset[part].max()),
                 seen_at,
+                records[0].partition,
             )
             self.messages.append((self.topic, site.encode(), group.encode(), HEADERS))
 
@@ -289,4 +298,5 @@ def concat(groups: Sequence[PricedGroup]) -> PricedGroup:
         np.concatenate([g.value for g in groups]),
         np.concatenate([g.tco2e for g in groups]),
         np.concatenate([g.offset for g in groups]),
+        last.source,
     )

@@ -1,13 +1,16 @@
 """The alerting worker as a Faust app of its own (``python -m streams.alerting worker``).
 
 It consumes ``<readings>-priced`` (``streams.priced``) in its own consumer group, so alerting
-scales and fails apart from the twin worker. Not ``readings`` itself: decoding and pricing
-every reading a second time was most of this worker's CPU, for figures the stream worker
-had already computed. Not the window updates either, although they carry the emissions the
-drift detectors need: the silent-meter, flat-line and jump detectors judge each meter's
-readings (their times and values), which no window keeps. The priced messages carry exactly
-that, per site and input batch, with the ``readings`` record offsets, so replays are judged
-as before: ``alert-sites`` remembers the last record offset applied per site, and a batch
+scales and fails apart from the twin worker.
+
+Why not ``readings`` itself: decoding and pricing every reading a second time cost a sixth
+to a third of this worker's CPU (``bench/bench_alerting.py``) and a Kafka message per
+envelope, for figures the stream worker had already computed; a priced message holds a
+site's whole input batch, as columns. Why not the window updates, although they carry the
+emissions the drift detectors need: the silent-meter, flat-line and jump detectors judge
+each meter's own readings (times and values), which no window keeps. The priced messages
+carry exactly what the detectors use, with the ``readings`` record offsets, so replays are
+judged as before: ``alert-sites`` keeps the last record offset applied per site, and a batch
 the stream worker publishes again after a crash is skipped reading by reading.
 
 State lives in two Faust tables with changelogs: ``alert-sites`` (key = site id,
@@ -250,6 +253,8 @@ def create_alerting_app(
                 await stream.ack(e)
 
     end_offsets = EndOffsets(lambda: app.consumer, priced.get_topic_name(), cfg.partitions)
+    # what the stream worker has still to price is not silence either
+    readings_ends = EndOffsets(lambda: app.consumer, settings.readings_topic, cfg.partitions)
 
     if cfg.wall_clock:
 
@@ -266,10 +271,14 @@ def create_alerting_app(
             ends = await end_offsets.read(timeout_s=5)
             if ends is None or end_offsets.answering_for() < cfg.idle_s:
                 return
+            sources = await readings_ends.read(timeout_s=5)
+            if sources is None:
+                return
             async with lock:
                 await stage.tick(
                     int(time.time() * 1000),
                     lambda p: end_offsets.caught_up(p, ends, processed),
+                    lambda p, applied: p in sources and applied + 1 >= sources[p],
                 )
 
     @app.page("/alerts/")

@@ -220,10 +220,23 @@ def fault_scenario(start_ms: int, prefix: str = "f", hours: int = 60) -> Scenari
     )
 
 
-def noise_scenario(start_ms: int, prefix: str = "n", days: float = 7.0, seed: int = 3) -> Scenario:
+def noise_scenario(
+    start_ms: int,
+    prefix: str = "n",
+    days: float = 7.0,
+    seed: int = 3,
+    meters_per_site: int = 3,
+    interval_ms: int = 60_000,
+) -> Scenario:
     """Plain noise, every site and the cluster 5 % under their pathways: nothing may fire."""
     name = f"{prefix}cluster"
-    sim = demo_cluster(name=name, prefix=prefix, seed=seed)
+    sim = demo_cluster(
+        meters_per_site=meters_per_site,
+        name=name,
+        prefix=prefix,
+        seed=seed,
+        interval_ms=interval_ms,
+    )
     paths = {}
     total = 0.0
     for s in sim.sites:
@@ -231,7 +244,7 @@ def noise_scenario(start_ms: int, prefix: str = "n", days: float = 7.0, seed: in
         paths[f"{name}/{s.site}"] = ([2020.0, 2030.0], [v, v])
         total += v
     paths[name] = ([2020.0, 2030.0], [total, total])
-    return Scenario(sim, start_ms, int(days * 24 * 60), paths, ())
+    return Scenario(sim, start_ms, int(days * 86_400_000 / interval_ms), paths, ())
 
 
 def records(

@@ -133,6 +133,7 @@ class AlertStage:
             )
             state.partition = partition  # the table partition is the one the input comes on
             state.seen_at = max(state.seen_at, g.seen_at)
+            state.source = g.source
             out.extend(
                 self.engine.process_site(
                     state,
@@ -149,13 +150,21 @@ class AlertStage:
         for site, state in states.items():
             self.sites.put(site.encode(), state.dumps(), state.partition)
 
-    async def tick(self, now_ms: int, caught_up: Callable[[int], bool]) -> None:
+    async def tick(
+        self,
+        now_ms: int,
+        caught_up: Callable[[int], bool],
+        source_caught_up: Callable[[int, int], bool] | None = None,
+    ) -> None:
         """Live operation: find meters (and sites) silent while their cluster goes on.
 
         Silence is judged by the cluster's event-time clock (``streams.eventtime``), not
         the wall clock: a replay of last week at 60x, or a backfill, finds a meter silent
         only when the clock passes its allowance, not because its readings are a week old.
-        Only for partitions whose records have all been processed.
+        Only for partitions whose records have all been processed: ``caught_up(partition)``
+        of the input, and, when the input is the priced topic, ``source_caught_up(readings
+        partition, highest readings offset applied there)``: readings still waiting for the
+        stream worker are not silence either.
         """
         out = EngineOutput()
         states: dict[str, SiteAlertState] = {}
@@ -167,8 +176,17 @@ class AlertStage:
             if raw is not None:
                 every.append(SiteAlertState.loads(raw))
         clocks = cluster_clocks(((s.cluster, s.wm, s.seen_at) for s in every), now_ms)
+        applied: dict[int, int] = {}
+        for s in every:
+            applied[s.source] = max(applied.get(s.source, -1), s.offset)
         for state in every:
             if not caught_up(state.partition):
+                continue
+            if (
+                source_caught_up is not None
+                and state.source >= 0
+                and not source_caught_up(state.source, applied[state.source])
+            ):
                 continue
             key = state.site.encode()
             clock = clocks.get(state.cluster, -1)

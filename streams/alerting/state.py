@@ -59,6 +59,9 @@ class SiteAlertState:
     open: dict[str, dict[str, Any]] = field(default_factory=dict)
     late: int = 0
     seen_at: int = -1  # Kafka time of the newest record (for the event-time clock)
+    # partition of the site's ``readings`` records, which ``offset`` counts in (-1: not
+    # known); ``partition`` is the one of the input this state is stored beside
+    source: int = -1
 
     def dumps(self) -> bytes:
         return orjson.dumps(
@@ -77,6 +80,7 @@ class SiteAlertState:
                 "sc": self.scope.to_obj(),
                 "o": self.open,
                 "late": self.late,
+                "rp": self.source,
             }
         )
 
@@ -91,6 +95,7 @@ class SiteAlertState:
         s.open = d["o"]
         s.late = d["late"]
         s.seen_at = d.get("sa", -1)
+        s.source = d.get("rp", -1)
         return s
 
     def mark_bad(self, since: int) -> None:

@@ -43,6 +43,7 @@ def _group(n: int = 5) -> PricedGroup:
         np.linspace(1.0, 2.0, n),
         np.linspace(0.1, 0.2, n),
         np.arange(n, dtype=np.int64) // 2 + 40,
+        source=3,
     )
 
 
@@ -56,6 +57,7 @@ def test_a_group_survives_its_encoding() -> None:
         1_700_000_000_000,
         ["m1", "m2"],
     )
+    assert back.source == 3
     for name in ("meter", "ts", "value", "tco2e", "offset"):
         assert np.array_equal(getattr(back, name), getattr(g, name)), name
     empty = PricedGroup.decode(_group(0).encode())
@@ -148,3 +150,28 @@ def test_meters_the_worker_does_not_know_are_not_judged() -> None:
     tables = stage.sites
     assert isinstance(tables, DictTable)
     assert {m for v in tables.data.values() for m in orjson.loads(v)["m"]} <= set(known.index)
+
+
+def test_wall_clock_silence_waits_for_readings_the_stream_worker_has_not_priced() -> None:
+    sc = fault_scenario(START, hours=3)
+    catalog = sc.sim.catalog()
+    sent: list[Alert] = []
+    stage = _stage(catalog, sent)
+    recs = records([sc])
+    end = START + 3 * HOUR_MS
+
+    async def go() -> None:
+        feed = stream_stage(catalog)
+        await stage.process_priced(await feed(recs))
+        applied: dict[int, int] = {}
+        # readings wait in Kafka behind the last one priced: not silence
+        await stage.tick(
+            end + HOUR_MS, lambda p: True, lambda p, off: applied.setdefault(p, off) < 0
+        )
+        assert sent == [] and set(applied) == {r.partition for r in recs}
+        last = {r.partition: r.offset for r in recs}
+        await stage.tick(end + HOUR_MS, lambda p: True, lambda p, off: off == last[p])
+
+    asyncio.run(go())
+    silent = {e.scope.meter for e in sent if e.kind.value == "meter_silent" and e.event == "open"}
+    assert silent == {m.meter for s in sc.sim.sites for m in s.meters}
