@@ -180,6 +180,19 @@ def _cpu_run(sc: Scenario, batches: list[Any], priced: bool) -> tuple[float, flo
     return total, time.process_time() - t0, events
 
 
+def _stream_cpu(sc: Scenario, batches: list[Any], publish: bool, repeats: int = 3) -> float:
+    """CPU s of the stream worker's site stage over ``batches``, publishing or not."""
+
+    async def go() -> float:
+        feed = stream_stage(sc.sim.catalog(), publish=publish)
+        t0 = time.process_time()
+        for b in batches:
+            await feed(b)
+        return time.process_time() - t0
+
+    return min(asyncio.run(go()) for _ in range(repeats))
+
+
 #: (label, meters per site, reading interval ms, share of --cpu-days): a sparse site like the
 #: simulated ones elsewhere here, and a denser one (more readings per 5-min bucket, where
 #: decoding weighs more against the per-bucket detectors)
@@ -215,6 +228,7 @@ def cpu(days: float, batch: int = 2000, repeats: int = 3) -> None:
         ], "the two inputs raised different alerts"
         per = 100_000 / n_readings
         n_priced = sum(len(b) for b in new_batches)
+        stream = [_stream_cpu(sc, old_batches, publish) for publish in (False, True)]
         print(
             f"  {label}: {n_readings:,} readings; Kafka messages to consume: "
             f"{len(recs):,} envelopes (old), {n_priced:,} priced (new)"
@@ -226,6 +240,10 @@ def cpu(days: float, batch: int = 2000, repeats: int = 3) -> None:
         print(
             f"  {'    input only (decode, price)':36} {old[1] * per:13.3f}s {new[1] * per:11.3f}s "
             f"{new[1] / old[1]:8.3f}"
+        )
+        print(
+            f"  {'    stream worker site stage':36} {stream[0] * per:13.3f}s "
+            f"{stream[1] * per:11.3f}s {stream[1] / stream[0]:8.2f}   (publishing them)"
         )
 
 

@@ -103,6 +103,7 @@ class PricedGroup:
                 "n": len(self),
             }
         )
+        head += b" " * (-(_HEAD.size + len(head)) % 8)  # JSON allows it; columns aligned
         cols = [np.ascontiguousarray(getattr(self, name), dtype) for name, dtype in COLUMNS]
         return b"".join([_HEAD.pack(len(head)), head, *(c.tobytes() for c in cols)])
 
@@ -279,8 +280,7 @@ def concat(groups: Sequence[PricedGroup]) -> PricedGroup:
     """Several groups of one site as one (in order): the newest bookkeeping wins."""
     if len(groups) == 1:
         return groups[0]
-    names: list[str] = []
-    where: dict[str, int] = {}
+    where: dict[str, int] = {}  # meter name -> its index in the merged names
     codes = []
     for g in groups:
         lut = np.array([where.setdefault(m, len(where)) for m in g.meters], dtype=np.int32)

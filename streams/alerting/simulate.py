@@ -9,6 +9,8 @@ Readings are energy per interval (MWh), with independent multiplicative Gaussian
 
 from __future__ import annotations
 
+import heapq
+import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +18,13 @@ from typing import Any
 import numpy as np
 import orjson
 
+from streams.alerting.engine import AlertEngine
+from streams.alerting.model import Alert
+from streams.alerting.stage import AlertStage
+from streams.envelope import Record
 from streams.meter_vectors import MeterVectors
+from streams.pipeline import DictTable, SiteStage, Topics
+from twin.targets import Pathway
 
 #: tCO2e per MWh used by the simulated meters (natural gas combustion, grid electricity)
 FACTORS = {"natural_gas": 0.2, "electricity": 0.05}
@@ -188,8 +196,6 @@ class Scenario:
     expected: tuple[tuple[str, str, int, int], ...]
 
     def pathway_objects(self) -> dict[str, Any]:
-        from twin.targets import Pathway
-
         return {
             k: Pathway(np.array(y, dtype=np.float64), np.array(v, dtype=np.float64))
             for k, (y, v) in self.pathways.items()
@@ -251,11 +257,6 @@ def records(
     scenarios: Sequence[Scenario], partitions: int = 4, topic: str = "readings"
 ) -> list[Any]:
     """The scenarios' envelopes as Kafka-like records (merged in time order, key = site)."""
-    import heapq
-    import zlib
-
-    from streams.envelope import Record
-
     streams = [sc.sim.envelopes(sc.start_ms, sc.n_intervals) for sc in scenarios]
     offsets = [0] * partitions
     out = []
@@ -279,11 +280,6 @@ async def replay_in_memory(
     stage first and the alert stage reads the priced messages it publishes; otherwise the
     alert stage decodes and prices the readings itself.
     """
-    from streams.alerting.engine import AlertEngine
-    from streams.alerting.model import Alert
-    from streams.alerting.stage import AlertStage
-    from streams.pipeline import DictTable
-
     catalog = MeterVectors([spec for sc in scenarios for spec in sc.sim.catalog().specs])
     pathways: dict[str, Any] = {}
     for sc in scenarios:
@@ -317,14 +313,11 @@ async def replay_in_memory(
 
 
 def stream_stage(
-    catalog: MeterVectors, partitions: int = 4, grace_ms: int = 60_000
+    catalog: MeterVectors, partitions: int = 4, grace_ms: int = 60_000, publish: bool = True
 ) -> Callable[[Sequence[Any]], Awaitable[list[tuple[int, bytes]]]]:
     """The stream worker's site stage in memory: a batch of ``readings`` records in, the
-    (partition, payload) messages it publishes on the priced topic out."""
-    import zlib
-
-    from streams.pipeline import DictTable, SiteStage, Topics
-
+    (partition, payload) messages it publishes on the priced topic out (``publish=False``:
+    none, the stage as it was before it published them)."""
     sent: list[tuple[int, bytes]] = []
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
@@ -334,7 +327,7 @@ def stream_stage(
     async def write(lines: Any) -> None:
         return None
 
-    topics = Topics("deadletter", "late", "cluster-updates", "priced")
+    topics = Topics("deadletter", "late", "cluster-updates", "priced" if publish else None)
     site_stage = SiteStage(catalog, DictTable(), write, send, topics, "sim", grace_ms)
 
     async def feed(batch: Sequence[Any]) -> list[tuple[int, bytes]]:
