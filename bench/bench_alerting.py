@@ -243,7 +243,7 @@ def cpu(days: float, batch: int = 2000, repeats: int = 3) -> None:
         )
         print(
             f"  {'    stream worker site stage':36} {stream[0] * per:13.3f}s "
-            f"{stream[1] * per:11.3f}s {stream[1] / stream[0]:8.2f}   (publishing them)"
+            f"{stream[1] * per:11.3f}s {stream[1] / stream[0]:8.2f}   (old: not publishing)"
         )
 
 
