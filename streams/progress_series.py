@@ -8,21 +8,38 @@ value for the whole year and a projected year end at the current year-to-date pa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from streams.meter_vectors import NANO, MeterVectors
 from streams.sink import fields_line
 from streams.windows import SiteState
 
-if TYPE_CHECKING:
-    from streams.pipeline import ClusterStage, SiteStage
-
 
 class PathwayLike(Protocol):
     def at(self, year: float) -> float: ...
+
+
+# What progress reads of the two stages, and nothing more: progress sits below the stages
+# (the live view and the twin link use ``Plan``), so it names no stage module.
+class ReadableTable(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+    def all_keys(self) -> Iterable[bytes]: ...
+
+
+class SiteTables(Protocol):
+    """The site stage (``streams.site_stage.SiteStage``), as far as its table."""
+
+    @property
+    def table(self) -> ReadableTable: ...
+
+
+class ClusterTwins(Protocol):
+    """The cluster stage (``streams.cluster_stage.ClusterStage``), as far as its twin."""
+
+    def twin_json(self, cluster: str) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,7 @@ class ProgressWriter:
             )
         return lines
 
-    def lines(self, site_stage: SiteStage, cluster_stage: ClusterStage) -> list[str]:
+    def lines(self, site_stage: SiteTables, cluster_stage: ClusterTwins) -> list[str]:
         states = []
         for key in list(site_stage.table.all_keys()):
             if key.startswith(b"\x00"):

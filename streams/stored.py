@@ -1,11 +1,11 @@
 """What the restatement reads back from InfluxDB: stored readings and site windows.
 
-``ReadingStore`` is the interface the stages use (``streams.pipeline``); ``InfluxStore``
-implements it with Flux queries on the worker's own bucket, so it reads what the sink wrote
-(the sink writes before a batch's state is stored, and the stages wait for every earlier
-commit before they read). Figures come back as the exact nano-unit integers: the stored
-readings carry them as integer fields, window fields are ``nano / 1e9`` doubles, exact below
-2**53, turned back by rounding.
+``ReadingStore`` is the interface the stages use (``streams.site_stage``,
+``streams.cluster_stage``); ``InfluxStore`` implements it with Flux queries on the worker's
+own bucket, so it reads what the sink wrote (the sink writes before a batch's state is
+stored, and the stages wait for every earlier commit before they read). Figures come back as
+the exact nano-unit integers: the stored readings carry them as integer fields, window
+fields are ``nano / 1e9`` doubles, exact below 2**53, turned back by rounding.
 """
 
 from __future__ import annotations
