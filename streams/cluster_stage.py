@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -27,6 +28,28 @@ from streams.windows import (
     parse_cluster_key,
     sum_vecs,
 )
+
+
+@dataclass
+class _Folded:
+    """What a call of ``ClusterStage.process`` gathered before anything is written."""
+
+    table: StateTable
+    # key -> (partition, carrier -> site -> figures): every window the summaries reach
+    entries: dict[bytes, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    touched: set[bytes] = field(default_factory=set)  # the keys of windows they changed
+    partitions: dict[str, int] = field(default_factory=dict)  # cluster -> its partition
+    # (cluster, res) -> start -> carrier -> site -> figures, for windows past retention
+    late: dict[tuple[str, str], SiteWindows] = field(default_factory=dict)
+
+    def entry(self, key: bytes, partition: int) -> dict[str, Any]:
+        """A window's figures by carrier and site, read from the table the first time."""
+        if key in self.entries:
+            return self.entries[key][1]
+        raw = self.table.get(key)
+        value: dict[str, Any] = orjson.loads(raw) if raw else {}
+        self.entries[key] = (partition, value)
+        return value
 
 
 class ClusterStage:
@@ -76,57 +99,58 @@ class ClusterStage:
 
     async def process(self, messages: Sequence[tuple[int, bytes]]) -> None:
         """``messages``: (partition, payload) of cluster summaries, in order."""
-        entries: dict[bytes, tuple[int, dict[str, Any]]] = {}
-        touched: set[bytes] = set()
-
-        def entry(key: bytes, partition: int) -> dict[str, Any]:
-            if key in entries:
-                return entries[key][1]
-            raw = self.table.get(key)
-            value: dict[str, Any] = orjson.loads(raw) if raw else {}
-            entries[key] = (partition, value)
-            return value
-
-        cluster_partition: dict[str, int] = {}
-        # (cluster, res) -> start -> carrier -> site -> figures, for windows past retention
-        late: dict[tuple[str, str], SiteWindows] = {}
+        folded = _Folded(self.table)
         for partition, payload in messages:
-            body = orjson.loads(payload)
-            cluster = body["cluster"]
-            cluster_partition[cluster] = partition
-            keys = self._keys_of(cluster)
-            wm = self._wm.get(cluster, -1)
-            for site, data in body["sites"].items():
-                for row in data["sw"]:
-                    carrier, res, start = row[0], row[1], int(row[2])
-                    key = cluster_key(cluster, res, start)
-                    end = start + RESOLUTIONS[res]
-                    if key not in keys and key not in entries and end + self.retention_ms <= wm:
-                        # past retention: restated from the stored site windows below
-                        self.counters.cluster_late_updates += 1
-                        if self.on_late:
-                            self.on_late(cluster, res, start)
-                        late.setdefault((cluster, res), {}).setdefault(start, {}).setdefault(
-                            carrier, {}
-                        )[site] = row[3 : 3 + NFIG + 1]
-                        continue
-                    e = entry(key, partition)
-                    e.setdefault(carrier, {})[site] = row[3 : 3 + NFIG + 1]
-                    touched.add(key)
-                    wm = max(wm, end)
-                for row in data.get("ytd", []):
-                    year, carrier = int(row[0]), row[1]
-                    key = cluster_key(cluster, "ytd", year)
-                    e = entry(key, partition)
-                    e.setdefault(carrier, {})[site] = row[2 : 2 + NFIG + 1]
-                    touched.add(key)
-            self._wm[cluster] = wm
+            self._fold(folded, partition, orjson.loads(payload))
+        lines = self._changed_lines(folded)
+        # windows past retention: final point, then forget
+        final, evict = self._retire(folded)
+        lines.extend(final)
+        lines.extend(await self._restated(folded.late))
+        if lines:
+            await self.write(lines)
+            self.counters.points += len(lines)
+        await self._put_windows(folded, evict)
 
+    def _fold(self, folded: _Folded, partition: int, body: dict[str, Any]) -> None:
+        """Put one summary's site figures into the cluster windows they belong to; a window
+        past retention the stage no longer holds is set aside to be restated."""
+        cluster = body["cluster"]
+        folded.partitions[cluster] = partition
+        keys = self._keys_of(cluster)
+        wm = self._wm.get(cluster, -1)
+        for site, data in body["sites"].items():
+            for row in data["sw"]:
+                carrier, res, start = row[0], row[1], int(row[2])
+                key = cluster_key(cluster, res, start)
+                end = start + RESOLUTIONS[res]
+                if key not in keys and key not in folded.entries and end + self.retention_ms <= wm:
+                    # past retention: restated from the stored site windows below
+                    self.counters.cluster_late_updates += 1
+                    if self.on_late:
+                        self.on_late(cluster, res, start)
+                    folded.late.setdefault((cluster, res), {}).setdefault(start, {}).setdefault(
+                        carrier, {}
+                    )[site] = row[3 : 3 + NFIG + 1]
+                    continue
+                e = folded.entry(key, partition)
+                e.setdefault(carrier, {})[site] = row[3 : 3 + NFIG + 1]
+                folded.touched.add(key)
+                wm = max(wm, end)
+            for row in data.get("ytd", []):
+                year, carrier = int(row[0]), row[1]
+                key = cluster_key(cluster, "ytd", year)
+                e = folded.entry(key, partition)
+                e.setdefault(carrier, {})[site] = row[2 : 2 + NFIG + 1]
+                folded.touched.add(key)
+        self._wm[cluster] = wm
+
+    def _changed_lines(self, folded: _Folded) -> list[str]:
+        """The points of every cluster window and year to date the summaries changed."""
         lines: list[str] = []
-        evict: list[tuple[bytes, int]] = []
-        for key in touched:
+        for key in folded.touched:
             cluster, res, start = parse_cluster_key(key)
-            _, value = entries[key]
+            _, value = folded.entries[key]
             for carrier, sites in value.items():
                 total = sum_vecs(sites.values())
                 if res == "ytd":
@@ -142,18 +166,25 @@ class ClusterStage:
                             ),
                         )
                     )
-        # windows past retention: final point, then forget
-        for cluster, partition in cluster_partition.items():
+        return lines
+
+    def _retire(self, folded: _Folded) -> tuple[list[str], list[tuple[bytes, int]]]:
+        """The final points of the windows now past retention, and their keys to delete."""
+        lines: list[str] = []
+        evict: list[tuple[bytes, int]] = []
+        for cluster, partition in folded.partitions.items():
             wm = self._wm.get(cluster, -1)
             prefix = cluster.encode() + b"|"
-            candidates = self._keys_of(cluster) | {k for k in touched if k.startswith(prefix)}
+            candidates = self._keys_of(cluster) | {
+                k for k in folded.touched if k.startswith(prefix)
+            }
             for key in candidates:
                 c, res, start = parse_cluster_key(key)
                 if c != cluster or res not in RESOLUTIONS:
                     continue
                 if start + RESOLUTIONS[res] + self.retention_ms <= wm:
-                    if key in entries:
-                        value = entries[key][1]
+                    if key in folded.entries:
+                        value = folded.entries[key][1]
                     else:
                         raw = self.table.get(key)
                         if raw is None:
@@ -177,16 +208,17 @@ class ClusterStage:
                             )
                         )
                     evict.append((key, partition))
-        lines.extend(await self._restated(late))
-        if lines:
-            await self.write(lines)
-            self.counters.points += len(lines)
+        return lines, evict
+
+    async def _put_windows(self, folded: _Folded, evict: list[tuple[bytes, int]]) -> None:
+        """Put the changed windows in the table and delete the retired ones (after their
+        points are written: a crash in between rewrites the same points)."""
         evicted = {k for k, _ in evict}
         futures: list[Awaitable[Any] | None] = []
-        for key in touched:
+        for key in folded.touched:
             if key in evicted:
                 continue
-            partition, value = entries[key]
+            partition, value = folded.entries[key]
             futures.append(self.table.put(key, orjson.dumps(value), partition))
             c = parse_cluster_key(key)[0]
             self._keys_of(c).add(key)
