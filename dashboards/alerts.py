@@ -23,9 +23,9 @@ from grafana_foundation_sdk.models import alerting as alerting_model
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 from grafana_foundation_sdk.models import expr as expr_model
 
-from dashboards import schema as s
 from dashboards.boards import FOLDER_TITLE, FOLDER_UID
 from dashboards.flux import DATASOURCE_UID, Flux, FluxQueryBuilder
+from streams import influx_schema as s
 
 RULE_GROUP = "clustertwin-pathway"
 EXPR_UID = "__expr__"
