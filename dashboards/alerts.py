@@ -14,6 +14,7 @@ layer with their own topic; these rules are what an operator sees in Grafana's a
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from grafana_foundation_sdk.builders import alerting
@@ -177,8 +178,6 @@ def rule_payloads(twin: str = DEFAULT_TWIN) -> list[dict[str, Any]]:
     encoder = JSONEncoder(sort_keys=True)
     out: list[dict[str, Any]] = []
     for rule in rules(twin):
-        import json
-
         payload: dict[str, Any] = json.loads(encoder.encode(rule.build()))
         payload["orgID"] = payload.get("orgID") or 1
         out.append(payload)
