@@ -31,13 +31,15 @@ from faust.types import TP
 
 from clustertwin_base.kafka_auth import faust_credentials
 from clustertwin_base.settings import Settings, cache_dir
+from streams.cluster_stage import ClusterStage
 from streams.config import StreamSettings
+from streams.delivery import OverlappedCommits, PreparedBatch, Topics
 from streams.end_offsets import EndOffsets
 from streams.envelope import MAX_DEADLETTER_BYTES, Limits, Record
 from streams.meter_vectors import MeterVectors
-from streams.pipeline import ClusterStage, OverlappedCommits, PreparedBatch, SiteStage, Topics
 from streams.progress_series import ProgressWriter
 from streams.sink import InfluxSink, fields_line
+from streams.site_stage import SiteStage
 from streams.stored import InfluxStore
 from streams.webview import ViewSource
 from streams.webview import install as install_view

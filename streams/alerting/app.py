@@ -91,9 +91,9 @@ def load_pathways(cfg: AlertingSettings) -> dict[str, Pathway]:
 def load_catalog(cfg: AlertingSettings) -> MeterVectors:
     if cfg.catalog_file is not None:
         return MeterVectors.from_file(cfg.catalog_file)
-    from streams.meter_vectors import catalog_for_clusters
+    from streams.twinlink import catalog_from_twin
 
-    return catalog_for_clusters(cfg.cluster_names)
+    return catalog_from_twin(cfg.cluster_names)
 
 
 def ensure_topic(

@@ -9,14 +9,21 @@ Readings are energy per interval (MWh), with independent multiplicative Gaussian
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import heapq
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
+from streams.alerting.engine import AlertEngine
+from streams.alerting.model import Alert
+from streams.alerting.stage import AlertStage
+from streams.envelope import Record
 from streams.meter_vectors import MeterVectors
+from twin.targets import Pathway
 
 #: tCO2e per MWh used by the simulated meters (natural gas combustion, grid electricity)
 FACTORS = {"natural_gas": 0.2, "electricity": 0.05}
@@ -188,8 +195,6 @@ class Scenario:
     expected: tuple[tuple[str, str, int, int], ...]
 
     def pathway_objects(self) -> dict[str, Any]:
-        from twin.targets import Pathway
-
         return {
             k: Pathway(np.array(y, dtype=np.float64), np.array(v, dtype=np.float64))
             for k, (y, v) in self.pathways.items()
@@ -238,11 +243,6 @@ def records(
     scenarios: Sequence[Scenario], partitions: int = 4, topic: str = "readings"
 ) -> list[Any]:
     """The scenarios' envelopes as Kafka-like records (merged in time order, key = site)."""
-    import heapq
-    import zlib
-
-    from streams.envelope import Record
-
     streams = [sc.sim.envelopes(sc.start_ms, sc.n_intervals) for sc in scenarios]
     offsets = [0] * partitions
     out = []
@@ -253,6 +253,26 @@ def records(
     return out
 
 
+class ReplayTable:
+    """The alert stage's tables for a replay without servers: nothing outlives the replay,
+    so a dict stands in for the changelogged Faust table (``streams.delivery.StateTable``)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        self.data[key] = value
+
+    def delete(self, key: bytes, partition: int) -> None:
+        self.data.pop(key, None)
+
+    def all_keys(self) -> Iterable[bytes]:
+        return list(self.data)
+
+
 async def replay_in_memory(
     scenarios: Sequence[Scenario],
     config: Any = None,
@@ -260,11 +280,6 @@ async def replay_in_memory(
     recs: list[Any] | None = None,
 ) -> list[Any]:
     """Run the alert stage over the scenarios without servers; returns the alert events."""
-    from streams.alerting.engine import AlertEngine
-    from streams.alerting.model import Alert
-    from streams.alerting.stage import AlertStage
-    from streams.pipeline import DictTable
-
     catalog = MeterVectors([spec for sc in scenarios for spec in sc.sim.catalog().specs])
     pathways: dict[str, Any] = {}
     for sc in scenarios:
@@ -282,7 +297,7 @@ async def replay_in_memory(
     async def write(lines: Any) -> None:
         return None
 
-    stage = AlertStage(engine, DictTable(), DictTable(), send, write)
+    stage = AlertStage(engine, ReplayTable(), ReplayTable(), send, write)
     recs = records(scenarios) if recs is None else recs
     for i in range(0, len(recs), batch):
         await stage.process(recs[i : i + batch])

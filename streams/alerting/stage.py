@@ -29,10 +29,10 @@ import orjson
 from streams.alerting.engine import AlertEngine, ClusterAlertState, EngineOutput, SiteAlertState
 from streams.alerting.model import Alert
 from streams.alerting.notify import WebhookNotifier
+from streams.delivery import StateTable
 from streams.envelope import DecodedBatch, Limits, Record, decode_batch
 from streams.eventtime import cluster_clocks
 from streams.meter_vectors import NANO
-from streams.pipeline import StateTable
 
 Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 Write = Callable[[Iterable[str]], Awaitable[None]]
