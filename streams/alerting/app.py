@@ -147,6 +147,7 @@ def create_alerting_app(
         AppSpec(cfg.app_id, cfg.partitions, cfg.batch_max, cfg.web_port, datadir=cfg.datadir),
         settings,
     )
+    # what the site detectors read (its end offsets judge the wall-clock silence too)
     source = raw_topic(app, settings.readings_topic, partitions=cfg.partitions)
     buckets = raw_topic(
         app, f"{cfg.app_id}-cluster-buckets", partitions=cfg.partitions, internal=True
