@@ -30,6 +30,7 @@ from streams.alerting.engine import AlertEngine
 from streams.alerting.model import Alert
 from streams.alerting.simulate import (
     HOUR_MS,
+    ReplayTable,
     Scenario,
     StepFault,
     demo_cluster,
@@ -42,7 +43,6 @@ from streams.alerting.simulate import (
 )
 from streams.alerting.stage import AlertStage
 from streams.envelope import decode_batch
-from streams.pipeline import DictTable
 from streams.priced import PricedGroup, groups_from_readings
 
 
@@ -149,7 +149,7 @@ def _alert_stage(sc: Scenario, events: list[Alert]) -> tuple[AlertStage, list[by
         return None
 
     engine = AlertEngine(sc.sim.catalog(), None, sc.pathway_objects(), twin="bench")
-    return AlertStage(engine, DictTable(), DictTable(), send, write), cluster_msgs
+    return AlertStage(engine, ReplayTable(), ReplayTable(), send, write), cluster_msgs
 
 
 def _cpu_run(sc: Scenario, batches: list[Any], priced: bool) -> tuple[float, float, list[Alert]]:

@@ -42,8 +42,10 @@ from bench_pipeline import (  # noqa: E402
     start_worker,
 )
 
+from streams.delivery import Topics  # noqa: E402
 from streams.envelope import Record  # noqa: E402
-from streams.pipeline import DictTable, SiteStage, Topics  # noqa: E402
+from streams.site_stage import SiteStage  # noqa: E402
+from tests.unit.streams.dict_table import DictTable  # noqa: E402
 
 HOUR = 3_600_000
 

@@ -11,8 +11,9 @@ update does, and prints the bytes each sends:
   next to nothing);
 - ``twin_json``: the worker's existing ``/twin/CLUSTER/`` JSON, the reference it is set against.
 
-The state is the worker's real one: the site and cluster stages of ``streams.pipeline`` fed
-``--hours`` of readings of every meter (one a minute) through their real compute path.
+The state is the worker's real one: the site and cluster stages (``streams.site_stage``,
+``streams.cluster_stage``) fed ``--hours`` of readings of every meter (one a minute) through
+their real compute path.
 
     .venv/bin/python bench/bench_webview.py [--sites 100] [--meters 50] [--hours 3]
 """
@@ -31,12 +32,15 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streams.cluster_stage import ClusterStage
+from streams.delivery import Topics
 from streams.envelope import Record
 from streams.meter_vectors import MeterSpec, MeterVectors
-from streams.pipeline import ClusterStage, DictTable, SiteStage, Topics
 from streams.progress_series import Plan
+from streams.site_stage import SiteStage
 from streams.webview.routes import ViewSource
 from streams.windows import SiteState
+from tests.unit.streams.dict_table import DictTable
 
 MINUTE = 60_000
 

@@ -88,7 +88,7 @@ def aiokafka_security(settings: Settings) -> dict[str, Any]:
 
 def faust_credentials(settings: Settings) -> faust.SASLCredentials | None:
     """``broker_credentials`` for a Faust app (None: PLAINTEXT)."""
-    import faust
+    import faust  # only the workers have Faust: connectors and the CLI import this module too
 
     if settings.kafka_security_protocol not in SASL_PROTOCOLS:
         return None

@@ -14,6 +14,7 @@ layer with their own topic; these rules are what an operator sees in Grafana's a
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from grafana_foundation_sdk.builders import alerting
@@ -23,9 +24,9 @@ from grafana_foundation_sdk.models import alerting as alerting_model
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 from grafana_foundation_sdk.models import expr as expr_model
 
-from dashboards import schema as s
 from dashboards.boards import FOLDER_TITLE, FOLDER_UID
 from dashboards.flux import DATASOURCE_UID, Flux, FluxQueryBuilder
+from streams import influx_schema as s
 
 RULE_GROUP = "clustertwin-pathway"
 EXPR_UID = "__expr__"
@@ -177,8 +178,6 @@ def rule_payloads(twin: str = DEFAULT_TWIN) -> list[dict[str, Any]]:
     encoder = JSONEncoder(sort_keys=True)
     out: list[dict[str, Any]] = []
     for rule in rules(twin):
-        import json
-
         payload: dict[str, Any] = json.loads(encoder.encode(rule.build()))
         payload["orgID"] = payload.get("orgID") or 1
         out.append(payload)

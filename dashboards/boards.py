@@ -14,7 +14,7 @@ from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards import panels as p
 from dashboards import queries as q
-from dashboards import schema as s
+from streams import influx_schema as s
 
 FOLDER_UID = "clustertwin"
 FOLDER_TITLE = "ClusterTwin"

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from dashboards import alerts
+from dashboards import alerts, grafana_schema
 from dashboards.boards import DASHBOARDS
 
 ROOT = Path(__file__).resolve().parent
@@ -71,8 +71,6 @@ def schema_errors() -> list[str]:
     Run by ``clustertwin dashboards build --check`` so CI refuses a dashboard or rule that
     Grafana's schema does not describe, before any Grafana sees it.
     """
-    from dashboards import grafana_schema
-
     errors = [
         f"{uid}: {error}"
         for uid, model in dashboard_models().items()

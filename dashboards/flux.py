@@ -3,7 +3,7 @@
 grafana-foundation-sdk has builders for panels, variables and alert rules and for many
 datasources, but none for InfluxDB. Hand-written Flux strings scattered over panels would be
 the usual source of dashboard bugs (a misspelt field, a filter that silently matches nothing),
-so every query is composed here from the names in :mod:`dashboards.schema`, and
+so every query is composed here from the names in :mod:`streams.influx_schema`, and
 :class:`FluxQuery` implements the SDK's ``cog.variants.Dataquery`` so panels and alert rules
 take it like any built-in query type.
 

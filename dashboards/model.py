@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twin.model import available_clusters, load_cluster
+
 MILESTONE_YEAR = 2030
 
 
@@ -32,8 +34,6 @@ class TwinFacts:
 
 def load_facts() -> TwinFacts:
     """Read every packaged cluster model (deterministic order, so the JSON is reproducible)."""
-    from twin.model import available_clusters, load_cluster
-
     targets: list[ClusterTargets] = []
     cranes: set[str] = set()
     shore: set[str] = set()

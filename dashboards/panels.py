@@ -18,8 +18,8 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import piechart as piechart_model
 
-from dashboards import schema
 from dashboards.flux import Flux, FluxQueryBuilder, datasource_ref, string
+from streams import influx_schema as schema
 
 Target = tuple[str, Flux]  # (legend/refId label, query)
 

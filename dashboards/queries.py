@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 
-from dashboards import schema as s
 from dashboards.flux import Flux, Var, string
 from dashboards.model import ClusterTargets, load_facts
+from streams import influx_schema as s
 
 TWIN = Var("twin")
 CLUSTER = Var("cluster")
@@ -64,7 +64,7 @@ def _last_closed_minute(flux: Flux) -> Flux:
 
     A minute counts only when every site x carrier window of it is ``complete``: an open
     window holds part of a minute and would read low. Cluster windows stay open for hours
-    (see :mod:`dashboards.schema`), so the cluster's figure is the sum of its sites'.
+    (see :mod:`streams.influx_schema`), so the cluster's figure is the sum of its sites'.
     """
     return (
         flux.fields(s.TCO2E, s.COMPLETE)

@@ -15,7 +15,8 @@ from typing import Any
 from influxdb_client import InfluxDBClient
 
 from dashboards.expressions import Frame, labels
-from dashboards.flux import standalone
+from dashboards.flux import Flux, standalone
+from streams import influx_schema as schema
 
 
 @dataclass
@@ -152,9 +153,6 @@ def first_tag_value(
     carrier: str | None = None,
 ) -> str | None:
     """The first value of a tag in the cluster's site windows (a Grafana variable's default)."""
-    from dashboards import schema
-    from dashboards.flux import Flux
-
     flux = (
         Flux.bucket()
         .measurement(schema.SITE_WINDOW)

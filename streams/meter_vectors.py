@@ -246,10 +246,3 @@ def offline_price(catalog: MeterVectors, meter: str, unit: str, value: float) ->
     spec = catalog.specs[i]
     mwh, factors = spec.units[unit]
     return [round(value * f * NANO) for f in (mwh, *factors)]
-
-
-def catalog_for_clusters(names: Sequence[str]) -> MeterVectors:
-    """Build the index from the twin's cluster model (``twin/``)."""
-    from streams.twinlink import catalog_from_twin
-
-    return catalog_from_twin(names)

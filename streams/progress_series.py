@@ -8,21 +8,39 @@ value for the whole year and a projected year end at the current year-to-date pa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from streams import influx_schema as schema
 from streams.meter_vectors import NANO, MeterVectors
 from streams.sink import fields_line
 from streams.windows import SiteState
 
-if TYPE_CHECKING:
-    from streams.pipeline import ClusterStage, SiteStage
-
 
 class PathwayLike(Protocol):
     def at(self, year: float) -> float: ...
+
+
+# What progress reads of the two stages, and nothing more: progress sits below the stages
+# (the live view and the twin link use ``Plan``), so it names no stage module.
+class ReadableTable(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+    def all_keys(self) -> Iterable[bytes]: ...
+
+
+class SiteTables(Protocol):
+    """The site stage (``streams.site_stage.SiteStage``), as far as its table."""
+
+    @property
+    def table(self) -> ReadableTable: ...
+
+
+class ClusterTwins(Protocol):
+    """The cluster stage (``streams.cluster_stage.ClusterStage``), as far as its twin."""
+
+    def twin_json(self, cluster: str) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -45,24 +63,29 @@ def progress_fields(ytd_nano: Mapping[str, int], plan: Plan | None, ms: int) -> 
     s1 = ytd_nano.get("s1", 0) / NANO
     s2 = ytd_nano.get("s2_location", 0) / NANO
     ytd = s1 + s2 if plan is not None and plan.scopes == "1+2" else s1
+    f_s1, f_s2_location, f_s2_market = schema.YTD_SCOPE_FIELDS
     out: dict[str, Any] = {
-        "ytd_tco2e": ytd,
-        "ytd_tco2e_s1": s1,
-        "ytd_tco2e_s2_location": s2,
-        "ytd_tco2e_s2_market": ytd_nano.get("s2_market", 0) / NANO,
-        "year_fraction": frac,
+        schema.YTD_TCO2E: ytd,
+        f_s1: s1,
+        f_s2_location: s2,
+        f_s2_market: ytd_nano.get("s2_market", 0) / NANO,
+        schema.YEAR_FRACTION: frac,
     }
     if plan is not None:
         pathway_year = plan.pathway.at(year)
         budget = pathway_year * frac
         projected = ytd / frac if frac > 0 else None
         out.update(
-            pathway_tco2e_year=pathway_year,
-            budget_to_date_tco2e=budget,
-            ytd_vs_budget_pct=(100.0 * ytd / budget) if budget > 0 else None,
-            projected_year_end_tco2e=projected,
-            projected_gap_tco2e=(projected - pathway_year) if projected is not None else None,
-            on_track=(ytd <= budget),
+            {
+                schema.PATHWAY_TCO2E_YEAR: pathway_year,
+                schema.BUDGET_TO_DATE_TCO2E: budget,
+                schema.YTD_VS_BUDGET_PCT: (100.0 * ytd / budget) if budget > 0 else None,
+                schema.PROJECTED_YEAR_END_TCO2E: projected,
+                schema.PROJECTED_GAP_TCO2E: (
+                    (projected - pathway_year) if projected is not None else None
+                ),
+                schema.ON_TRACK: (ytd <= budget),
+            }
         )
     return out
 
@@ -89,12 +112,12 @@ class ProgressWriter:
             fields = progress_fields(ytd, self.plans.get((state.cluster, state.site)), state.wm)
             lines.append(
                 fields_line(
-                    "progress",
+                    schema.PROGRESS,
                     {
-                        "twin": self.twin,
-                        "cluster": state.cluster,
-                        "site": state.site,
-                        "level": "site",
+                        schema.TWIN: self.twin,
+                        schema.CLUSTER: state.cluster,
+                        schema.SITE: state.site,
+                        schema.LEVEL: "site",
                     },
                     fields,
                     ts,
@@ -102,7 +125,7 @@ class ProgressWriter:
             )
         return lines
 
-    def lines(self, site_stage: SiteStage, cluster_stage: ClusterStage) -> list[str]:
+    def lines(self, site_stage: SiteTables, cluster_stage: ClusterTwins) -> list[str]:
         states = []
         for key in list(site_stage.table.all_keys()):
             if key.startswith(b"\x00"):
@@ -131,8 +154,13 @@ class ProgressWriter:
             fields = progress_fields(ytd, self.plans.get((cluster, "")), wm)
             lines.append(
                 fields_line(
-                    "progress",
-                    {"twin": self.twin, "cluster": cluster, "site": "_cluster", "level": "cluster"},
+                    schema.PROGRESS,
+                    {
+                        schema.TWIN: self.twin,
+                        schema.CLUSTER: cluster,
+                        schema.SITE: schema.CLUSTER_SITE,
+                        schema.LEVEL: "cluster",
+                    },
                     fields,
                     wm - wm % 60_000,
                 )

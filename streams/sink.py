@@ -27,12 +27,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from streams import influx_schema as schema
 from streams.meter_vectors import NANO, SCOPES
 from streams.windows import NFIG, WindowUpdate
 
 log = logging.getLogger(__name__)
-
-MEASUREMENT = {"meter": "meter_window", "site": "site_window", "cluster": "cluster_window"}
 
 
 @functools.lru_cache(maxsize=65536)
@@ -65,8 +64,31 @@ def _nano(value: int) -> str:
 
 
 _EXACT = 2**53
-if len(SCOPES) != 4:  # the fast path of _figure_fields writes the four scopes out
-    raise ImportError("streams.sink: _figure_fields must follow catalog.SCOPES")
+if len(SCOPES) != 4 or len(schema.SCOPE_FIELDS) != 4:
+    # the fast path of _figure_fields writes the four scopes out
+    raise ImportError("streams.sink: _figure_fields must follow meter_vectors.SCOPES")
+
+# Line-protocol pieces, built once from the schema's names. The line functions run once per
+# reading and window: a piece that already holds its separators and name costs them next to
+# nothing, where spelling each name in as a separate value cost a third more per line.
+_TWIN = f",{schema.TWIN}="
+_CLUSTER = f",{schema.CLUSTER}="
+_SITE = f",{schema.SITE}="
+_METER = f",{schema.METER}="
+_CARRIER = f",{schema.CARRIER}="
+_YEAR = f",{schema.YEAR}="
+_VALUE = f" {schema.VALUE}="  # the first field: after the space that ends the tags
+_QUALITY = f",{schema.QUALITY}="
+_F_ENERGY = f"{schema.ENERGY_MWH}="
+_F_S1, _F_S2L, _F_S2M, _F_S3 = (f",{name}=" for name in schema.SCOPE_FIELDS)
+_F_TCO2E = f",{schema.TCO2E}="
+_F_READINGS = f",{schema.READINGS}="
+_COMPLETE = f",{schema.COMPLETE}=true"
+_INCOMPLETE = f",{schema.COMPLETE}=false"
+_R_E, _R_S1, _R_S2L, _R_S2M, _R_S3 = (f",{name}=" for name in schema.READING_FIGURES)
+_R_PARTITION = f",{schema.KAFKA_PARTITION}="
+_R_OFFSET = f",{schema.KAFKA_OFFSET}="
+_R_START = f",{schema.INTERVAL_START}="
 
 
 def _figure_fields(vec: Sequence[int]) -> str:
@@ -74,15 +96,15 @@ def _figure_fields(vec: Sequence[int]) -> str:
     t = v1 + v2
     if min(v0, v1, v2, v3, v4, t) > -_EXACT and max(v0, v1, v2, v3, v4, t) < _EXACT:
         return (
-            f"energy_mwh={v0}e-9,tco2e_s1={v1}e-9,tco2e_s2_location={v2}e-9,"
-            f"tco2e_s2_market={v3}e-9,tco2e_s3_upstream={v4}e-9,tco2e={v1 + v2}e-9,"
-            f"readings={vec[NFIG]}i"
+            f"{_F_ENERGY}{v0}e-9{_F_S1}{v1}e-9{_F_S2L}{v2}e-9"
+            f"{_F_S2M}{v3}e-9{_F_S3}{v4}e-9{_F_TCO2E}{t}e-9"
+            f"{_F_READINGS}{vec[NFIG]}i"
         )
-    parts = [f"energy_mwh={_nano(v0)}"]
-    for k, name in enumerate(SCOPES):
-        parts.append(f"tco2e_{name}={_nano(vec[1 + k])}")
-    parts.append(f"tco2e={_nano(t)}")
-    parts.append(f"readings={vec[NFIG]}i")
+    parts = [f"{schema.ENERGY_MWH}={_nano(v0)}"]
+    for k, name in enumerate(schema.SCOPE_FIELDS):
+        parts.append(f"{name}={_nano(vec[1 + k])}")
+    parts.append(f"{schema.TCO2E}={_nano(t)}")
+    parts.append(f"{schema.READINGS}={vec[NFIG]}i")
     return ",".join(parts)
 
 
@@ -90,36 +112,43 @@ def _figure_fields(vec: Sequence[int]) -> str:
 def _window_tags(
     twin: str, level: str, cluster: str, site: str, meter: str, carrier: str, res: str
 ) -> str:
-    tags = f"{MEASUREMENT[level]},twin={_esc(twin)},cluster={_esc(cluster)}"
+    tags = f"{schema.WINDOW_MEASUREMENTS[level]}{_TWIN}{_esc(twin)}{_CLUSTER}{_esc(cluster)}"
     if level != "cluster":
-        tags += f",site={_esc(site)}"
+        tags += f"{_SITE}{_esc(site)}"
     if level == "meter":
-        tags += f",meter={_esc(meter)}"
-    return tags + f",carrier={_esc(carrier)},res={res}"
+        tags += f"{_METER}{_esc(meter)}"
+    return tags + f"{_CARRIER}{_esc(carrier)},{schema.RES}={res}"
+
+
+@functools.lru_cache(maxsize=65536)
+def _meter_tags(measurement: str, twin: str, cluster: str, site: str, meter: str) -> str:
+    """The tags of a meter's point: the same few thousand meters come back every batch."""
+    return (
+        f"{measurement}{_TWIN}{_esc(twin)}{_CLUSTER}{_esc(cluster)}{_SITE}{_esc(site)}"
+        f"{_METER}{_esc(meter)}"
+    )
 
 
 def window_line(twin: str, u: WindowUpdate) -> str:
     tags = _window_tags(twin, u.level, u.cluster, u.site, u.meter, u.carrier, u.res)
-    complete = "true" if u.complete else "false"
-    return f"{tags} {_figure_fields(u.vec)},complete={complete} {u.start}"
+    complete = _COMPLETE if u.complete else _INCOMPLETE
+    return f"{tags} {_figure_fields(u.vec)}{complete} {u.start}"
 
 
 def latest_line(
     twin: str, cluster: str, site: str, meter: str, ts: int, value: float, quality: str
 ) -> str:
-    return (
-        f"meter_latest,twin={_esc(twin)},cluster={_esc(cluster)},site={_esc(site)},"
-        f"meter={_esc(meter)} value={float(value)!r},quality={_str_field(quality)} {ts}"
-    )
+    tags = _meter_tags(schema.METER_LATEST, twin, cluster, site, meter)
+    return f"{tags}{_VALUE}{float(value)!r}{_QUALITY}{_str_field(quality)} {ts}"
 
 
 def ytd_line(
     twin: str, cluster: str, site: str, carrier: str, year: int, vec: Sequence[int], ts: int
 ) -> str:
-    scope = f"site={_esc(site)}," if site else ""
+    scope = f"{_SITE}{_esc(site)}" if site else ""
     return (
-        f"twin_ytd,twin={_esc(twin)},cluster={_esc(cluster)},{scope}carrier={_esc(carrier)},"
-        f"year={year} {_figure_fields(vec)} {ts}"
+        f"{schema.TWIN_YTD}{_TWIN}{_esc(twin)}{_CLUSTER}{_esc(cluster)}{scope}"
+        f"{_CARRIER}{_esc(carrier)}{_YEAR}{year} {_figure_fields(vec)} {ts}"
     )
 
 
@@ -140,18 +169,13 @@ def reading_line(
     added to its windows, so a restatement can recompute them exactly), its interval start
     if it has one, and the record that brought it (so a replay after a crash can tell its
     own unstored effect from a duplicate)."""
-    interval = f",st={start}i" if start >= 0 else ""
+    interval = f"{_R_START}{start}i" if start >= 0 else ""
+    tags = _meter_tags(schema.METER_READING, twin, cluster, site, meter)
     return (
-        f"{READING_MEASUREMENT},twin={_esc(twin)},cluster={_esc(cluster)},site={_esc(site)},"
-        f"meter={_esc(meter)} value={float(value)!r},quality={_str_field(quality)},"
-        f"e={vec[0]}i,s1={vec[1]}i,s2l={vec[2]}i,s2m={vec[3]}i,s3={vec[4]}i,"
-        f"kp={partition}i,ko={offset}i{interval} {ts}"
+        f"{tags}{_VALUE}{float(value)!r}{_QUALITY}{_str_field(quality)}"
+        f"{_R_E}{vec[0]}i{_R_S1}{vec[1]}i{_R_S2L}{vec[2]}i{_R_S2M}{vec[3]}i{_R_S3}{vec[4]}i"
+        f"{_R_PARTITION}{partition}i{_R_OFFSET}{offset}i{interval} {ts}"
     )
-
-
-#: The stored readings, and the names of their nano-unit figure fields in ``vec`` order.
-READING_MEASUREMENT = "meter_reading"
-READING_FIGURES = ("e", "s1", "s2l", "s2m", "s3")
 
 
 def restatement_line(
@@ -170,11 +194,11 @@ def restatement_line(
     the time of the record that restated it (``at``: when it changed, so a board's range shows
     the restatements made in it), the hour in the tag ``hour`` (epoch ms)."""
     return (
-        f"restatement,twin={_esc(twin)},cluster={_esc(cluster)},site={_esc(site)},"
-        f"carrier={_esc(carrier)},res=1h,hour={start} "
-        f"old_tco2e={_nano(old[1] + old[2])},new_tco2e={_nano(new[1] + new[2])},"
-        f"old_energy_mwh={_nano(old[0])},new_energy_mwh={_nano(new[0])},"
-        f"readings_added={added}i,reason={_str_field(reason)} {at}"
+        f"{schema.RESTATEMENT}{_TWIN}{_esc(twin)}{_CLUSTER}{_esc(cluster)}{_SITE}{_esc(site)}"
+        f"{_CARRIER}{_esc(carrier)},{schema.RES}=1h,{schema.HOUR}={start} "
+        f"{schema.OLD_TCO2E}={_nano(old[1] + old[2])},{schema.NEW_TCO2E}={_nano(new[1] + new[2])},"
+        f"{schema.OLD_ENERGY_MWH}={_nano(old[0])},{schema.NEW_ENERGY_MWH}={_nano(new[0])},"
+        f"{schema.READINGS_ADDED}={added}i,{schema.REASON}={_str_field(reason)} {at}"
     )
 
 

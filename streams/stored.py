@@ -1,11 +1,11 @@
 """What the restatement reads back from InfluxDB: stored readings and site windows.
 
-``ReadingStore`` is the interface the stages use (``streams.pipeline``); ``InfluxStore``
-implements it with Flux queries on the worker's own bucket, so it reads what the sink wrote
-(the sink writes before a batch's state is stored, and the stages wait for every earlier
-commit before they read). Figures come back as the exact nano-unit integers: the stored
-readings carry them as integer fields, window fields are ``nano / 1e9`` doubles, exact below
-2**53, turned back by rounding.
+``ReadingStore`` is the interface the stages use (``streams.site_stage``,
+``streams.cluster_stage``); ``InfluxStore`` implements it with Flux queries on the worker's
+own bucket, so it reads what the sink wrote (the sink writes before a batch's state is
+stored, and the stages wait for every earlier commit before they read). Figures come back as
+the exact nano-unit integers: the stored readings carry them as integer fields, window
+fields are ``nano / 1e9`` doubles, exact below 2**53, turned back by rounding.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from streams.meter_vectors import NANO, SCOPES
+from streams import influx_schema as schema
+from streams.meter_vectors import NANO
 from streams.restate import StoredReading
-from streams.sink import READING_FIGURES, READING_MEASUREMENT, InfluxSink
+from streams.sink import InfluxSink
 from streams.windows import RESOLUTIONS
 
 #: site_windows: start -> carrier -> site -> figure vector (nano-units, then readings)
@@ -25,7 +26,15 @@ SiteWindows = dict[int, dict[str, dict[str, list[int]]]]
 
 log = logging.getLogger(__name__)
 
-_WINDOW_FIELDS = ("energy_mwh", *(f"tco2e_{s}" for s in SCOPES))
+# a site window's figures in the order of a figure vector (energy, then the scopes)
+_WINDOW_FIELDS = (schema.ENERGY_MWH, *schema.SCOPE_FIELDS)
+# what a stored reading is read back with (besides its time): the figures, then its record
+_READING_FIELDS = (
+    *schema.READING_FIGURES,
+    schema.KAFKA_PARTITION,
+    schema.KAFKA_OFFSET,
+    schema.INTERVAL_START,
+)
 
 
 class ReadingStore(Protocol):
@@ -65,15 +74,15 @@ class InfluxStore:
         self, twin: str, cluster: str, site: str, spans: Sequence[tuple[int, int]]
     ) -> list[StoredReading]:
         out: list[StoredReading] = []
-        names = (*READING_FIGURES, "kp", "ko", "st")
-        fields = " or ".join(f'r._field == "{f}"' for f in names)
-        columns = ", ".join(f'"{f}"' for f in ("t", "meter", *names))
+        fields = " or ".join(f'r._field == "{f}"' for f in _READING_FIELDS)
+        columns = ", ".join(f'"{f}"' for f in ("t", schema.METER, *_READING_FIELDS))
         for start, stop in spans:
             flux = (
                 self._range(start, stop)
-                + f" |> filter(fn: (r) => r._measurement == {flux_string(READING_MEASUREMENT)}"
-                f" and r.twin == {flux_string(twin)} and r.cluster == {flux_string(cluster)}"
-                f" and r.site == {flux_string(site)})"
+                + f" |> filter(fn: (r) => r._measurement == {flux_string(schema.METER_READING)}"
+                f" and r.{schema.TWIN} == {flux_string(twin)}"
+                f" and r.{schema.CLUSTER} == {flux_string(cluster)}"
+                f" and r.{schema.SITE} == {flux_string(site)})"
                 f" |> filter(fn: (r) => {fields})"
                 ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")'
                 " |> map(fn: (r) => ({r with t: int(v: r._time)}))"
@@ -82,12 +91,12 @@ class InfluxStore:
             for row in await self.sink.query(flux):
                 out.append(
                     StoredReading(
-                        row["meter"],
+                        row[schema.METER],
                         int(row["t"]) // 1_000_000,
-                        tuple(int(row[f]) for f in READING_FIGURES),
-                        int(row["kp"]),
-                        int(row["ko"]),
-                        int(row.get("st") or -1),
+                        tuple(int(row[f]) for f in schema.READING_FIGURES),
+                        int(row[schema.KAFKA_PARTITION]),
+                        int(row[schema.KAFKA_OFFSET]),
+                        int(row.get(schema.INTERVAL_START) or -1),
                     )
                 )
         return out
@@ -100,18 +109,20 @@ class InfluxStore:
             return out
         width = RESOLUTIONS[res]
         wanted = set(starts)
-        fields = " or ".join(f'r._field == "{f}"' for f in (*_WINDOW_FIELDS, "readings"))
-        columns = ", ".join(f'"{f}"' for f in (*_WINDOW_FIELDS, "readings"))
+        names = (*_WINDOW_FIELDS, schema.READINGS)
+        fields = " or ".join(f'r._field == "{f}"' for f in names)
+        columns = ", ".join(f'"{f}"' for f in ("t", schema.SITE, schema.CARRIER, *names))
         flux = (
             self._range(min(starts), max(starts) + width)
-            + ' |> filter(fn: (r) => r._measurement == "site_window"'
-            f" and r.twin == {flux_string(twin)} and r.cluster == {flux_string(cluster)}"
-            f" and r.res == {flux_string(res)})"
+            + f" |> filter(fn: (r) => r._measurement == {flux_string(schema.SITE_WINDOW)}"
+            f" and r.{schema.TWIN} == {flux_string(twin)}"
+            f" and r.{schema.CLUSTER} == {flux_string(cluster)}"
+            f" and r.{schema.RES} == {flux_string(res)})"
             f" |> filter(fn: (r) => {fields})"
             ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")'
             " |> map(fn: (r) => ({r with t: int(v: r._time)}))"
             # one table, one header: the CSV cannot be misread across tables
-            f' |> group() |> keep(columns: ["t", "site", "carrier", {columns}])'
+            f" |> group() |> keep(columns: [{columns}])"
         )
         for row in await self.sink.query(flux):
             start = int(row["t"]) // 1_000_000
@@ -119,7 +130,7 @@ class InfluxStore:
                 continue
             try:
                 vec = [round(float(row[f]) * NANO) for f in _WINDOW_FIELDS]
-                vec.append(int(row["readings"]))
+                vec.append(int(row[schema.READINGS]))
             except (KeyError, ValueError):
                 # a point missing a figure cannot be summed; the site's next update
                 # for the window restates it (and this is worth knowing)
@@ -127,5 +138,6 @@ class InfluxStore:
                     "site window %s %s %s: incomplete stored point %r", res, start, cluster, row
                 )
                 continue
-            out.setdefault(start, {}).setdefault(row["carrier"], {})[row["site"]] = vec
+            carrier, site = row[schema.CARRIER], row[schema.SITE]
+            out.setdefault(start, {}).setdefault(carrier, {})[site] = vec
         return out

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from clustertwin_base.kafka_auth import (
     KafkaAuthError,
@@ -26,6 +26,7 @@ from clustertwin_base.settings import MissingCredentialError, Settings
 from streams.config import StreamSettings
 from streams.meter_vectors import CatalogError, MeterVectors
 from streams.priced import TOPIC_CONFIG, priced_topic
+from streams.runtime import raise_log_levels
 from streams.sink import InfluxAuthError, InfluxUnreachable, check_write_access
 
 log = logging.getLogger("streams")
@@ -142,17 +143,13 @@ def run_worker(
         raise WorkerConfigError(str(exc)) from exc
     check_servers(settings)
     partitions = ensure_topics(settings, cfg)
-    from faust import Worker
-
     from streams.app import create_app
 
     app = create_app(cfg, settings, catalog, partitions)
-    worker = bounded_stop_worker(Worker, cfg.stop_timeout_s)(app, loglevel=cfg.loglevel, quiet=True)
-    # Faust leaves the root logger at DEBUG for libraries that log before it configures
-    # logging; that alone costs a third of the throughput.
-    logging.getLogger().setLevel(cfg.loglevel)
-    for name in ("aiokafka", "kafka", "faust", "mode"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # the app's worker class (streams.runtime.QuietWorker), its stop bounded
+    worker_cls = bounded_stop_worker(cast(type[Any], app.conf.Worker), cfg.stop_timeout_s)
+    worker = worker_cls(app, loglevel=cfg.loglevel, quiet=True)
+    raise_log_levels(cfg.loglevel)
     log.warning(
         "worker %s: twin %r, %d meters in %s, readings=%s (%d partitions), web :%d",
         cfg.app_id,

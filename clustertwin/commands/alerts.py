@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 from datetime import UTC, datetime
 
 import click
 import orjson
 
-from clustertwin_base.settings import Settings
+from clustertwin_base.kafka_auth import (
+    KafkaAuthError,
+    KafkaUnreachable,
+    check_credentials,
+    client_security,
+)
+from clustertwin_base.settings import MissingCredentialError, Settings
 
 
 def _when(ms: int | None) -> str:
@@ -21,14 +28,6 @@ def _when(ms: int | None) -> str:
 def _kafka(settings: Settings) -> dict[str, object]:
     """Client security for these commands, after checking once that Kafka accepts it (a
     refused password would otherwise surface as a bootstrap timeout)."""
-    from clustertwin_base.kafka_auth import (
-        KafkaAuthError,
-        KafkaUnreachable,
-        check_credentials,
-        client_security,
-    )
-    from clustertwin_base.settings import MissingCredentialError
-
     try:
         check_credentials(settings)
         return client_security(settings)
@@ -143,8 +142,6 @@ def worker(loglevel: str) -> None:
 
     Exits 2 with one line saying what to fix when Kafka or InfluxDB refuses the credentials.
     """
-    import sys
-
     from streams.alerting.app import main
 
     sys.argv = ["clustertwin-alerts", "worker", "-l", loglevel]

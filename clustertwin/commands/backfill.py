@@ -20,7 +20,10 @@ from typing import Any
 
 import click
 
+from clustertwin.commands.connector import kafka_or_exit, load_or_exit
 from connectors.sdk.base import Connector, Item, Sample
+from connectors.sdk.metrics import ConnectorMetrics
+from connectors.sdk.runner import ConnectorRunner, make_publisher
 from connectors.sdk.timespec import parse_time
 from twin.readings import now_ms
 
@@ -75,10 +78,6 @@ def backfill(config: Path, start: str, end: str, bootstrap: str | None) -> None:
     Idempotent: the worker counts every reading once, so running it twice changes nothing.
     Exits 2 when the connector cannot read its source's past, or Kafka refuses it.
     """
-    from clustertwin.commands.connector import kafka_or_exit, load_or_exit
-    from connectors.sdk.metrics import ConnectorMetrics
-    from connectors.sdk.runner import ConnectorRunner, make_publisher
-
     cls, cfg, index = load_or_exit(config)
     if not cls.reads_history:
         click.echo(

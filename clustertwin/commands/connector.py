@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from clustertwin_base.settings import Settings
+
 log = logging.getLogger("clustertwin.connector")
 
 
@@ -82,7 +84,6 @@ def load_or_exit(config: Path) -> tuple[Any, Any, Any]:
 
 def kafka_or_exit(cfg: Any, bootstrap: str | None, prog: str) -> Any:
     """The settings, once Kafka accepts the connector's credentials; else exit 2 saying why."""
-    from clustertwin_base.settings import Settings
     from connectors.sdk.runner import ConnectorStartError, check_kafka_access
 
     settings = Settings.load()

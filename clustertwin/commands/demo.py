@@ -99,7 +99,6 @@ def demo(
     alerts: bool,
 ) -> None:
     """Run the simulated cluster live: simulator -> Kafka -> Faust -> InfluxDB -> web view."""
-    from clustertwin.commands.worker import fetch_json, render_cluster
     from clustertwin.stack import LocalStack
     from clustertwin_base.settings import Settings
 
@@ -117,28 +116,84 @@ def demo(
         "CLUSTERTWIN_STREAMS_WEB_PORT": str(web_port),
         "CLUSTERTWIN_ALERTS_CLUSTERS": cluster,
     }
-    logs = Path(os.environ.get("CLUSTERTWIN_CACHE", Path.home() / ".cache" / "clustertwin"))
-    logs = logs / "demo"
-    logs.mkdir(parents=True, exist_ok=True)
-    worker_log = open(logs / "worker.log", "ab")  # noqa: SIM115 - handed to the child
-    connector_log = open(logs / "connector.log", "ab")  # noqa: SIM115
-    alerts_log = open(logs / "alerts.log", "ab")  # noqa: SIM115
-    click.echo(f"[demo] logs in {logs}")
-    worker: subprocess.Popen[bytes] | None = None
-    connector: subprocess.Popen[bytes] | None = None
-    alerting: subprocess.Popen[bytes] | None = None
+    children = _Children.open(env)
+    click.echo(f"[demo] logs in {children.logs}")
     started = time.monotonic()
     ok = False
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        children.start_worker(base, view_url, cluster)
+        if alerts:
+            children.start_alerting()
+        children.start_connector(connector_config)
+        while duration is None or time.monotonic() - started < duration:
+            time.sleep(interval)
+            children.check_running()
+            click.echo(f"--- {time.strftime('%H:%M:%S')} ---\n{_summary(base, cluster)}")
+        ok = True
+    except KeyboardInterrupt:
+        ok = True
+        click.echo("\n[demo] stopping")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: a second is no news
+        children.stop()
+    if duration is not None:
+        points = _twin_points(settings, twin, cluster)
+        click.echo(f"[demo] InfluxDB holds {points} site windows of {cluster} (twin {twin!r})")
+        if not ok or points == 0:
+            raise SystemExit(1)
+
+
+def _summary(base: str, cluster: str) -> str:
+    """The live twin of ``cluster`` as the worker serves it, or why it does not answer."""
+    from clustertwin.commands.worker import fetch_json, render_cluster
+
+    try:
+        return render_cluster(fetch_json(f"{base}/twin/{cluster}/"), fetch_json(f"{base}/twin/"))
+    except (OSError, urllib.error.HTTPError) as exc:
+        return f"(worker not answering: {exc})"
+
+
+class _Children:
+    """The demo's child processes (worker, alerting worker, connector) and their log files.
+
+    Each writes to its own log under the cache directory, so the terminal keeps only the
+    demo's summary; all of them are stopped together (``_stop_all``) however the demo ends.
+    """
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.worker_log = open(logs / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+        self.connector_log = open(logs / "connector.log", "ab")  # noqa: SIM115
+        self.alerts_log = open(logs / "alerts.log", "ab")  # noqa: SIM115
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.connector: subprocess.Popen[bytes] | None = None
+        self.alerting: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def open(cls, env: dict[str, str]) -> _Children:
+        logs = Path(os.environ.get("CLUSTERTWIN_CACHE", Path.home() / ".cache" / "clustertwin"))
+        logs = logs / "demo"
+        logs.mkdir(parents=True, exist_ok=True)
+        return cls(env, logs)
+
+    def start_worker(self, base: str, view_url: str, cluster: str) -> None:
+        """Start the stream worker and wait (120 s at most) until it serves ``/twin/``."""
+        from clustertwin.commands.worker import fetch_json
+
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams"], env=env, stdout=worker_log, stderr=worker_log
+            [sys.executable, "-m", "streams"],
+            env=self.env,
+            stdout=self.worker_log,
+            stderr=self.worker_log,
         )
+        self.worker = worker
         deadline = time.monotonic() + 120
         while True:
             if worker.poll() is not None:
                 raise click.ClickException(
-                    f"the worker exited ({worker.returncode}); see {logs / 'worker.log'}"
+                    f"the worker exited ({worker.returncode}); see {self.logs / 'worker.log'}"
                 )
             try:
                 fetch_json(f"{base}/twin/")
@@ -149,54 +204,41 @@ def demo(
                 time.sleep(0.5)
         click.echo(f"[demo] worker up; live view: {view_url}")
         click.echo(f"[demo] the twin as JSON: {base}/twin/{cluster}/")
-        if alerts:
-            alerting = subprocess.Popen(
-                [sys.executable, "-c", _CLI, "alerts", "worker"],
-                env=env,
-                stdout=alerts_log,
-                stderr=alerts_log,
-            )
-            click.echo("[demo] alerting worker started (`clustertwin alerts list` shows alerts)")
-        connector = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _CLI,
-                "connector",
-                "run",
-                str(connector_config),
-            ],
-            env=env,
-            stdout=connector_log,
-            stderr=connector_log,
+
+    def start_alerting(self) -> None:
+        self.alerting = subprocess.Popen(
+            [sys.executable, "-c", _CLI, "alerts", "worker"],
+            env=self.env,
+            stdout=self.alerts_log,
+            stderr=self.alerts_log,
+        )
+        click.echo("[demo] alerting worker started (`clustertwin alerts list` shows alerts)")
+
+    def start_connector(self, connector_config: Path) -> None:
+        self.connector = subprocess.Popen(
+            [sys.executable, "-c", _CLI, "connector", "run", str(connector_config)],
+            env=self.env,
+            stdout=self.connector_log,
+            stderr=self.connector_log,
         )
         click.echo(f"[demo] simulator connector started ({connector_config.name}); Ctrl-C stops")
-        while duration is None or time.monotonic() - started < duration:
-            time.sleep(interval)
-            for proc, name in ((worker, "worker"), (connector, "connector"), (alerting, "alerts")):
-                if proc is not None and proc.poll() is not None:
-                    raise click.ClickException(
-                        f"the {name} exited ({proc.returncode}); see {logs / (name + '.log')}"
-                    )
-            try:
-                text = render_cluster(
-                    fetch_json(f"{base}/twin/{cluster}/"), fetch_json(f"{base}/twin/")
+
+    def check_running(self) -> None:
+        """A child that died ends the demo, pointing at its log."""
+        for proc, name in (
+            (self.worker, "worker"),
+            (self.connector, "connector"),
+            (self.alerting, "alerts"),
+        ):
+            if proc is not None and proc.poll() is not None:
+                raise click.ClickException(
+                    f"the {name} exited ({proc.returncode}); see {self.logs / (name + '.log')}"
                 )
-            except (OSError, urllib.error.HTTPError) as exc:
-                text = f"(worker not answering: {exc})"
-            click.echo(f"--- {time.strftime('%H:%M:%S')} ---\n{text}")
-        ok = True
-    except KeyboardInterrupt:
-        ok = True
-        click.echo("\n[demo] stopping")
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: a second is no news
-        _stop_all([(connector, "connector"), (alerting, "alerts"), (worker, "worker")])
-        worker_log.close()
-        connector_log.close()
-        alerts_log.close()
-    if duration is not None:
-        points = _twin_points(settings, twin, cluster)
-        click.echo(f"[demo] InfluxDB holds {points} site windows of {cluster} (twin {twin!r})")
-        if not ok or points == 0:
-            raise SystemExit(1)
+
+    def stop(self) -> None:
+        _stop_all(
+            [(self.connector, "connector"), (self.alerting, "alerts"), (self.worker, "worker")]
+        )
+        self.worker_log.close()
+        self.connector_log.close()
+        self.alerts_log.close()

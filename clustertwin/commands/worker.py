@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from streams.config import StreamSettings
+
 
 @click.group()
 def worker() -> None:
@@ -103,8 +105,6 @@ def render_cluster(twin: dict[str, Any], index: dict[str, Any] | None = None) ->
 @click.option("--once", is_flag=True, help="Print once and exit.")
 def live(cluster: str, url: str | None, interval: float, once: bool) -> None:
     """Show CLUSTER's live twin from a running worker, refreshing until Ctrl-C."""
-    from streams.config import StreamSettings
-
     base = (url or f"http://127.0.0.1:{StreamSettings().web_port}").rstrip("/")
     try:
         while True:

@@ -320,6 +320,7 @@ class Kafka(Service):
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
 
     def healthy(self) -> bool:
+        # the Kafka client only when a health check runs: every CLI command imports the stack
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from connectors.sdk.base import Connector, ConnectorConfig, Item, Sample
+from connectors.sdk.runner import buffer_dir
 from connectors.sdk.timespec import parse_time
 from connectors.simulator.profiles import (
     YEAR_MS,
@@ -29,6 +30,7 @@ from connectors.simulator.profiles import (
     ship_at_berth,
     stable_hash,
 )
+from twin.model import load_cluster
 from twin.readings import MeterIndex, now_ms
 
 # the simulator's start/end and ``clustertwin backfill`` share one time syntax
@@ -197,16 +199,12 @@ class SimulatorConnector(Connector[SimulatorConfig]):
 
     def __init__(self, config: SimulatorConfig, index: MeterIndex) -> None:
         super().__init__(config, index)
-        from twin.model import load_cluster
-
         self.sim = ClusterSimulator(load_cluster(config.cluster), config)
         self._next_k: int | None = None  # survives reconnects: no gap, no repeat
         self._saved_at = 0.0
 
     @property
     def position_file(self) -> Path:
-        from connectors.sdk.runner import buffer_dir
-
         return buffer_dir(self.config) / "simulator-position.json"
 
     def _identity(self) -> dict[str, Any]:

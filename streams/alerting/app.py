@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import faust
 import numpy as np
@@ -36,7 +36,7 @@ import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clustertwin_base.kafka_auth import client_security, faust_credentials
+from clustertwin_base.kafka_auth import client_security
 from clustertwin_base.settings import Settings
 from streams.alerting.config import AlertConfig
 from streams.alerting.engine import AlertEngine
@@ -45,7 +45,23 @@ from streams.alerting.stage import AlertStage, AlertTopics
 from streams.end_offsets import EndOffsets
 from streams.meter_vectors import MeterVectors
 from streams.priced import TOPIC_CONFIG, priced_topic
-from streams.sink import InfluxSink
+from streams.runtime import (
+    AppSpec,
+    Batch,
+    BatchHandler,
+    Batching,
+    CaughtUp,
+    FaustTable,
+    IdleTimer,
+    Liveness,
+    batch_agent,
+    create_faust_app,
+    influx_sink,
+    raw_table,
+    raw_topic,
+    stored_then_acked,
+    topic_sender,
+)
 from twin.targets import Pathway
 
 log = logging.getLogger("streams.alerting")
@@ -104,9 +120,9 @@ def load_pathways(cfg: AlertingSettings) -> dict[str, Pathway]:
 def load_catalog(cfg: AlertingSettings) -> MeterVectors:
     if cfg.catalog_file is not None:
         return MeterVectors.from_file(cfg.catalog_file)
-    from streams.meter_vectors import catalog_for_clusters
+    from streams.twinlink import catalog_from_twin
 
-    return catalog_for_clusters(cfg.cluster_names)
+    return catalog_from_twin(cfg.cluster_names)
 
 
 def ensure_topic(
@@ -129,9 +145,8 @@ def ensure_topic(
     try:
         if name not in admin.list_topics():
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    [NewTopic(name, partitions, 1, topic_configs=dict(configs or {}))]
-                )
+                topic = NewTopic(name, partitions, 1, topic_configs=dict(configs or {}))
+                admin.create_topics([topic])
     finally:
         admin.close()
 
@@ -139,148 +154,120 @@ def ensure_topic(
 def create_alerting_app(
     cfg: AlertingSettings | None = None, settings: Settings | None = None
 ) -> faust.App:
-    from streams.app import FaustTable, faust_datadir
-
+    """The alerting worker: priced readings -> the site detectors, cluster buckets -> the
+    cluster detectors, silence by the wall clock, the ``/alerts/`` counters."""
     cfg = cfg or AlertingSettings()
     settings = settings or Settings.load()
     catalog = load_catalog(cfg)
     config = AlertConfig.from_yaml(cfg.config_file) if cfg.config_file else AlertConfig()
     engine = AlertEngine(catalog, config, load_pathways(cfg), twin=cfg.twin)
-    app = faust.App(
-        cfg.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        broker_credentials=faust_credentials(settings),
-        store="memory://",
-        topic_partitions=cfg.partitions,
-        topic_replication_factor=1,
-        web_enabled=True,
-        web_port=cfg.web_port,
-        web_in_thread=False,
-        producer_acks=-1,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=max(4096, cfg.batch_max * 2),
-        table_standby_replicas=0,
-        autodiscover=False,
-        processing_guarantee="at_least_once",
-        datadir=str(faust_datadir(cfg.datadir, cfg.app_id)),
+    app = create_faust_app(
+        AppSpec(cfg.app_id, cfg.partitions, cfg.batch_max, cfg.web_port, datadir=cfg.datadir),
+        settings,
     )
-    raw: dict[str, Any] = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    priced = app.topic(priced_topic(settings.readings_topic), partitions=cfg.partitions, **raw)
-    buckets_topic = app.topic(
-        f"{cfg.app_id}-cluster-buckets", partitions=cfg.partitions, internal=True, **raw
+    # what the site detectors read (its end offsets judge the wall-clock silence too)
+    source = raw_topic(app, priced_topic(settings.readings_topic), partitions=cfg.partitions)
+    buckets = raw_topic(
+        app, f"{cfg.app_id}-cluster-buckets", partitions=cfg.partitions, internal=True
     )
-    security = client_security(settings)
-    ensure_topic(settings.kafka_bootstrap, cfg.alerts_topic, cfg.alerts_partitions, security)
-    # the stream worker creates it too; whoever starts first, it must exist before we subscribe
-    ensure_topic(
-        settings.kafka_bootstrap, priced.get_topic_name(), cfg.partitions, security, TOPIC_CONFIG
-    )
-    # Faust's own creation of internal topics races the first subscription on a new cluster:
-    # the agent then ignores the "missing" topic for good and cluster alerts never fire.
-    ensure_topic(settings.kafka_bootstrap, buckets_topic.get_topic_name(), cfg.partitions, security)
-    alerts_topic = app.topic(cfg.alerts_topic, **raw)
-    table_kw: dict[str, Any] = {
-        "default": None,
-        "key_type": bytes,
-        "value_type": bytes,  # raw codec: the stage stores its own orjson bytes
-        "partitions": cfg.partitions,
-    }
-    sites_table = app.Table("alert-sites", **table_kw)
-    clusters_table = app.Table("alert-clusters", **table_kw)
-    sink = InfluxSink(
-        settings.influx_url,
-        settings.require_influx_token(),
-        settings.influx_org,
-        settings.influx_bucket,
-    )
-    topics = {cfg.alerts_topic: alerts_topic, buckets_topic.get_topic_name(): buckets_topic}
-
-    async def send(topic: str, key: bytes | None, value: bytes, headers: list[Any]) -> None:
-        fut = await topics[topic].send(key=key, value=value, headers=headers, force=True)
-        await fut
-
+    ensure_alerting_topics(settings, cfg, buckets.get_topic_name(), source.get_topic_name())
+    alerts = raw_topic(app, cfg.alerts_topic)
+    sites_table = raw_table(app, "alert-sites", cfg.partitions)
+    clusters_table = raw_table(app, "alert-clusters", cfg.partitions)
     notifier = WebhookNotifier(cfg.webhook_url) if cfg.webhook_url else None
+    sink = influx_sink(app, settings, notifier)
     stage = AlertStage(
         engine,
         FaustTable(sites_table),
         FaustTable(clusters_table),
-        send,
+        topic_sender([alerts, buckets]),
         sink.write,
-        AlertTopics(cfg.alerts_topic, buckets_topic.get_topic_name()),
+        AlertTopics(cfg.alerts_topic, buckets.get_topic_name()),
         notifier,
     )
     app.alert_stage = stage  # type: ignore[attr-defined]
 
-    async def close_clients(sender: Any, *args: Any, **kwargs: Any) -> None:
-        """Release the HTTP sessions (InfluxDB, webhook) after the consumer has stopped."""
-        await sink.close()
-        if notifier is not None:
-            await notifier.close()
-
-    # mode types the handler as taking a positional-only sender; ours takes it plainly
-    app.on_before_shutdown.connect(cast(Any, close_clients))
-
-    lock = asyncio.Lock()
-    processed: dict[int, int] = {}
-    last_record = [time.monotonic()]
-
-    @app.agent(priced, name="alert-site-stage")
-    async def site_agent(stream: Any) -> None:
-        async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
-            messages = [e.message for e in events]
-            async with lock:
-                await stage.process_priced([(m.partition, m.value) for m in messages])
-            for m in messages:
-                processed[m.partition] = max(processed.get(m.partition, -1), m.offset)
-            last_record[0] = time.monotonic()
-            for e in events:
-                await stream.ack(e)
-
-    @app.agent(buckets_topic, name="alert-cluster-stage")
-    async def cluster_agent(stream: Any) -> None:
-        async for events in stream.noack_take(cfg.batch_max, within=cfg.batch_within_s):
-            async with lock:
-                await stage.process_cluster(
-                    [(e.message.partition, e.message.value) for e in events]
-                )
-            for e in events:
-                await stream.ack(e)
-
-    end_offsets = EndOffsets(lambda: app.consumer, priced.get_topic_name(), cfg.partitions)
-    # what the stream worker has still to price is not silence either
-    readings_ends = EndOffsets(lambda: app.consumer, settings.readings_topic, cfg.partitions)
-
+    lock, liveness = asyncio.Lock(), Liveness()
+    batching = Batching(cfg.batch_max, cfg.batch_within_s)
+    batch_agent(app, source, "alert-site-stage", batching, site_alerts(stage, lock, liveness))
+    cluster_batch = stored_then_acked(lock, stage.process_cluster)
+    batch_agent(app, buckets, "alert-cluster-stage", batching, cluster_batch)
     if cfg.wall_clock:
+        wall_clock_silence(app, cfg, stage, lock, liveness, source.get_topic_name(), settings)
+    install_counters_page(app, stage, notifier)
+    return app
 
-        @app.timer(interval=10.0)
-        async def wall_clock_silence() -> None:
-            """Meters silent by the wall clock, once no record came for ``idle_s``.
 
-            Not while the broker is down or just back: the consumer's last-fetched end
-            offsets would call the worker caught up, and every meter would be reported
-            silent while the connectors hold their readings for Kafka's return.
-            """
-            if time.monotonic() - last_record[0] < cfg.idle_s:
-                return
-            ends = await end_offsets.read(timeout_s=5)
-            if ends is None or end_offsets.answering_for() < cfg.idle_s:
-                return
-            sources = await readings_ends.read(timeout_s=5)
-            if sources is None:
-                return
-            async with lock:
-                await stage.tick(
-                    int(time.time() * 1000),
-                    lambda p: end_offsets.caught_up(p, ends, processed),
-                    lambda p, applied: p in sources and applied + 1 >= sources[p],
-                )
+def ensure_alerting_topics(
+    settings: Settings, cfg: AlertingSettings, buckets: str, priced: str
+) -> None:
+    """The alerts topic, and the cluster-buckets and priced topics before Faust subscribes
+    to them (the stream worker creates the priced topic too: whichever starts first)."""
+    security = client_security(settings)
+    ensure_topic(settings.kafka_bootstrap, cfg.alerts_topic, cfg.alerts_partitions, security)
+    ensure_topic(settings.kafka_bootstrap, priced, cfg.partitions, security, TOPIC_CONFIG)
+    # Faust's own creation of internal topics races the first subscription on a new cluster:
+    # the agent then ignores the "missing" topic for good and cluster alerts never fire.
+    ensure_topic(settings.kafka_bootstrap, buckets, cfg.partitions, security)
 
+
+def site_alerts(stage: AlertStage, lock: asyncio.Lock, liveness: Liveness) -> BatchHandler:
+    """The site detectors over a batch of priced messages; acknowledged once the alerts are
+    sent and the state is stored, and counted as processed for the wall-clock silence."""
+
+    async def handle(batch: Batch) -> None:
+        records = batch.records
+        async with lock:
+            await stage.process_priced([(r.partition, r.value or b"") for r in records])
+        for r in records:
+            liveness.stored(r.partition, r.offset)
+        liveness.progressed()
+        await batch.ack_all()
+
+    return handle
+
+
+def wall_clock_silence(
+    app: faust.App,
+    cfg: AlertingSettings,
+    stage: AlertStage,
+    lock: asyncio.Lock,
+    liveness: Liveness,
+    topic: str,
+    settings: Settings,
+) -> None:
+    """Meters silent by the wall clock, once no record came for ``idle_s``.
+
+    Not while the broker is down or just back: the consumer's last-fetched end offsets
+    would call the worker caught up, and every meter would be reported silent while the
+    connectors hold their readings for Kafka's return. Nor while readings wait for the
+    stream worker to price them: a stopped stream worker is not silent meters.
+    """
+    readings = EndOffsets(lambda: app.consumer, settings.readings_topic, cfg.partitions)
+
+    async def tick(caught_up: CaughtUp) -> None:
+        sources = await readings.read(timeout_s=5)
+        if sources is None:
+            return
+        await stage.tick(
+            int(time.time() * 1000),
+            caught_up,
+            lambda p, applied: p in sources and applied + 1 >= sources[p],
+        )
+
+    IdleTimer(
+        EndOffsets(lambda: app.consumer, topic, cfg.partitions),
+        liveness,
+        cfg.idle_s,
+        lock,
+        tick,
+        ready=lambda: liveness.idle_for() >= cfg.idle_s,
+    ).install(app, interval_s=10.0, name="wall_clock_silence")
+
+
+def install_counters_page(
+    app: faust.App, stage: AlertStage, notifier: WebhookNotifier | None
+) -> None:
     @app.page("/alerts/")
     async def counters(web: Any, request: Any) -> Any:
         return web.json(
@@ -289,8 +276,6 @@ def create_alerting_app(
                 "webhook": None if notifier is None else notifier.stats.__dict__,
             }
         )
-
-    return app
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +21,10 @@ import orjson
 from streams.alerting.engine import AlertEngine
 from streams.alerting.model import Alert
 from streams.alerting.stage import AlertStage
+from streams.delivery import Topics
 from streams.envelope import Record
 from streams.meter_vectors import MeterVectors
-from streams.pipeline import DictTable, SiteStage, Topics
+from streams.site_stage import SiteStage
 from twin.targets import Pathway
 
 #: tCO2e per MWh used by the simulated meters (natural gas combustion, grid electricity)
@@ -267,6 +268,26 @@ def records(
     return out
 
 
+class ReplayTable:
+    """The alert stage's tables for a replay without servers: nothing outlives the replay,
+    so a dict stands in for the changelogged Faust table (``streams.delivery.StateTable``)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        self.data[key] = value
+
+    def delete(self, key: bytes, partition: int) -> None:
+        self.data.pop(key, None)
+
+    def all_keys(self) -> Iterable[bytes]:
+        return list(self.data)
+
+
 async def replay_in_memory(
     scenarios: Sequence[Scenario],
     config: Any = None,
@@ -297,7 +318,7 @@ async def replay_in_memory(
     async def write(lines: Any) -> None:
         return None
 
-    stage = AlertStage(engine, DictTable(), DictTable(), send, write)
+    stage = AlertStage(engine, ReplayTable(), ReplayTable(), send, write)
     feed = stream_stage(catalog) if via_priced else None
     recs = records(scenarios) if recs is None else recs
     for i in range(0, len(recs), batch):
@@ -328,7 +349,7 @@ def stream_stage(
         return None
 
     topics = Topics("deadletter", "late", "cluster-updates", "priced" if publish else None)
-    site_stage = SiteStage(catalog, DictTable(), write, send, topics, "sim", grace_ms)
+    site_stage = SiteStage(catalog, ReplayTable(), write, send, topics, "sim", grace_ms)
 
     async def feed(batch: Sequence[Any]) -> list[tuple[int, bytes]]:
         await site_stage.process(batch)

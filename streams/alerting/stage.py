@@ -32,9 +32,9 @@ from streams.alerting.engine import AlertEngine
 from streams.alerting.model import Alert
 from streams.alerting.notify import WebhookNotifier
 from streams.alerting.state import ClusterAlertState, EngineOutput, SiteAlertState
+from streams.delivery import StateTable
 from streams.envelope import DecodedBatch, Limits, Record, decode_batch
 from streams.eventtime import cluster_clocks
-from streams.pipeline import StateTable
 from streams.priced import PricedGroup, concat, groups_from_readings
 
 Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]

@@ -3,8 +3,8 @@
 Only what the worker's state does not hold is read from InfluxDB: history for the charts
 (downsampled so a chart never gets more than ``MAX_POINTS`` points), open alerts (the
 alerting worker's ``alert_state``) and the quality of the readings behind a figure.
-Measurement, tag and field names come from ``dashboards.schema``, the schema the dashboards
-read, so the live view and the dashboards cannot drift apart.
+Measurement, tag and field names come from ``streams.influx_schema``, the schema the worker
+writes and the dashboards read, so the live view and the dashboards cannot drift apart.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from dashboards import schema as s
+from streams import influx_schema as s
 from streams.alerting.model import SEVERITY_LEVEL
 from streams.stored import flux_string as _q
 
@@ -91,7 +91,7 @@ def alerts_flux(bucket: str, twin: str, cluster: str) -> str:
     return f"""
 from(bucket: {_q(bucket)})
   |> range(start: {ALERT_LOOKBACK})
-  |> filter(fn: (r) => r._measurement == "alert_state" and r.{s.TWIN} == {_q(twin)}
+  |> filter(fn: (r) => r._measurement == {_q(s.ALERT_STATE)} and r.{s.TWIN} == {_q(twin)}
        and r.{s.CLUSTER} == {_q(cluster)})
   |> last()
   |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
@@ -105,15 +105,15 @@ def opened_flux(bucket: str, twin: str, cluster: str) -> str:
     return f"""
 from(bucket: {_q(bucket)})
   |> range(start: {ALERT_LOOKBACK})
-  |> filter(fn: (r) => r._measurement == "alert_state" and r.{s.TWIN} == {_q(twin)}
-       and r.{s.CLUSTER} == {_q(cluster)} and r._field == "event" and r._value == "open")
+  |> filter(fn: (r) => r._measurement == {_q(s.ALERT_STATE)} and r.{s.TWIN} == {_q(twin)}
+       and r.{s.CLUSTER} == {_q(cluster)} and r._field == {_q(s.EVENT)} and r._value == "open")
   |> last()
   |> group()
 """
 
 
 def _series(row: Mapping[str, str]) -> tuple[str, str, str]:
-    return (row.get("kind", ""), row.get("site") or "", row.get("meter") or "")
+    return (row.get(s.KIND, ""), row.get(s.SITE) or "", row.get(s.METER) or "")
 
 
 def parse_opened(rows: Sequence[Mapping[str, str]]) -> dict[tuple[str, str, str], int]:
@@ -136,18 +136,19 @@ def parse_alerts(
     is when the alert opened (``opened``, by series), else its newest state's time."""
     out: list[dict[str, Any]] = []
     for row in rows:
-        if row.get("open") not in ("1", "1i", "true"):
+        if row.get(s.OPEN) not in ("1", "1i", "true"):
             continue
+        severity = row.get(s.SEVERITY, "")
         out.append(
             {
-                "alert_id": row.get("alert_id", ""),
-                "kind": row.get("kind", ""),
-                "category": row.get("category", ""),
-                "severity": SEVERITY_NAMES.get(row.get("severity", ""), row.get("severity", "")),
-                "site": row.get("site") or None,
-                "meter": row.get("meter") or None,
-                "value": _float(row.get("value")),
-                "threshold": _float(row.get("threshold")),
+                "alert_id": row.get(s.ALERT_ID, ""),
+                "kind": row.get(s.KIND, ""),
+                "category": row.get(s.CATEGORY, ""),
+                "severity": SEVERITY_NAMES.get(severity, severity),
+                "site": row.get(s.SITE) or None,
+                "meter": row.get(s.METER) or None,
+                "value": _float(row.get(s.VALUE)),
+                "threshold": _float(row.get(s.THRESHOLD)),
                 "since_ms": (opened or {}).get(_series(row)) or _epoch_ms(row.get("_time", "")),
                 "updated_ms": _epoch_ms(row.get("_time", "")),
             }

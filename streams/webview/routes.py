@@ -20,10 +20,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+import streams.webview.figures as figures
+import streams.webview.queries as queries
 from streams.eventtime import cluster_clocks
 from streams.meter_vectors import MeterVectors
 from streams.progress_series import Plan
-from streams.webview import figures, queries
 from streams.windows import SiteState
 
 log = logging.getLogger("streams.webview")

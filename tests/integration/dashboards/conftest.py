@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.meter_vectors import NANO, MeterVectors, catalog_for_clusters, offline_price
+from streams.meter_vectors import NANO, MeterVectors, offline_price
+from streams.twinlink import catalog_from_twin
 from tests.integration.streams.harness import HEADERS, WorkerProc, producer
 
 CLUSTER = "dunkirk"
@@ -147,7 +148,7 @@ from(bucket: "{bucket}")
 @pytest.fixture(scope="session")
 def proof(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProofData]:
     name = f"dash-{int(time.time())}"
-    catalog = catalog_for_clusters([CLUSTER])
+    catalog = catalog_from_twin([CLUSTER])
     catalog_file = Path(tmp_path_factory.mktemp("dash")) / "catalog.json"
     catalog_file.write_text(catalog.to_json())
     now_ms = int(time.time() * 1000)

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from dashboards import alerts, build
-from dashboards import schema as s
 from dashboards.expressions import RuleEvaluation, evaluate_rule, labels
 from dashboards.flux import Flux
 from dashboards.runner import query_frames, run_direct
+from streams import influx_schema as s
 from streams.progress_series import year_fraction
 from tests.integration.dashboards.conftest import CLUSTER, ProofData
 from twin.model import load_cluster

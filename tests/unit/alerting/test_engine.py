@@ -27,7 +27,7 @@ from streams.alerting.simulate import (
 )
 from streams.alerting.stage import AlertStage
 from streams.envelope import Record
-from streams.pipeline import DictTable
+from tests.unit.streams.dict_table import DictTable
 
 START = (int(time.time() * 1000) // HOUR_MS - 20 * 24) * HOUR_MS
 

@@ -25,8 +25,8 @@ from streams.alerting.simulate import (
 )
 from streams.alerting.stage import AlertStage
 from streams.meter_vectors import MeterVectors
-from streams.pipeline import DictTable
 from streams.priced import PricedGroup, priced_topic, split_records
+from tests.unit.streams.dict_table import DictTable
 
 START = (int(time.time() * 1000) // HOUR_MS - 20 * 24) * HOUR_MS
 

@@ -12,10 +12,10 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from clustertwin.cli import main
 from dashboards import alerts, build
-from dashboards import schema as s
 from dashboards.boards import FOLDER_UID, NETWORK_UID, OVERVIEW_UID, PORT_UID, SITE_UID
 from dashboards.flux import DATASOURCE_UID
 from dashboards.runner import panel_queries
+from streams import influx_schema as s
 
 MODELS = build.dashboard_models()
 KNOWN_MEASUREMENTS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dashboards import schema as s
+from streams import influx_schema as s
 from streams.meter_vectors import NANO
 from streams.progress_series import Plan, progress_fields
 from streams.sink import latest_line, window_line, ytd_line

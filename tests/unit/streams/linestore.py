@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from streams.influx_schema import METER_READING as READING_MEASUREMENT
+from streams.influx_schema import READING_FIGURES
 from streams.meter_vectors import NANO
 from streams.restate import StoredReading
-from streams.sink import READING_FIGURES, READING_MEASUREMENT
 from streams.stored import SiteWindows
 from streams.windows import RESOLUTIONS
 

@@ -20,9 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.cluster_stage import ClusterStage
+from streams.delivery import Topics
 from streams.meter_vectors import offline_price
-from streams.pipeline import ClusterStage, DictTable, SiteStage, Topics
+from streams.site_stage import SiteStage
 from streams.windows import NFIG, RESOLUTIONS, year_of
+from tests.unit.streams.dict_table import DictTable
 from tests.unit.streams.linestore import LineStore, nano
 from tests.unit.streams.test_intervals import reference_parts
 from tests.unit.streams.test_pipeline_units import NOW, T0, catalog, reading, record
@@ -263,21 +266,21 @@ def test_cluster_updates_split_into_small_messages_give_the_same_figures(
 ) -> None:
     """A batch changing more windows than one cluster-update message may carry (a fresh
     worker draining weeks) is split; every window and year to date is unchanged by it."""
-    import streams.pipeline as pipeline
+    import streams.site_stage as site_stage
 
     rng = random.Random(11)
     readings = make_readings(rng, 150, intervals=0.3)
     sent = arrive(rng, readings, "backfill")
     whole = asyncio.run(play(random.Random(5), sent, 30_000, 6 * 3_600_000))
-    monkeypatch.setattr(pipeline, "CLUSTER_UPDATE_ROWS", 3)
+    monkeypatch.setattr(site_stage, "CLUSTER_UPDATE_ROWS", 3)
     split = asyncio.run(play(random.Random(5), sent, 30_000, 6 * 3_600_000))
     assert stored(split.store) == stored(whole.store) and stored(whole.store)
     assert {k: v for k, v in stored(split.store).items() if k in offline(readings)} == offline(
         readings
     )
-    payloads = pipeline._cluster_payloads(
+    payloads = site_stage._cluster_payloads(
         [
-            pipeline.WindowUpdate(
+            site_stage.WindowUpdate(
                 "site", "c", "a", "", "natural_gas", "1m", 60_000 * i, [1, 0, 0, 0, 0, 1], False
             )
             for i in range(10)
@@ -288,9 +291,9 @@ def test_cluster_updates_split_into_small_messages_give_the_same_figures(
     assert [len(b["sites"]["a"]["sw"]) for b in bodies] == [3, 3, 3, 1]
     # a window changed twice in a batch (live, then restated) goes once, with its last
     # figures: whichever order the messages then arrive in, the older cannot win
-    twice = pipeline._cluster_payloads(
+    twice = site_stage._cluster_payloads(
         [
-            pipeline.WindowUpdate(
+            site_stage.WindowUpdate(
                 "site", "c", "a", "", "natural_gas", "1m", 0, [v, 0, 0, 0, 0, 1], False
             )
             for v in (1, 2)

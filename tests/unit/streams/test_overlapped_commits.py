@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from streams.delivery import OverlappedCommits, PreparedBatch, StaleBatch
 from streams.envelope import Record
-from streams.pipeline import OverlappedCommits, PreparedBatch, StaleBatch
 from tests.unit.streams.test_pipeline_units import T0, Harness, reading, record
 
 

@@ -14,11 +14,14 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.cluster_stage import ClusterStage
+from streams.delivery import Topics
 from streams.envelope import Record, decode_batch
 from streams.meter_vectors import NANO, CatalogError, MeterSpec, MeterVectors, offline_price
-from streams.pipeline import ClusterStage, DictTable, SiteStage, Topics
 from streams.sink import window_line
+from streams.site_stage import SiteStage
 from streams.windows import SiteState, WindowUpdate
+from tests.unit.streams.dict_table import DictTable
 from tests.unit.streams.linestore import LineStore, nano
 
 NOW = int(time.time() * 1000)

@@ -1,9 +1,11 @@
-"""The InfluxDB schema the dashboards read, named once.
+"""The InfluxDB schema: every measurement, tag and field name, named once.
 
-It mirrors what the pipeline writes (``streams/sink.py``; ``streams/README.md`` documents it).
-A unit test builds points with the pipeline's own line-protocol functions and checks every
-name used here against them, so a rename on either side fails the build instead of leaving
-panels that quietly show "No data".
+The worker writes with these names (``streams.sink``), the restatement reads its own points
+back with them (``streams.stored``), and the live view (``streams.webview``) and the Grafana
+dashboards (``dashboards/``) query them; ``streams/README.md`` documents the schema. A name
+changed here changes on both sides at once, instead of leaving panels that quietly show
+"No data". (It lives in ``streams`` because the dashboards may import the stream, not the
+other way round.)
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ YEAR: Final = "year"
 
 RESOLUTIONS: Final = ("1m", "15m", "1h")
 
+# The window measurement of each level of a ``streams.windows.WindowUpdate``.
+WINDOW_MEASUREMENTS: Final = {"meter": METER_WINDOW, "site": SITE_WINDOW, "cluster": CLUSTER_WINDOW}
+
 # -- fields of the window and year-to-date measurements ---------------------------------------
 ENERGY_MWH: Final = "energy_mwh"
 TCO2E: Final = "tco2e"  # scope 1 + scope 2 (location-based): the headline figure
@@ -56,17 +61,29 @@ FIGURE_FIELDS: Final = (ENERGY_MWH, *SCOPE_FIELDS, TCO2E, READINGS)
 VALUE: Final = "value"
 QUALITY: Final = "quality"  # measured | estimated | gap_filled
 
+# -- fields of meter_reading only: what a restatement needs to recompute a window exactly ------
+# The reading's priced figures as nano-unit integers, in the order of a figure vector
+# (energy, then the scopes of ``streams.meter_vectors.SCOPES``).
+READING_FIGURES: Final = ("e", "s1", "s2l", "s2m", "s3")
+# The Kafka record that brought it (so a replay can tell its own unstored effect from a
+# duplicate), and its interval's start (epoch ms) when it has one.
+KAFKA_PARTITION: Final = "kp"
+KAFKA_OFFSET: Final = "ko"
+INTERVAL_START: Final = "st"
+
 # -- restatement: tags and fields --------------------------------------------------------------
 HOUR: Final = "hour"
 OLD_TCO2E: Final = "old_tco2e"
 NEW_TCO2E: Final = "new_tco2e"
+OLD_ENERGY_MWH: Final = "old_energy_mwh"
+NEW_ENERGY_MWH: Final = "new_energy_mwh"
 READINGS_ADDED: Final = "readings_added"
 REASON: Final = "reason"
 RESTATEMENT_FIELDS: Final = (
     OLD_TCO2E,
     NEW_TCO2E,
-    "old_energy_mwh",
-    "new_energy_mwh",
+    OLD_ENERGY_MWH,
+    NEW_ENERGY_MWH,
     READINGS_ADDED,
     REASON,
 )
@@ -92,3 +109,19 @@ YTD_VS_BUDGET_PCT: Final = "ytd_vs_budget_pct"
 PROJECTED_YEAR_END_TCO2E: Final = "projected_year_end_tco2e"
 PROJECTED_GAP_TCO2E: Final = "projected_gap_tco2e"  # projected minus pathway (> 0: overshoot)
 ON_TRACK: Final = "on_track"  # bool
+
+# -- the worker's own counters (streams/app.py), every 10 s per worker --------------------------
+PIPELINE: Final = "pipeline"
+APP: Final = "app"  # tag: the worker's Faust app id
+
+# -- alerts (streams/alerting): one point per alert event, and the detectors' own figures -------
+ALERT_STATE: Final = "alert_state"
+ALERT_DETECTOR: Final = "alert_detector"
+KIND: Final = "kind"  # tag of alert_state: the alert's kind
+# fields of alert_state (besides VALUE)
+OPEN: Final = "open"  # 1 while open, 0 once resolved
+EVENT: Final = "event"  # "open" | "update" | "resolve"
+ALERT_ID: Final = "alert_id"
+SEVERITY: Final = "severity"  # the number of streams.alerting.model.SEVERITY_LEVEL
+CATEGORY: Final = "category"
+THRESHOLD: Final = "threshold"

@@ -1,54 +1,45 @@
-"""What the worker does with a batch of records, independent of Faust.
+"""The site compute: a batch of reading envelopes in, site state and everything to emit out.
 
-``SiteStage`` turns a batch of reading envelopes into site state, InfluxDB points,
-dead letters, late readings and per-site window summaries for the cluster stage.
-``ClusterStage`` folds those summaries (keyed by cluster) into cluster windows.
-
-The order of effects is what makes at-least-once delivery exact:
-
-1. compute the new states in memory;
-2. write the points to InfluxDB (retrying until stored) and deliver dead letters, late
-   readings and cluster summaries to Kafka (awaiting the broker's acknowledgement);
-3. only then put the new states into the table (its changelog), and acknowledge the records.
-
-A crash before 3 replays the records against the old state and rewrites the same points;
-a crash after 3 finds each record's offset already in its site's state and skips it.
-Faust flushes the changelog before it commits offsets, so a committed offset always has its
-state behind it.
-
-Steps 1 and 2-3 are separate calls (``prepare`` and ``commit``) so the worker can compute
-the next batch while the previous one is being stored (InfluxDB parses on another core):
-``prepare`` serialises everything a commit needs, and later batches start from the states of
-prepared, not yet stored, batches. Commits still happen one at a time and in order, and a
-record is acknowledged only after its own commit; ``forget`` drops the unstored states when
-a commit is abandoned, so the next batch starts again from what the table holds.
+``SiteStage`` turns a batch into site state, InfluxDB points, dead letters, late readings and
+per-site window summaries for the cluster stage (``streams.cluster_stage``). It computes in
+memory (``prepare``) and stores in the order ``streams.delivery`` explains (``commit``), so
+the worker can overlap the two.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import orjson
 
-from streams.envelope import QUALITY_NAMES, DecodedBatch, Limits, Record, Reject, decode_batch
+from streams.delivery import (
+    Counters,
+    OffsetCursors,
+    PreparedBatch,
+    Send,
+    StaleBatch,
+    StateTable,
+    Topics,
+    Write,
+    cursor_key,
+    settle,
+)
+from streams.envelope import QUALITY_NAMES, Limits, Record, Reject, decode_batch
 from streams.eventtime import cluster_clocks
 from streams.meter_vectors import MeterVectors
 from streams.priced import PricedMessages
 from streams.restate import RestateResult, StoredReading, hour_spans, restate
 from streams.sink import latest_line, reading_line, restatement_line, window_line, ytd_line
-from streams.stored import ReadingStore, SiteWindows
+from streams.stored import ReadingStore
 from streams.windows import (
-    NFIG,
     RESOLUTIONS,
     ApplyResult,
     SiteBatch,
@@ -56,134 +47,16 @@ from streams.windows import (
     WindowUpdate,
     apply_batch,
     close_windows,
-    cluster_key,
-    figures,
-    parse_cluster_key,
-    sum_vecs,
-    year_of,
 )
-
-log = logging.getLogger(__name__)
-
-Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
-Write = Callable[[Iterable[str]], Awaitable[None]]
-
-
-class StaleBatch(Exception):
-    """A prepared batch counted on states that were forgotten: its records must come again."""
-
-
-class StateTable(Protocol):
-    """The few table operations the stages need (a Faust table, or a dict in unit tests)."""
-
-    def get(self, key: bytes) -> bytes | None: ...
-    def put(self, key: bytes, value: bytes, partition: int) -> Awaitable[Any] | None: ...
-    def delete(self, key: bytes, partition: int) -> Awaitable[Any] | None: ...
-    def all_keys(self) -> Iterable[bytes]: ...
-
-
-class DictTable:
-    """A ``StateTable`` over a dict: lets the stages be tested without a broker."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-        self.partition: dict[bytes, int] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: bytes, value: bytes, partition: int) -> None:
-        self.data[key] = value
-        self.partition[key] = partition
-
-    def delete(self, key: bytes, partition: int) -> None:
-        self.data.pop(key, None)
-        self.partition.pop(key, None)
-
-    def all_keys(self) -> Iterable[bytes]:
-        return list(self.data)
-
-
-async def _settle(futures: list[Awaitable[Any] | None]) -> None:
-    """Wait until every changelog record is acknowledged by the broker.
-
-    Acknowledging a record before its state is durable would let a crash commit an offset
-    whose effect is lost; so the stages do not return before this.
-    """
-    pending = [f for f in futures if f is not None]
-    if pending:
-        await asyncio.gather(*pending)
-
-
-@dataclass
-class Counters:
-    records: int = 0
-    readings: int = 0
-    accepted: int = 0
-    deadletters: int = 0
-    late: int = 0
-    duplicates: int = 0
-    batches: int = 0
-    points: int = 0
-    cluster_late_updates: int = 0
-    replayed: int = 0
-    last_batch_wall: float = 0.0
-    # When the first batch began and the last one was stored, in wall-clock seconds and in
-    # the process's CPU seconds (all threads): a rate measured between them covers every
-    # record without the worker's start, however few and big the batches.
-    first_batch_wall: float = 0.0
-    first_batch_cpu: float = 0.0
-    last_batch_cpu: float = 0.0
-    # Seconds a prepared batch waited for the previous one to be stored: how far storing
-    # (InfluxDB, Kafka) rather than computing holds the worker back.
-    commit_wait_s: float = 0.0
-
-    def add(self, other: Counters) -> None:
-        """Count a stored batch (its counts are kept aside until it is stored)."""
-        for name in (
-            "records",
-            "readings",
-            "accepted",
-            "deadletters",
-            "late",
-            "duplicates",
-            "batches",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class Topics:
-    deadletter: str
-    late: str
-    cluster_updates: str
-    priced: str | None = None  # streams.priced: what the alerting worker reads (None: off)
-
-
-@dataclass
-class PreparedBatch:
-    """A batch computed in memory, everything its commit needs already serialised.
-
-    Nothing here refers to a live ``SiteState``: a later batch may go on changing those
-    objects while this one is being stored.
-    """
-
-    epoch: int
-    seq: int
-    records: Sequence[Record]
-    held: list[Record]
-    seeks: dict[int, int]
-    lines: list[str]
-    messages: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]
-    # site -> (state as stored, its partition, the state object it was serialised from)
-    stored: dict[str, tuple[bytes, int, SiteState]]
-    cursors: dict[int, int]
-    counters: Counters
-    # every record given to ``prepare``, in order: replays and held records included
-    records_in: Sequence[Record] = ()
 
 
 class SiteStage:
+    """Validates, prices and windows a batch of records, per site, keyed by site name.
+
+    A site's state (its open windows, year to date, last offsets) lives in ``table``; the
+    partition cursors beside it (``OffsetCursors``) catch records the consumer skipped.
+    """
+
     def __init__(
         self,
         catalog: MeterVectors,
@@ -217,24 +90,15 @@ class SiteStage:
         # wall-clock time of the last record seen per site (for the idle flush); not state
         self.last_activity: dict[str, float] = {}
         self.first_batch: float | None = None
-        self.gap_tries: dict[tuple[int, int], int] = {}
         self.latencies: deque[float] = deque(maxlen=200_000)
         self.quiet: set[str] = set()  # sites with no open window since their last record
-        self.max_gap_tries = 5
-        # Records fetched before a seek took effect keep arriving for a moment after it
-        # (Faust's stream buffer): the same gap seen again within this time is the same
-        # attempt, not a failed one. Counting each such batch used up the tries in under a
-        # second after a SIGKILL (3 of 5 seen in tests/reliability), and the last one skips
-        # the gap for good.
-        self.gap_retry_s = 2.0
-        self.gap_seen: dict[tuple[int, int], float] = {}
+        self.cursors = OffsetCursors(table)
         # site -> (the bytes last put in the table, the same state decoded): saves decoding
         # every site's state on every batch
         self._live: dict[str, tuple[bytes, SiteState]] = {}
-        # States and cursors of prepared batches not yet stored: site -> (batch seq, state),
-        # partition -> (batch seq, next offset). The next batch starts from these.
+        # States of prepared batches not yet stored: site -> (batch seq, state). The next
+        # batch starts from these (and from the cursors ``self.cursors`` holds for them).
         self._pending: dict[str, tuple[int, SiteState]] = {}
-        self._pending_cursors: dict[int, tuple[int, int]] = {}
         self._seq = 0
         # Bumped by ``forget``: a batch prepared before it was computed from states that
         # will never be stored, so its commit is refused.
@@ -248,14 +112,14 @@ class SiteStage:
         that what the table holds is final; the unacknowledged records come again.
         """
         self._pending.clear()
-        self._pending_cursors.clear()
+        self.cursors.forget()
         self._live.clear()
         self._epoch += 1
 
     @property
     def idle(self) -> bool:
         """No prepared batch waits to be stored (what ``flush_idle`` needs)."""
-        return not self._pending and not self._pending_cursors
+        return not self._pending and self.cursors.idle
 
     def load(self, cluster: str, site: str, partition: int) -> SiteState:
         pending = self._pending.pop(site, None)
@@ -273,12 +137,6 @@ class SiteStage:
             return live[1]
         return SiteState.loads(raw)
 
-    # -- partition cursors ---------------------------------------------------------------
-    # Per partition, the next offset to apply, stored in the table beside the sites. Faust
-    # can skip a record around a restart or rebalance and then commit past it (its commit
-    # treats a one-record gap at the head as contiguous); the cursor notices the gap and has
-    # the consumer seek back, so a skipped record is never silently lost.
-
     def latency_summary(self) -> dict[str, float]:
         if not self.latencies:
             return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
@@ -290,67 +148,20 @@ class SiteStage:
             "max": float(arr.max()),
         }
 
-    @staticmethod
-    def cursor_key(partition: int) -> bytes:
-        return b"\x00cursor/" + str(partition).encode()
+    cursor_key = staticmethod(cursor_key)
+
+    @property
+    def gap_tries(self) -> dict[tuple[int, int], int]:
+        """How often each (partition, first missing offset) gap was sought back."""
+        return self.cursors.gap_tries
 
     def cursor(self, partition: int) -> int | None:
-        pending = self._pending_cursors.get(partition)
-        if pending is not None:
-            return pending[1]
-        raw = self.table.get(self.cursor_key(partition))
-        return None if raw is None else int(raw)
+        """The next offset to apply on ``partition`` (None: none applied yet)."""
+        return self.cursors.get(partition)
 
     def admit(self, records: Sequence[Record]) -> tuple[list[Record], list[Record], dict[int, int]]:
-        """Split a batch into (to apply, to hold back) and the seeks that recover a gap.
-
-        Records below the cursor were applied before (a replay) and are dropped here but
-        acknowledged; records after a gap are held back unacknowledged.
-        """
-        by_partition: dict[int, list[Record]] = defaultdict(list)
-        for r in records:
-            by_partition[r.partition].append(r)
-        admitted: list[Record] = []
-        held: list[Record] = []
-        seeks: dict[int, int] = {}
-        for partition, recs in by_partition.items():
-            recs.sort(key=lambda r: r.offset)
-            expected = self.cursor(partition)
-            for i, r in enumerate(recs):
-                if expected is None or r.offset == expected:
-                    admitted.append(r)
-                    expected = r.offset + 1
-                elif r.offset < expected:
-                    self.counters.replayed += 1
-                else:
-                    tries = self.gap_tries.get((partition, expected), 0)
-                    if tries >= self.max_gap_tries:
-                        log.error(
-                            "partition %d: records %d..%d never came back after %d seeks "
-                            "(deleted by retention?); going on from %d",
-                            partition,
-                            expected,
-                            r.offset - 1,
-                            tries,
-                            r.offset,
-                        )
-                        admitted.append(r)
-                        expected = r.offset + 1
-                        continue
-                    now = time.monotonic()
-                    if now - self.gap_seen.get((partition, expected), -1e9) >= self.gap_retry_s:
-                        self.gap_tries[(partition, expected)] = tries + 1
-                        self.gap_seen[(partition, expected)] = now
-                        log.warning(
-                            "partition %d: consumer skipped offsets %d..%d; seeking back",
-                            partition,
-                            expected,
-                            r.offset - 1,
-                        )
-                    held.extend(recs[i:])
-                    seeks[partition] = expected
-                    break
-        return admitted, held, seeks
+        """Split a batch into (to apply, to hold back) and the seeks that recover a gap."""
+        return self.cursors.admit(records, self.counters)
 
     async def process(self, records: Sequence[Record]) -> tuple[list[Record], dict[int, int]]:
         """Apply a batch and store it; return the records to leave unacknowledged and the
@@ -425,30 +236,20 @@ class SiteStage:
             updates = [m for m in prepared.messages if m[0] == self.topics.cluster_updates]
             others = [m for m in prepared.messages if m[0] != self.topics.cluster_updates]
             await asyncio.gather(*(self.send(*m) for m in others), self._send_in_order(updates))
-        await _settle(
+        await settle(
             [
                 self.table.put(site.encode(), raw, partition)
                 for site, (raw, partition, _) in prepared.stored.items()
             ]
         )
         # cursors after the sites: a crash in between replays records the sites skip
-        if prepared.cursors:
-            await _settle(
-                [
-                    self.table.put(self.cursor_key(p), str(offset).encode(), p)
-                    for p, offset in prepared.cursors.items()
-                ]
-            )
+        await self.cursors.store(prepared.seq, prepared.cursors)
         for site, (raw, _, state) in prepared.stored.items():
             pending = self._pending.get(site)
             if pending is not None and pending[0] == prepared.seq:
                 # no later batch took it: the table holds the newest state again
                 del self._pending[site]
                 self._live[site] = (raw, state)
-        for p in prepared.cursors:
-            pending_cursor = self._pending_cursors.get(p)
-            if pending_cursor is not None and pending_cursor[0] == prepared.seq:
-                del self._pending_cursors[p]
         self.counters.add(prepared.counters)
         self.counters.points += len(prepared.lines)
         self.counters.last_batch_wall = time.time()
@@ -574,8 +375,7 @@ class SiteStage:
         stored = {site: (state.dumps(), state.partition, state) for site, state in states.items()}
         for site, state in states.items():
             self._pending[site] = (seq, state)
-        for p, offset in cursors.items():
-            self._pending_cursors[p] = (seq, offset)
+        self.cursors.prepared(seq, cursors)
         return PreparedBatch(
             self._epoch, seq, records, [], {}, lines, messages, stored, cursors, counters
         )
@@ -778,77 +578,6 @@ def _gc_held_off() -> Iterator[None]:
             gc.enable()
 
 
-class OverlappedCommits:
-    """Stores one batch while the worker prepares the next: double buffering.
-
-    Without it the worker sat idle for a third of the time waiting for InfluxDB to parse
-    and index each batch's points; now that wait overlaps the next batch's computing. One
-    commit at a time, in the order of preparation, and ``after`` (acknowledging the
-    records) runs only once its batch is stored, so the delivery guarantee is unchanged.
-    """
-
-    def __init__(self, stage: SiteStage) -> None:
-        self.stage = stage
-        self._inflight: asyncio.Future[None] | None = None
-        # a batch that reads stored readings back must see every earlier batch stored
-        stage.before_read = self.wait
-
-    async def submit(
-        self, records: Sequence[Record], after: Callable[[PreparedBatch], Awaitable[None]]
-    ) -> None:
-        """Prepare ``records`` now; store them, then call ``after``, once the previous
-        batch is stored. Returns as soon as the commit has started, unless the batch holds
-        records back (a gap to seek): then only when it is done, so the seek comes before
-        the next batch is prepared."""
-        try:
-            prepared = await self.stage.prepare(records)
-        except BaseException:
-            await self.wait(raise_errors=False)
-            self.stage.forget()  # again: the commit that was running may have stored more
-            raise
-        began = time.monotonic()
-        await self.wait()
-        self.stage.counters.commit_wait_s += time.monotonic() - began
-        task = asyncio.ensure_future(self._store(prepared, after))
-        self._inflight = task
-        if prepared.held or prepared.seeks:
-            await self.wait()
-
-    async def _store(
-        self, prepared: PreparedBatch, after: Callable[[PreparedBatch], Awaitable[None]]
-    ) -> None:
-        await self.stage.commit(prepared)
-        await after(prepared)
-
-    async def wait(self, raise_errors: bool = True) -> None:
-        """Until no commit is running. A failed commit's unstored states are forgotten and
-        its error raised (when ``raise_errors``): its records were never acknowledged."""
-        task = self._inflight
-        if task is None:
-            return
-        # asyncio.wait: a caller cancelled here does not cancel the commit it waits for
-        await asyncio.wait([task])
-        if self._inflight is task:
-            self._inflight = None
-        if task.cancelled():
-            self.stage.forget()
-            return
-        error = task.exception()
-        if error is not None:
-            self.stage.forget()
-            if raise_errors:
-                raise error
-            log.error("storing a batch failed (%r); its records come again", error)
-
-    async def abandon(self) -> None:
-        """Cancel the running commit (a rebalance or shutdown) and forget what is unstored."""
-        task = self._inflight
-        if task is not None and not task.done():
-            task.cancel()
-        await self.wait(raise_errors=False)
-        self.stage.forget()
-
-
 def _closes_any(state: SiteState, now_ms: int, stage: SiteStage) -> bool:
     """Whether moving the watermark to ``now_ms`` would close an open window of ``state``."""
     wm = max(state.wm, now_ms)
@@ -873,10 +602,6 @@ def _read_back_spans(
         spans = batch.ts[result.late] - late_start
         state.max_interval = max(state.max_interval, int(spans.max()))
     return [(a, b + state.max_interval) for a, b in hour_spans(batch.ts[result.late], late_start)]
-
-
-def _year(ms: int) -> int:
-    return year_of(ms - ms % RESOLUTIONS["1h"])
 
 
 def _year_end(year: int) -> int:
@@ -937,252 +662,3 @@ def _cluster_payloads(
         if chunk:
             out.append((cluster, orjson.dumps({"cluster": cluster, "sites": chunk})))
     return out
-
-
-class ClusterStage:
-    """Cluster windows = sum over sites; updates carry absolute site figures (overwrite).
-
-    A site's figures for a window replace the previous ones, so replaying summaries is
-    harmless. Table key: ``cluster|res|start`` (and ``cluster|ytd|year``), all on the
-    partition of the cluster's summaries.
-    """
-
-    def __init__(
-        self,
-        catalog: MeterVectors,
-        table: StateTable,
-        write: Write,
-        twin: str,
-        retention_ms: int,
-        on_late: Callable[[str, str, int], None] | None = None,
-        store: ReadingStore | None = None,
-    ) -> None:
-        self.catalog = catalog
-        self.table = table
-        self.write = write
-        self.twin = twin
-        self.retention_ms = retention_ms
-        # where the windows past retention are read back to be restated (None: dropped)
-        self.store = store
-        self.counters = Counters()
-        self.on_late = on_late
-        self._wm: dict[str, int] = {}
-        self._index: dict[str, set[bytes]] | None = None
-
-    def _keys_of(self, cluster: str) -> set[bytes]:
-        if self._index is None:
-            self._index = defaultdict(set)
-            for key in self.table.all_keys():
-                c, res, start = parse_cluster_key(key)
-                self._index[c].add(key)
-                if res in RESOLUTIONS:
-                    self._wm[c] = max(self._wm.get(c, -1), start + RESOLUTIONS[res])
-        return self._index[cluster]
-
-    def reset_index(self) -> None:
-        """Forget the key index (partitions moved in a rebalance)."""
-        self._index = None
-        self._wm.clear()
-
-    async def process(self, messages: Sequence[tuple[int, bytes]]) -> None:
-        """``messages``: (partition, payload) of cluster summaries, in order."""
-        entries: dict[bytes, tuple[int, dict[str, Any]]] = {}
-        touched: set[bytes] = set()
-
-        def entry(key: bytes, partition: int) -> dict[str, Any]:
-            if key in entries:
-                return entries[key][1]
-            raw = self.table.get(key)
-            value: dict[str, Any] = orjson.loads(raw) if raw else {}
-            entries[key] = (partition, value)
-            return value
-
-        cluster_partition: dict[str, int] = {}
-        # (cluster, res) -> start -> carrier -> site -> figures, for windows past retention
-        late: dict[tuple[str, str], SiteWindows] = {}
-        for partition, payload in messages:
-            body = orjson.loads(payload)
-            cluster = body["cluster"]
-            cluster_partition[cluster] = partition
-            keys = self._keys_of(cluster)
-            wm = self._wm.get(cluster, -1)
-            for site, data in body["sites"].items():
-                for row in data["sw"]:
-                    carrier, res, start = row[0], row[1], int(row[2])
-                    key = cluster_key(cluster, res, start)
-                    end = start + RESOLUTIONS[res]
-                    if key not in keys and key not in entries and end + self.retention_ms <= wm:
-                        # past retention: restated from the stored site windows below
-                        self.counters.cluster_late_updates += 1
-                        if self.on_late:
-                            self.on_late(cluster, res, start)
-                        late.setdefault((cluster, res), {}).setdefault(start, {}).setdefault(
-                            carrier, {}
-                        )[site] = row[3 : 3 + NFIG + 1]
-                        continue
-                    e = entry(key, partition)
-                    e.setdefault(carrier, {})[site] = row[3 : 3 + NFIG + 1]
-                    touched.add(key)
-                    wm = max(wm, end)
-                for row in data.get("ytd", []):
-                    year, carrier = int(row[0]), row[1]
-                    key = cluster_key(cluster, "ytd", year)
-                    e = entry(key, partition)
-                    e.setdefault(carrier, {})[site] = row[2 : 2 + NFIG + 1]
-                    touched.add(key)
-            self._wm[cluster] = wm
-
-        lines: list[str] = []
-        evict: list[tuple[bytes, int]] = []
-        for key in touched:
-            cluster, res, start = parse_cluster_key(key)
-            _, value = entries[key]
-            for carrier, sites in value.items():
-                total = sum_vecs(sites.values())
-                if res == "ytd":
-                    ts = max(self._wm.get(cluster, 0) - 1, 0)
-                    ts -= ts % RESOLUTIONS["1h"]
-                    lines.append(ytd_line(self.twin, cluster, "", carrier, start, total, ts))
-                else:
-                    lines.append(
-                        window_line(
-                            self.twin,
-                            WindowUpdate(
-                                "cluster", cluster, "", "", carrier, res, start, total, False
-                            ),
-                        )
-                    )
-        # windows past retention: final point, then forget
-        for cluster, partition in cluster_partition.items():
-            wm = self._wm.get(cluster, -1)
-            prefix = cluster.encode() + b"|"
-            candidates = self._keys_of(cluster) | {k for k in touched if k.startswith(prefix)}
-            for key in candidates:
-                c, res, start = parse_cluster_key(key)
-                if c != cluster or res not in RESOLUTIONS:
-                    continue
-                if start + RESOLUTIONS[res] + self.retention_ms <= wm:
-                    if key in entries:
-                        value = entries[key][1]
-                    else:
-                        raw = self.table.get(key)
-                        if raw is None:
-                            continue
-                        value = orjson.loads(raw)
-                    for carrier, sites in value.items():
-                        lines.append(
-                            window_line(
-                                self.twin,
-                                WindowUpdate(
-                                    "cluster",
-                                    cluster,
-                                    "",
-                                    "",
-                                    carrier,
-                                    res,
-                                    start,
-                                    sum_vecs(sites.values()),
-                                    True,
-                                ),
-                            )
-                        )
-                    evict.append((key, partition))
-        lines.extend(await self._restated(late))
-        if lines:
-            await self.write(lines)
-            self.counters.points += len(lines)
-        evicted = {k for k, _ in evict}
-        futures: list[Awaitable[Any] | None] = []
-        for key in touched:
-            if key in evicted:
-                continue
-            partition, value = entries[key]
-            futures.append(self.table.put(key, orjson.dumps(value), partition))
-            c = parse_cluster_key(key)[0]
-            self._keys_of(c).add(key)
-        for key, partition in evict:
-            futures.append(self.table.delete(key, partition))
-            self._keys_of(parse_cluster_key(key)[0]).discard(key)
-        await _settle(futures)
-
-    async def _restated(self, late: dict[tuple[str, str], SiteWindows]) -> list[str]:
-        """Cluster windows past retention that a site restated: the sum of every site's
-        stored window (the restating site's own figures as it sent them), written final."""
-        lines: list[str] = []
-        if self.store is None:
-            return lines
-        for (cluster, res), by_start in late.items():
-            stored = await self.store.site_windows(self.twin, cluster, res, sorted(by_start))
-            for start, carriers in by_start.items():
-                merged = stored.get(start, {})
-                for carrier, sites in carriers.items():
-                    merged.setdefault(carrier, {}).update(sites)
-                for carrier, sites in merged.items():
-                    if carrier not in carriers:
-                        continue
-                    total = sum_vecs(sites.values())
-                    u = WindowUpdate("cluster", cluster, "", "", carrier, res, start, total, True)
-                    lines.append(window_line(self.twin, u))
-        return lines
-
-    def held(self, cluster: str, res: str) -> dict[int, dict[str, dict[str, list[int]]]]:
-        """Every window of ``res`` (or year to date, ``"ytd"``) the stage holds for
-        ``cluster``, by start (or year): carrier -> site -> nano-unit figures."""
-        out: dict[int, dict[str, dict[str, list[int]]]] = {}
-        for key in list(self._keys_of(cluster)):
-            _, r, start = parse_cluster_key(key)
-            if r != res:
-                continue
-            raw = self.table.get(key)
-            if raw is not None:
-                out[start] = orjson.loads(raw)
-        return out
-
-    def twin_json(self, cluster: str) -> dict[str, Any]:
-        """The live cluster twin: latest open windows per resolution and year-to-date."""
-        out: dict[str, Any] = {"cluster": cluster, "windows": {}, "year_to_date": {}}
-        latest: dict[str, int] = {}
-        for key in self._keys_of(cluster):
-            _, res, start = parse_cluster_key(key)
-            if res in RESOLUTIONS:
-                latest[res] = max(latest.get(res, -1), start)
-        for res, start in sorted(latest.items()):
-            raw = self.table.get(cluster_key(cluster, res, start))
-            if raw is None:
-                continue
-            value = orjson.loads(raw)
-            out["windows"][res] = {
-                "start": start,
-                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in value.items()},
-                "total": figures(sum_vecs(v for s in value.values() for v in s.values())),
-                "sites_reporting": sorted({site for s in value.values() for site in s}),
-            }
-        for key in self._keys_of(cluster):
-            _, res, year = parse_cluster_key(key)
-            if res != "ytd":
-                continue
-            raw = self.table.get(key)
-            if raw is None:
-                continue
-            value = orjson.loads(raw)
-            out["year_to_date"][str(year)] = {
-                "total": figures(sum_vecs(v for s in value.values() for v in s.values())),
-                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in value.items()},
-                "by_site": {
-                    site: figures(sum_vecs(s[site] for s in value.values() if site in s))
-                    for site in sorted({x for s in value.values() for x in s})
-                },
-            }
-        return out
-
-
-__all__ = [
-    "ClusterStage",
-    "DecodedBatch",
-    "DictTable",
-    "OverlappedCommits",
-    "PreparedBatch",
-    "Record",
-    "SiteStage",
-    "Topics",
-]
