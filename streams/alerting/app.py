@@ -216,10 +216,9 @@ def site_alerts(stage: AlertStage, lock: asyncio.Lock, liveness: Liveness) -> Ba
     sent and the state is stored, and counted as processed for the wall-clock silence."""
 
     async def handle(batch: Batch) -> None:
-        records = batch.records
         async with lock:
-            await stage.process_priced([(r.partition, r.value or b"") for r in records])
-        for r in records:
+            await stage.process_priced(batch.partition_values())
+        for r in batch.records:
             liveness.stored(r.partition, r.offset)
         liveness.progressed()
         await batch.ack_all()
