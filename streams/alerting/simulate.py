@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from streams.meter_vectors import MeterVectors
+from twin.readings import encode_envelope
 
 #: tCO2e per MWh used by the simulated meters (natural gas combustion, grid electricity)
 FACTORS = {"natural_gas": 0.2, "electricity": 0.05}
@@ -134,15 +134,17 @@ class SimCluster:
                 ]
                 if not readings:
                     continue
-                body = {
-                    "schema": "readings/1",
-                    "cluster": self.cluster,
-                    "site": s.site,
-                    "source": "alerting-sim",
-                    "sent_at": t,
-                    "readings": readings,
-                }
-                yield s.site, t, orjson.dumps(body)
+                yield (
+                    s.site,
+                    t,
+                    encode_envelope(
+                        cluster=self.cluster,
+                        site=s.site,
+                        source="alerting-sim",
+                        readings=readings,
+                        sent_at=t,
+                    ),
+                )
 
 
 def demo_cluster(
