@@ -35,18 +35,18 @@ How the two former rule sets were made one, and why (a plant's data is the measu
 * **Faults are reported one at a time, in the worker's order**, with the worker's wording
   (the texts operators already search dead letters for).
 
-Plain typed Python: no pydantic, no JSON library, no I/O.
+Plain typed Python: no pydantic, no JSON library, no I/O, and nothing heavy to import (the
+stream worker loads it at start-up; the carriers and their unit conversions, which only the
+index-less edge needs here, are handed in by ``twin.readings``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
-
-from twin.carriers import Carrier, unit_is_compatible
 
 # -- vocabulary ----------------------------------------------------------------------------
 SCHEMA_V1: Final = "readings/1"
@@ -60,7 +60,6 @@ FIELDS: Final = ("meter", "ts", "value", "unit", "carrier", "quality")
 ENVELOPE_FIELDS: Final = ("schema", "cluster", "site", "source", "sent_at", "readings")
 #: Sorted: the worker's quality codes are positions in this tuple.
 QUALITIES: Final = ("estimated", "gap_filled", "measured")
-CARRIERS: Final = tuple(c.value for c in Carrier)
 #: Emission columns of the live stream, in this order everywhere (state, lines, views) ...
 SCOPES: Final = ("s1", "s2_location", "s2_market", "s3_upstream")
 #: ... and the twin's names of the same scopes, in the same order.
@@ -163,12 +162,14 @@ class AnySite:
         return bool(site)
 
 
+@dataclass(frozen=True)
 class NoIndex:
     """Judge a reading without knowing its meter: only the rules that need no index apply
     (a known carrier, a unit of that carrier, no negative flow)."""
 
-
-NO_INDEX: Final = NoIndex()
+    carriers: tuple[str, ...]
+    #: whether a unit measures a carrier (the twin's conversions)
+    compatible: Callable[[str, str], bool]
 
 
 # -- the rules -----------------------------------------------------------------------------
@@ -279,7 +280,7 @@ def reading_fault(
     """Why a well-shaped reading (``reading_problem`` found nothing) is refused, or None.
 
     ``meter``: the facts of ``r["meter"]`` from the index, None when the index does not know
-    it, or ``NO_INDEX`` when there is no index (only the context-free rules apply).
+    it, or a ``NoIndex`` when there is no index (only the context-free rules apply).
     ``oldest_ms`` is ``limits.horizon_start(ref_ms)``, computed once by the caller.
     ``intervals``: the envelope is readings/2, so ``start`` is read.
     """
@@ -289,9 +290,9 @@ def reading_fault(
     if meter is None:
         return prefix + unknown_meter(name, cluster)
     if isinstance(meter, NoIndex):
-        if carrier not in _CARRIER_SET:
-            return prefix + f"carrier {carrier!r} not one of {', '.join(CARRIERS)}"
-        if not compatible(carrier, unit):
+        if carrier not in meter.carriers:
+            return prefix + f"carrier {carrier!r} not one of {', '.join(meter.carriers)}"
+        if not meter.compatible(carrier, unit):
             return prefix + f"unit {unit!r} is not a unit of {carrier}"
         allow_negative, max_value = False, math.inf
     else:
@@ -341,19 +342,3 @@ def _time_fault(
             f"reporting year and {limits.horizon_years} before it): too old to restate"
         )
     return None
-
-
-_CARRIER_SET = frozenset(CARRIERS)
-_COMPATIBLE: dict[tuple[str, str], bool] = {}
-
-
-def compatible(carrier: str, unit: str) -> bool:
-    """Whether ``unit`` measures ``carrier`` (the twin converts it), memoised: an edge sees
-    the same few pairs millions of times."""
-    key = (carrier, unit)
-    ok = _COMPATIBLE.get(key)
-    if ok is None:
-        if len(_COMPATIBLE) > 10_000:  # junk units from a broken producer must not grow this
-            _COMPATIBLE.clear()
-        ok = _COMPATIBLE[key] = unit_is_compatible(carrier, unit)
-    return ok

@@ -51,19 +51,19 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from twin import contract
-from twin.carriers import Carrier
+from twin.carriers import Carrier, unit_is_compatible
 from twin.contract import (
     CONTENT_TYPE,
     DEFAULT_MAX_VALUE,
     MAX_FUTURE_MS,
     MAX_INTERVAL_MS,
     MAX_READINGS_PER_ENVELOPE,
-    NO_INDEX,
     SCHEMA_HEADER,
     SCHEMA_V2,
     SCHEMAS,
     AnySite,
     Limits,
+    NoIndex,
     envelope_problem,
     malformed,
     message_problem,
@@ -231,7 +231,7 @@ class MeterInfo:
     def accepts(self, unit: str) -> bool:
         """The declared unit, or any the twin converts to the carrier's canonical unit: what
         the worker's index (built from the same twin) prices."""
-        return unit == self.unit or contract.compatible(self.carrier, unit)
+        return unit == self.unit or _compatible(self.carrier, unit)
 
 
 class MeterIndex:
@@ -344,9 +344,24 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_COMPATIBLE: dict[tuple[str, str], bool] = {}
+
+
+def _compatible(carrier: str, unit: str) -> bool:
+    """unit_is_compatible, memoised: a connector sees the same few pairs millions of times."""
+    key = (carrier, unit)  # a StrEnum hashes and compares as its string value
+    ok = _COMPATIBLE.get(key)
+    if ok is None:
+        if len(_COMPATIBLE) > 10_000:  # junk units from a broken producer must not grow this
+            _COMPATIBLE.clear()
+        ok = _COMPATIBLE[key] = unit_is_compatible(carrier, unit)
+    return ok
+
+
 _CARRIER_OF = {c.value: c for c in Carrier}
 _QUALITY_OF = {q.value: q for q in Quality}
 _ANY_SITE = AnySite()
+_NO_INDEX = NoIndex(tuple(_CARRIER_OF), _compatible)
 
 
 def _typed(raw: dict[str, Any], intervals: bool) -> ReadingDict:
@@ -395,7 +410,7 @@ def validate_readings(
         reason = reading_fault(
             raw,
             i,
-            NO_INDEX if index is None else index.get(raw["meter"]),
+            _NO_INDEX if index is None else index.get(raw["meter"]),
             site=site,
             cluster=cluster,
             ref_ms=now,

@@ -19,7 +19,7 @@ import time
 import orjson
 from streams.envelope import Record, decode_batch
 from streams.twinlink import catalog_from_twin
-from twin import contract as twin_contract
+from twin import readings as contract
 from twin.carriers import unit_is_compatible
 from twin.clusters import __path__ as clusters_dir
 from pathlib import Path
@@ -41,7 +41,7 @@ for name in names:
                 continue
             if hasattr(catalog, "_lookup"):
                 del catalog._lookup
-            twin_contract._COMPATIBLE.clear()
+            contract._COMPATIBLE.clear()
             body = {"schema": "readings/1", "cluster": name, "site": spec.site, "source": "t",
                     "sent_at": now, "readings": [{"meter": spec.meter, "ts": now - 60_000,
                     "value": 1.0, "unit": unit, "carrier": spec.carrier,
