@@ -222,31 +222,35 @@ def envelope_problem(body: Any, sites: Sites, key: bytes | None, limits: Limits 
     return ""
 
 
-_FIELD_SET = frozenset(FIELDS)
-
-
 def reading_problem(r: Any) -> str:
     """Why a reading's shape is wrong ("" when it is not): types and ranges, no meaning."""
-    if not isinstance(r, dict):
+    if type(r) is not dict and not isinstance(r, dict):
         return f"reading is not a JSON object (got {type(r).__name__})"
-    if not r.keys() >= _FIELD_SET:
+    try:
+        meter, ts, value, unit, carrier, quality = (
+            r["meter"],
+            r["ts"],
+            r["value"],
+            r["unit"],
+            r["carrier"],
+            r["quality"],
+        )
+    except KeyError:
         return f"reading lacks field(s) {', '.join(f for f in FIELDS if f not in r)}"
-    if not isinstance(r["meter"], str):
+    if type(meter) is not str and not isinstance(meter, str):
         return "field 'meter' must be a string"
-    ts = r["ts"]
     if type(ts) is not int:
         return "field 'ts' must be an integer (epoch ms UTC)"
     if not -TS_LIMIT < ts < TS_LIMIT:
         return f"timestamp {ts} out of range"
-    value = r["value"]
     kind = type(value)
     if kind is not float and kind is not int:
         return f"field 'value' must be a number (got {kind.__name__})"
     if kind is int and not -INT_LIMIT < value < INT_LIMIT:
         return f"value {value} out of range"
-    for name in ("unit", "carrier", "quality"):
-        if not isinstance(r[name], str):
-            return f"field {name!r} must be a string"
+    if not (isinstance(unit, str) and isinstance(carrier, str) and isinstance(quality, str)):
+        name = next(n for n in ("unit", "carrier", "quality") if not isinstance(r[n], str))
+        return f"field {name!r} must be a string"
     if "start" in r:
         start = r["start"]
         if type(start) is not int:
@@ -269,7 +273,6 @@ def reading_fault(
     r: Mapping[str, Any],
     position: int,
     meter: MeterFacts | NoIndex | None,
-    *,
     site: str,
     cluster: str,
     ref_ms: int,
@@ -284,60 +287,72 @@ def reading_fault(
     ``oldest_ms`` is ``limits.horizon_start(ref_ms)``, computed once by the caller.
     ``intervals``: the envelope is readings/2, so ``start`` is read.
     """
-    name = r["meter"]
-    prefix = f"reading {position} (meter {name!r}): "
-    unit, carrier, quality = r["unit"], r["carrier"], r["quality"]
+    why = _fault(r, meter, site, cluster)
+    if why is None:
+        why = _time_fault(r, ref_ms, oldest_ms, limits, intervals)
+        if why is None:
+            return None
+    return f"reading {position} (meter {r['meter']!r}): {why}"
+
+
+def _fault(
+    r: Mapping[str, Any], meter: MeterFacts | NoIndex | None, site: str, cluster: str
+) -> str | None:
+    """The meter, quality and value rules, in the worker's order; the fault without prefix."""
+    unit, carrier = r["unit"], r["carrier"]
     if meter is None:
-        return prefix + unknown_meter(name, cluster)
+        return unknown_meter(r["meter"], cluster)
     if isinstance(meter, NoIndex):
         if carrier not in meter.carriers:
-            return prefix + f"carrier {carrier!r} not one of {', '.join(meter.carriers)}"
+            return f"carrier {carrier!r} not one of {', '.join(meter.carriers)}"
         if not meter.compatible(carrier, unit):
-            return prefix + f"unit {unit!r} is not a unit of {carrier}"
+            return f"unit {unit!r} is not a unit of {carrier}"
         allow_negative, max_value = False, math.inf
     else:
         if meter.site != site:
-            return prefix + f"meter belongs to site {meter.site!r}, not {site!r}"
+            return f"meter belongs to site {meter.site!r}, not {site!r}"
         if not meter.accepts(unit):
-            return prefix + f"unit {unit!r} not accepted (accepts {', '.join(meter.units)})"
+            return f"unit {unit!r} not accepted (accepts {', '.join(meter.units)})"
         if carrier != meter.carrier:
-            return prefix + f"carrier {carrier!r} does not match the meter's {meter.carrier!r}"
+            return f"carrier {carrier!r} does not match the meter's {meter.carrier!r}"
         allow_negative, max_value = meter.allow_negative, meter.max_value
+    quality = r["quality"]
     if quality not in QUALITIES:
-        return prefix + f"quality {quality!r} not one of {', '.join(QUALITIES)}"
+        return f"quality {quality!r} not one of {', '.join(QUALITIES)}"
     value = float(r["value"])  # as the worker holds it: an int is judged as its float
     if not math.isfinite(value):
-        return prefix + f"value {value} is not finite"
+        return f"value {value} is not finite"
     if value < 0 and not allow_negative:
-        return prefix + f"negative value {value} for a meter that cannot run backwards"
+        return f"negative value {value} for a meter that cannot run backwards"
     if abs(value) > max_value:
-        return prefix + f"value {value} above the meter's plausible maximum {max_value}"
-    return _time_fault(r, prefix, ref_ms, oldest_ms, limits, intervals)
+        return f"value {value} above the meter's plausible maximum {max_value}"
+    return None
 
 
 def _time_fault(
-    r: Mapping[str, Any], prefix: str, ref: int, oldest: int, limits: Limits, intervals: bool
+    r: Mapping[str, Any], ref: int, oldest: int, limits: Limits, intervals: bool
 ) -> str | None:
+    """The time rules against the reference time and the horizon; the fault without prefix."""
     t: int = r["ts"]
     start: int | None = r.get("start") if intervals else None
     if t > ref + limits.max_future_ms:
-        return prefix + f"timestamp {t} is {(t - ref) / 1000:.0f} s ahead of the record time"
+        return f"timestamp {t} is {(t - ref) / 1000:.0f} s ahead of the record time"
     if t < 0:
-        return prefix + f"timestamp {t} is negative"
+        return f"timestamp {t} is negative"
     if start is not None:
         if start < 0:
-            return prefix + f"interval start {start} is negative"
+            return f"interval start {start} is negative"
         if start >= t:
-            return prefix + f"interval start {start} is not before its end (ts {t})"
+            return f"interval start {start} is not before its end (ts {t})"
         if t - start > MAX_INTERVAL_MS:
-            return prefix + (
+            return (
                 f"interval of {(t - start) / 3_600_000:.1f} h is longer than the 24 h limit "
                 "(split it at the source)"
             )
         t = start  # the whole interval must lie within the horizon
     if t < oldest:
         since = datetime.fromtimestamp(oldest / 1000, tz=UTC).date().isoformat()
-        return prefix + (
+        return (
             f"timestamp {t} is before {since}, beyond the restatement horizon (the record's "
             f"reporting year and {limits.horizon_years} before it): too old to restate"
         )

@@ -367,10 +367,11 @@ _NO_INDEX = NoIndex(tuple(_CARRIER_OF), _compatible)
 def _typed(raw: dict[str, Any], intervals: bool) -> ReadingDict:
     """An accepted reading as the hot path carries it: enums for carrier and quality (written
     as their values by orjson), the value a float, unknown fields left behind."""
+    value = raw["value"]
     reading: ReadingDict = {
         "meter": raw["meter"],
         "ts": raw["ts"],
-        "value": float(raw["value"]),
+        "value": value if type(value) is float else float(value),
         "unit": raw["unit"],
         "carrier": _CARRIER_OF.get(raw["carrier"], raw["carrier"]),
         "quality": _QUALITY_OF[raw["quality"]],
@@ -407,17 +408,8 @@ def validate_readings(
         if problem:
             rejected.append(Rejection(i, shape_reason(i, problem), raw))
             continue
-        reason = reading_fault(
-            raw,
-            i,
-            _NO_INDEX if index is None else index.get(raw["meter"]),
-            site=site,
-            cluster=cluster,
-            ref_ms=now,
-            oldest_ms=oldest,
-            limits=limits,
-            intervals=intervals,
-        )
+        meter = _NO_INDEX if index is None else index.get(raw["meter"])
+        reason = reading_fault(raw, i, meter, site, cluster, now, oldest, limits, intervals)
         if reason is None:
             accepted.append(_typed(raw, intervals))
         else:
