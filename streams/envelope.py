@@ -61,9 +61,10 @@ _NUMBER = {int, float}
 #: dead letter keeps this much of it and says so, rather than failing the send and stalling
 #: the partition behind a message that can never be dead-lettered.
 MAX_DEADLETTER_BYTES = 8 * 1024 * 1024 - 64 * 1024
-#: The start column of a reading without an interval while a batch is judged: no JSON
-#: integer in range is this, so an explicit negative start is refused like any other (the
-#: accepted columns say -1 for "no interval", as the windows expect).
+#: The start column of a reading without an interval while a batch is judged, so that an
+#: explicit negative start (-1 included) is refused like any other; the accepted columns say
+#: -1 for "no interval", as the windows expect. The one start it hides is an explicit
+#: -2**63, read as "no interval" where the contract calls it out of range.
 NO_START = -(2**63)
 
 
