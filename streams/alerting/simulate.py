@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from streams.alerting.engine import AlertEngine
 from streams.alerting.model import Alert
 from streams.alerting.stage import AlertStage
 from streams.envelope import Record
 from streams.meter_vectors import MeterVectors
+from twin.readings import encode_envelope
 from twin.targets import Pathway
 
 #: tCO2e per MWh used by the simulated meters (natural gas combustion, grid electricity)
@@ -141,15 +141,17 @@ class SimCluster:
                 ]
                 if not readings:
                     continue
-                body = {
-                    "schema": "readings/1",
-                    "cluster": self.cluster,
-                    "site": s.site,
-                    "source": "alerting-sim",
-                    "sent_at": t,
-                    "readings": readings,
-                }
-                yield s.site, t, orjson.dumps(body)
+                yield (
+                    s.site,
+                    t,
+                    encode_envelope(
+                        cluster=self.cluster,
+                        site=s.site,
+                        source="alerting-sim",
+                        readings=readings,
+                        sent_at=t,
+                    ),
+                )
 
 
 def demo_cluster(
