@@ -10,20 +10,21 @@ so one bad reading costs its envelope a slower decode, never its neighbours.
 Well-formed envelopes are decoded by msgspec straight into typed structs: the JSON types are
 checked while parsing and no dict is built per reading (dicts and their freeing were a third
 of a batch's time). Anything msgspec refuses is decoded again by orjson into plain objects
-and judged by the rules below, which name the bad field; the slow path decides every reject.
+and judged field by field.
 
-Timestamps are judged against the Kafka record timestamp, not the wall clock, so a replay of
-the same records makes the same decisions.
+The rules, their limits and their reasons are ``twin.contract``'s, the ones a connector
+applies before publishing: the batch checks here reach the same verdicts faster, and every
+reject carries the reason the contract's scalar rules give it (a test runs both on the same
+inputs). Timestamps are judged against the Kafka record timestamp, not the wall clock, so a
+replay of the same records makes the same decisions.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from operator import attrgetter, itemgetter, methodcaller
 from typing import Any, Literal
 
@@ -31,20 +32,27 @@ import msgspec
 import numpy as np
 import orjson
 
-from streams.meter_vectors import QUALITIES, MeterVectors
+from streams.meter_vectors import MeterVectors
+from twin.contract import (
+    INT_LIMIT,
+    LIMITS,
+    MAX_INTERVAL_MS,
+    QUALITIES,
+    SCHEMA_V2,
+    TS_LIMIT,
+    envelope_problem,
+    malformed,
+    message_problem,
+    reading_fault,
+    reading_problem,
+    shape_reason,
+)
+from twin.contract import Limits as Limits  # the worker's modules configure it from here
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "readings/1"
-#: readings/2 adds an optional interval start per reading; readings/1 stays accepted
-SCHEMA_V2 = "readings/2"
-SCHEMAS = (SCHEMA, SCHEMA_V2)
-FIELDS = ("meter", "ts", "value", "unit", "carrier", "quality")
-#: A reading's interval may span at most a day (longer ones are split at the source): a
-#: restatement reads back the readings that end up to this long after the hours it redoes.
-MAX_INTERVAL_MS = 86_400_000
-QUALITY_CODES = {q: i for i, q in enumerate(sorted(QUALITIES))}
-QUALITY_NAMES = sorted(QUALITIES)
+QUALITY_CODES = {q: i for i, q in enumerate(QUALITIES)}
+QUALITY_NAMES = list(QUALITIES)
 _INT = {int}
 _NUMBER = {int, float}
 #: Largest dead-letter payload: what an 8 MiB topic (the stack's and the worker-created
@@ -53,36 +61,11 @@ _NUMBER = {int, float}
 #: dead letter keeps this much of it and says so, rather than failing the send and stalling
 #: the partition behind a message that can never be dead-lettered.
 MAX_DEADLETTER_BYTES = 8 * 1024 * 1024 - 64 * 1024
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What a plausible envelope looks like; judged per record, deterministic on replay."""
-
-    max_message_bytes: int = 8 * 1024 * 1024
-    max_readings: int = 100_000
-    max_future_ms: int = 5 * 60 * 1000
-    #: The restatement horizon: readings of the record's reporting (calendar, UTC) year and
-    #: of this many years before it are counted, late or not; older ones are refused.
-    horizon_years: int = 1
-
-    def horizon_start(self, record_ms: int) -> int:
-        """Epoch ms of the oldest reading time counted for a record of ``record_ms``."""
-        return horizon_start(record_ms, self.horizon_years)
-
-
-_YEAR_STARTS: dict[int, int] = {}
-
-
-def horizon_start(record_ms: int, years: int) -> int:
-    """1 January 00:00 UTC of the year ``years`` before the one of ``record_ms``."""
-    year = datetime.fromtimestamp(max(record_ms, 0) / 1000, tz=UTC).year - years
-    start = _YEAR_STARTS.get(year)
-    if start is None:
-        start = _YEAR_STARTS[year] = int(
-            datetime(max(year, 1970), 1, 1, tzinfo=UTC).timestamp() * 1000
-        )
-    return start
+#: The start column of a reading without an interval while a batch is judged, so that an
+#: explicit negative start (-1 included) is refused like any other; the accepted columns say
+#: -1 for "no interval", as the windows expect. The one start it hides is an explicit
+#: -2**63, read as "no interval" where the contract calls it out of range.
+NO_START = -(2**63)
 
 
 @dataclass(frozen=True)
@@ -184,7 +167,7 @@ def _typed_decoder(catalog: MeterVectors) -> Any:
                 ("unit", str),
                 ("carrier", _one_of(catalog.carrier)),
                 ("quality", _one_of(QUALITIES)),
-                ("start", int, -1),
+                ("start", int, NO_START),
             ],
             gc=False,
         )
@@ -260,149 +243,117 @@ class DecodedBatch:
             setattr(self, name, getattr(self, name)[mask])
 
 
-def _envelope_problem(body: Any, record: Record, catalog: MeterVectors, limits: Limits) -> str:
-    if not isinstance(body, dict):
-        return f"envelope is not a JSON object (got {type(body).__name__})"
-    if body.get("schema") not in SCHEMAS:
-        return f"unsupported schema {body.get('schema')!r} (expected one of {', '.join(SCHEMAS)})"
-    cluster, site = body.get("cluster"), body.get("site")
-    if not isinstance(cluster, str) or cluster not in catalog.clusters:
-        return f"unknown cluster {cluster!r}"
-    if not isinstance(site, str) or not catalog.has_site(cluster, site):
-        return f"unknown site {site!r} in cluster {cluster!r}"
-    if record.key is not None and record.key != site.encode():
-        # The site's state lives on the partition its key hashes to; a mismatched key would
-        # put its readings on another partition and break per-site ordering and de-duplication.
-        return f"Kafka key {record.key!r} does not match site {site!r}"
-    if not isinstance(body.get("source"), str):
-        return "field 'source' must be a string (the connector's name)"
-    sent_at = body.get("sent_at")
-    if type(sent_at) is not int:
-        return "field 'sent_at' must be an integer (epoch ms)"
-    readings = body.get("readings")
-    if not isinstance(readings, list) or not readings:
-        return "field 'readings' must be a non-empty list"
-    if len(readings) > limits.max_readings:
-        return f"{len(readings)} readings in one envelope (limit {limits.max_readings})"
-    return ""
-
-
-def _reading_problem(r: Any) -> str:
-    """Structural check of one reading (the slow path); semantic checks come later."""
-    if not isinstance(r, dict):
-        return f"reading is not a JSON object (got {type(r).__name__})"
-    missing = [f for f in FIELDS if f not in r]
-    if missing:
-        return f"reading lacks field(s) {', '.join(missing)}"
-    if not isinstance(r["meter"], str):
-        return "field 'meter' must be a string"
-    if type(r["ts"]) is not int:
-        return "field 'ts' must be an integer (epoch ms UTC)"
-    if not -(2**62) < r["ts"] < 2**62:
-        return f"timestamp {r['ts']} out of range"
-    if type(r["value"]) not in (int, float):
-        return f"field 'value' must be a number (got {type(r['value']).__name__})"
-    if type(r["value"]) is int and not -(2**63) < r["value"] < 2**63:
-        return f"value {r['value']} out of range"
-    for name in ("unit", "carrier", "quality"):
-        if not isinstance(r[name], str):
-            return f"field {name!r} must be a string"
-    if "start" in r:
-        if type(r["start"]) is not int:
-            return "field 'start' must be an integer (epoch ms UTC, the interval's start)"
-        if not -(2**62) < r["start"] < 2**62:
-            return f"interval start {r['start']} out of range"
-    return ""
-
-
 def decode_batch(
     records: Sequence[Record], catalog: MeterVectors, limits: Limits | None = None
 ) -> DecodedBatch:
     """Decode records; structurally and semantically invalid parts land in ``rejects``.
 
-    Envelopes are decoded one by one (one orjson call each); their readings are then
-    concatenated and turned into columns for the whole batch at once (``_columns``), so the
-    per-reading Python work is a few C-level passes. Only when a structural check fails does
-    the batch fall back to envelope by envelope, and only the failing envelope to the
-    reading-by-reading slow path.
+    Envelopes are decoded one by one (one msgspec or orjson call each); their readings are
+    then concatenated and turned into columns for the whole batch at once (``_columns``), so
+    the per-reading Python work is a few C-level passes. Only when a structural check fails
+    does the batch fall back to envelope by envelope, and only the failing envelope to the
+    reading-by-reading slow path. The verdicts are those of ``twin.contract``'s rules; a
+    rejected reading carries the reason those rules give.
     """
-    limits = limits or Limits()
+    limits = limits or LIMITS
     out = DecodedBatch()
-    groups: list[tuple[int, list[Any]]] = []  # (envelope id, its readings)
-    typed = True  # whether ``groups`` holds msgspec structs (else orjson dicts)
-    parts: list[tuple[np.ndarray, np.ndarray, _Columns]] = []
-    pending = 0
-    lookup = _lookup(catalog)
+    pending = _Pending(_lookup(catalog), catalog, out)
     typed_decoder = _typed_decoder(catalog)
     for record in records:
-        raw = record.value
-        if not raw:
-            out.rejects.append(Reject(record, "empty message"))
-            continue
-        if len(raw) > limits.max_message_bytes:
-            out.rejects.append(
-                Reject(record, f"message of {len(raw)} bytes (limit {limits.max_message_bytes})")
+        read = _read_envelope(record, typed_decoder, catalog, limits, out.rejects)
+        if read is not None:
+            pending.add(record, *read)
+    pending.flush()
+    if pending.parts:
+        cols = _assemble(out, pending.parts)
+        _judge(out, cols.code, pending.lookup, catalog, limits)
+    return out
+
+
+def _read_envelope(
+    record: Record, typed_decoder: Any, catalog: MeterVectors, limits: Limits, rejects: list[Reject]
+) -> tuple[dict[str, Any], bool] | None:
+    """A record's envelope as a dict (its readings msgspec structs when ``typed``), or None
+    when the record is refused whole (its reject added to ``rejects``)."""
+    problem = message_problem(record.value, record.headers, limits)
+    if problem:
+        rejects.append(Reject(record, problem))
+        return None
+    raw = record.value
+    assert raw is not None  # message_problem refuses an empty one
+    body: Any
+    try:
+        typed_env = typed_decoder.decode(raw)
+        if not _JSON_INT_MIN <= typed_env.sent_at < _JSON_INT_MAX:
+            raise ValueError("an integer the plain path reads as a float")
+        # the same header checks as the slow path; the readings stay structs
+        body = {
+            "schema": typed_env.schema,
+            "cluster": typed_env.cluster,
+            "site": typed_env.site,
+            "source": typed_env.source,
+            "sent_at": typed_env.sent_at,
+            "readings": typed_env.readings,
+        }
+        typed = True
+    except (msgspec.MsgspecError, ValueError):  # invalid UTF-8 is a ValueError
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            rejects.append(Reject(record, malformed(exc)))
+            return None
+        typed = False
+    problem = envelope_problem(body, catalog, record.key, limits)
+    if problem:
+        rejects.append(Reject(record, problem))
+        return None
+    return body, typed
+
+
+@dataclass
+class _Pending:
+    """Envelopes whose readings wait to be turned into columns, a chunk at a time."""
+
+    lookup: _Lookup
+    catalog: MeterVectors
+    out: DecodedBatch
+    groups: list[tuple[int, list[Any]]] = field(default_factory=list)  # (envelope id, readings)
+    typed: bool = True  # whether ``groups`` holds msgspec structs (else orjson dicts)
+    readings: int = 0
+    parts: list[tuple[np.ndarray, np.ndarray, _Columns]] = field(default_factory=list)
+
+    def add(self, record: Record, body: dict[str, Any], typed: bool) -> None:
+        if typed != self.typed and self.groups:
+            # keep arrival order across the two kinds: the first of two equal timestamps is
+            # the one accepted
+            self.flush()
+        self.typed = typed
+        self.groups.append((len(self.out.envelopes), body["readings"]))
+        self.out.envelopes.append(
+            Envelope(
+                record,
+                body["cluster"],
+                body["site"],
+                body["source"],
+                None if typed else body,
+                body["schema"] == SCHEMA_V2,
             )
-            continue
-        for hk, hv in record.headers:
-            if hk == "clustertwin-schema" and hv not in _SCHEMA_BYTES:
-                out.rejects.append(Reject(record, f"unsupported schema header {hv!r}"))
-                break
-        else:
-            body: Any
-            try:
-                typed_env = typed_decoder.decode(raw)
-                if not _JSON_INT_MIN <= typed_env.sent_at < _JSON_INT_MAX:
-                    raise ValueError("an integer the plain path reads as a float")
-                # the same header checks as the slow path; the readings stay structs
-                body = {
-                    "schema": typed_env.schema,
-                    "cluster": typed_env.cluster,
-                    "site": typed_env.site,
-                    "source": typed_env.source,
-                    "sent_at": typed_env.sent_at,
-                    "readings": typed_env.readings,
-                }
-                is_typed, cache = True, None
-            except (msgspec.MsgspecError, ValueError):  # invalid UTF-8 is a ValueError
-                try:
-                    body = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    out.rejects.append(Reject(record, f"malformed JSON: {exc}"))
-                    continue
-                is_typed, cache = False, body
-            problem = _envelope_problem(body, record, catalog, limits)
-            if problem:
-                out.rejects.append(Reject(record, problem))
-                continue
-            if is_typed != typed and groups:
-                # keep arrival order across the two kinds: the first of two equal
-                # timestamps is the one accepted
-                parts.extend(_decode_groups(groups, lookup, catalog, out, typed))
-                groups = []
-                pending = 0
-            typed = is_typed
-            groups.append((len(out.envelopes), body["readings"]))
-            out.envelopes.append(
-                Envelope(
-                    record,
-                    body["cluster"],
-                    body["site"],
-                    body["source"],
-                    cache,
-                    body["schema"] == SCHEMA_V2,
-                )
+        )
+        self.readings += len(body["readings"])
+        if self.readings >= _CHUNK:
+            self.flush()  # columns while the fresh readings are still in the CPU cache
+
+    def flush(self) -> None:
+        if self.groups:
+            self.parts.extend(
+                _decode_groups(self.groups, self.lookup, self.catalog, self.out, self.typed)
             )
-            pending += len(body["readings"])
-            if pending >= _CHUNK:
-                # columns while the fresh readings are still in the CPU cache
-                parts.extend(_decode_groups(groups, lookup, catalog, out, typed))
-                groups = []
-                pending = 0
-    if groups:
-        parts.extend(_decode_groups(groups, lookup, catalog, out, typed))
-    if not parts:
-        return out
+        self.groups = []
+        self.readings = 0
+
+
+def _assemble(out: DecodedBatch, parts: list[tuple[np.ndarray, np.ndarray, _Columns]]) -> _Columns:
+    """The batch's columns from the parts decoded chunk by chunk, set on ``out``."""
     if len(parts) == 1:
         env, ridx, cols = parts[0]
     else:
@@ -420,12 +371,18 @@ def decode_batch(
     out.value = cols.value
     # an interval is a readings/2 field: a readings/1 reading stays an instant
     v2 = np.fromiter((e.v2 for e in out.envelopes), bool, len(out.envelopes))
-    out.start = np.where(v2[env], cols.start, -1)
+    out.start = np.where(v2[env], cols.start, NO_START)
+    return cols
 
-    # --- semantic checks, whole batch at once -------------------------------------------
-    # ``code`` indexes the (meter, unit, carrier, quality) combinations seen valid before:
-    # one lookup stands for "known meter, accepted unit, its carrier, a known quality".
-    code = cols.code
+
+def _judge(
+    out: DecodedBatch, code: np.ndarray, lookup: _Lookup, catalog: MeterVectors, limits: Limits
+) -> None:
+    """The contract's rules over the whole batch at once; rejected readings leave ``out``.
+
+    ``code`` indexes the (meter, unit, carrier, quality) combinations seen valid before: one
+    lookup stands for "known meter, accepted unit, its carrier, a known quality".
+    """
     meter, row, quality = lookup.arrays()
     good = code >= 0
     safe = np.where(good, code, 0)
@@ -433,59 +390,32 @@ def decode_batch(
     out.row = row[safe]
     out.quality = quality[safe]
     site_code = {key: k for k, key in enumerate(catalog.sites)}
-    meter_site = _meter_site_codes(catalog, site_code)
     env_site = np.array(
         [site_code[(env.cluster, env.site)] for env in out.envelopes], dtype=np.int64
     )
-    site_ok = meter_site[out.meter] == env_site[out.env]
+    site_ok = _meter_site_codes(catalog, site_code)[out.meter] == env_site[out.env]
     value = out.value
     finite = np.isfinite(value)
     sign_ok = (value >= 0) | catalog.allow_negative[out.meter]
     size_ok = np.abs(value) <= catalog.max_value[out.meter]
-    ref = np.array([env.record.timestamp for env in out.envelopes], dtype=np.int64)[out.env]
-    ts = out.ts
-    oldest = np.array(
-        [limits.horizon_start(env.record.timestamp) for env in out.envelopes], dtype=np.int64
-    )[out.env]
-    start = out.start
-    has = start >= 0
-    interval_ok = ((start == -1) & ~has) | (has & (start < ts) & (ts - start <= MAX_INTERVAL_MS))
+    ref_env = np.array([env.record.timestamp for env in out.envelopes], dtype=np.int64)
+    oldest_env = np.array([limits.horizon_start(int(t)) for t in ref_env.tolist()], np.int64)
+    ref, oldest = ref_env[out.env], oldest_env[out.env]
+    ts, start = out.ts, out.start
+    has = start != NO_START
+    interval_ok = ~has | ((start >= 0) & (start < ts) & (ts - start <= MAX_INTERVAL_MS))
     ts_ok = (ts >= 0) & (ts <= ref + limits.max_future_ms) & (np.where(has, start, ts) >= oldest)
-    ts_ok &= interval_ok
-    good &= site_ok & finite & sign_ok & size_ok & ts_ok
+    good &= site_ok & finite & sign_ok & size_ok & ts_ok & interval_ok
     if not good.all():
         for i in np.flatnonzero(~good).tolist():
-            r = out.reading(i)
-            m = catalog.index.get(r["meter"], -1) if isinstance(r["meter"], str) else -1
-            known = m >= 0
-            unit_ok = known and catalog.resolve_unit(m, r["unit"]) is not None
-            if known:
-                out.meter[i] = m
-            out.reject_reading(
-                i,
-                _semantic_reason(
-                    catalog,
-                    out,
-                    i,
-                    r["unit"],
-                    r["carrier"],
-                    r["quality"],
-                    known,
-                    known and bool(meter_site[m] == env_site[out.env[i]]),
-                    unit_ok,
-                    int(ref[i]),
-                    int(oldest[i]),
-                    limits,
-                ),
-            )
+            out.reject_reading(i, _reason(catalog, out, i, int(ref[i]), int(oldest[i]), limits))
         out.select(good)
-    return out
+    out.start[out.start == NO_START] = -1  # what the windows read as "no interval"
 
 
-_SCHEMA_BYTES = {v.encode() for v in SCHEMAS}
 # orjson reads integers outside [-2**63, 2**64) as floats; msgspec keeps them integers
 _JSON_INT_MIN, _JSON_INT_MAX = -(2**63), 2**64
-_START_DICT = methodcaller("get", "start", -1)
+_START_DICT = methodcaller("get", "start", NO_START)
 _START_STRUCT = attrgetter("start")
 _FROM_DICT = (
     itemgetter("ts"),
@@ -497,11 +427,11 @@ _FROM_STRUCT = (
     attrgetter("value"),
     attrgetter("meter", "unit", "carrier", "quality"),
 )
-_TS_LIMIT = 2**62
+_TS_LIMIT = TS_LIMIT
 # readings turned into columns at once: big enough to amortise the per-call overhead, small
 # enough for the just-decoded objects to still be in cache (a reading is ~0.5 KB of objects)
 _CHUNK = 8192
-_VALUE_LIMIT = 2**63
+_VALUE_LIMIT = INT_LIMIT
 
 
 @dataclass
@@ -560,7 +490,7 @@ def _columns(
             value_a = np.array(values, np.float64)
         if n and (ts_a.max() >= _TS_LIMIT or ts_a.min() <= -_TS_LIMIT):
             return None
-        if n and (start_a.max() >= _TS_LIMIT or start_a.min() <= -_TS_LIMIT):
+        if n and (start_a.max() >= _TS_LIMIT or _start_below_range(start_a)):
             return None
         code = np.fromiter(map(lookup.codes.__getitem__, map(get_key, readings)), np.int64, n)
     except (KeyError, TypeError, OverflowError):
@@ -574,6 +504,11 @@ def _columns(
         learnt = {k: lookup.learn(catalog, *k) for k in set(keys)}
         code[missed] = [learnt[k] for k in keys]
     return _Columns(ts_a, value_a, code, start_a)
+
+
+def _start_below_range(start: np.ndarray) -> bool:
+    """An explicit start at or below -2**62 (``NO_START``, the absent one, lies below too)."""
+    return bool(start.min() <= -_TS_LIMIT and ((start <= -_TS_LIMIT) & (start != NO_START)).any())
 
 
 def _int_beyond_int64(values: list[Any]) -> bool:
@@ -617,12 +552,11 @@ def _decode_groups(
         keep: list[Any] = []
         index: list[int] = []
         for i, r in enumerate(readings):
-            problem = _reading_problem(r)
+            problem = reading_problem(r)
             if problem:
+                reason = shape_reason(i, problem)
                 out.rejects.append(
-                    Reject(
-                        env.record, f"reading {i}: {problem}", index=i, reading=r, envelope=env.body
-                    )
+                    Reject(env.record, reason, index=i, reading=r, envelope=env.body)
                 )
                 continue
             keep.append(r)
@@ -716,67 +650,52 @@ def _meter_site_codes(catalog: MeterVectors, site_code: dict[tuple[str, str], in
     return cached
 
 
-def _semantic_reason(
-    catalog: MeterVectors,
-    batch: DecodedBatch,
-    i: int,
-    unit: str,
-    carrier: str,
-    quality: str,
-    known: bool,
-    site_ok: bool,
-    unit_ok: bool,
-    ref: int,
-    oldest: int,
-    limits: Limits,
+class _SpecFacts:
+    """A meter of the worker's index as the contract's rules see it (built for rejects only)."""
+
+    __slots__ = ("_catalog", "_m", "allow_negative", "carrier", "max_value", "site", "units")
+
+    def __init__(self, catalog: MeterVectors, m: int) -> None:
+        spec = catalog.specs[m]
+        self._catalog, self._m = catalog, m
+        self.site, self.carrier = spec.site, spec.carrier
+        self.allow_negative, self.max_value = spec.allow_negative, spec.max_value
+        self.units = tuple(spec.units)
+
+    def accepts(self, unit: str) -> bool:
+        return self._catalog.resolve_unit(self._m, unit) is not None
+
+
+def _reason(
+    catalog: MeterVectors, batch: DecodedBatch, i: int, ref: int, oldest: int, limits: Limits
 ) -> str:
+    """Why the batch checks refused reading ``i``: the contract's rules, on its plain JSON."""
     env = batch.envelopes[int(batch.env[i])]
     ri = int(batch.reading_index[i])
-    meter = env.body["readings"][ri]["meter"]
-    prefix = f"reading {ri} (meter {meter!r}): "
-    if not known:
-        return prefix + "unknown meter"
-    m = int(batch.meter[i])
-    spec = catalog.specs[m]
-    if not site_ok:
-        return prefix + f"meter belongs to site {spec.site!r}, not {env.site!r}"
-    if not unit_ok:
-        return prefix + f"unit {unit!r} not accepted (accepts {', '.join(spec.units)})"
-    if carrier != spec.carrier:
-        return prefix + f"carrier {carrier!r} does not match the meter's {spec.carrier!r}"
-    if quality not in QUALITY_CODES:
-        return prefix + f"quality {quality!r} not one of {', '.join(QUALITY_NAMES)}"
-    value = float(batch.value[i])
-    if not math.isfinite(value):
-        return prefix + f"value {value} is not finite"
-    if value < 0 and not spec.allow_negative:
-        return prefix + f"negative value {value} for a meter that cannot run backwards"
-    if abs(value) > spec.max_value:
-        return prefix + f"value {value} above the meter's plausible maximum {spec.max_value}"
-    t = int(batch.ts[i])
-    start = int(batch.start[i])
-    if t > ref + limits.max_future_ms:
-        return prefix + f"timestamp {t} is {(t - ref) / 1000:.0f} s ahead of the record time"
-    if t < 0:
-        return prefix + f"timestamp {t} is negative"
-    if start < -1:
-        return prefix + f"interval start {start} is negative"
-    if start >= 0 and start >= t:
-        return prefix + f"interval start {start} is not before its end (ts {t})"
-    if start >= 0 and t - start > MAX_INTERVAL_MS:
-        return prefix + (
-            f"interval of {(t - start) / 3_600_000:.1f} h is longer than the 24 h limit "
-            "(split it at the source)"
-        )
-    if start >= 0:
-        t = start  # the whole interval must lie within the horizon
-    if t < oldest:
-        since = datetime.fromtimestamp(oldest / 1000, tz=UTC).date().isoformat()
-        return prefix + (
-            f"timestamp {t} is before {since}, beyond the restatement horizon (the record's "
-            f"reporting year and {limits.horizon_years} before it): too old to restate"
-        )
-    # Every rule above passed, so the batch check and this one disagree: a bug, named as such
+    r = env.body["readings"][ri]
+    problem = reading_problem(r)
+    if problem:
+        # a field of the wrong (hashable) type fails the batch's one lookup; it is named as
+        # the slow path names it, whichever path the envelope took
+        return shape_reason(ri, problem)
+    m = catalog.index.get(r["meter"], -1)
+    reason = reading_fault(
+        r,
+        ri,
+        _SpecFacts(catalog, m) if m >= 0 else None,
+        site=env.site,
+        cluster=env.cluster,
+        ref_ms=ref,
+        oldest_ms=oldest,
+        limits=limits,
+        intervals=env.v2,
+    )
+    if reason is not None:
+        return reason
+    # Every rule passed, so the batch check and the rules disagree: a bug, named as such
     # rather than blamed on a rule that held (the reading is kept in the dead letter).
-    log.error("reading %d of %r: rejected by the batch checks, but no rule fails", ri, meter)
-    return prefix + "rejected by the batch checks although every rule passes (a worker bug)"
+    log.error("reading %d of %r: rejected by the batch checks, but no rule fails", ri, r["meter"])
+    return (
+        f"reading {ri} (meter {r['meter']!r}): rejected by the batch checks although every "
+        "rule passes (a worker bug)"
+    )

@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from twin.contract import DEFAULT_MAX_VALUE
+from twin.contract import QUALITIES as QUALITIES  # the stream's modules name them from here
+from twin.contract import SCOPES as SCOPES
+
 # Quantum of every accumulated figure: 1e-9 MWh (1 mWh) and 1e-9 tCO2e (1 mg).
 NANO = 1_000_000_000
-# Emission columns, in this order everywhere (state, lines, JSON views).
-SCOPES: tuple[str, ...] = ("s1", "s2_location", "s2_market", "s3_upstream")
-QUALITIES = frozenset({"measured", "estimated", "gap_filled"})
 
 
 class CatalogError(ValueError):
@@ -46,7 +47,7 @@ class MeterSpec:
     carrier: str
     units: Mapping[str, tuple[float, tuple[float, ...]]]
     allow_negative: bool = False
-    max_value: float = 1e12
+    max_value: float = DEFAULT_MAX_VALUE
     provenance: str = ""
     # (MWh, tCO2e per scope) per canonical unit of the carrier: lets any unit the twin can
     # convert (kWh, GJ, Nm3, t...) be accepted, not only the meter's declared one
@@ -155,6 +156,9 @@ class MeterVectors:
         self.unit_rows[(meter, unit)] = row
         return row
 
+    def has_cluster(self, cluster: str) -> bool:
+        return cluster in self.clusters
+
     def has_site(self, cluster: str, site: str) -> bool:
         return (cluster, site) in self.sites
 
@@ -195,7 +199,7 @@ class MeterVectors:
                         carrier=str(rec["carrier"]),
                         units=units,
                         allow_negative=bool(rec.get("allow_negative", False)),
-                        max_value=float(rec.get("max_value", 1e12)),
+                        max_value=float(rec.get("max_value", DEFAULT_MAX_VALUE)),
                         provenance=str(rec.get("provenance", "")),
                         factors=tuple(
                             (str(a), str(b), str(c), str(d), str(e), float(v))

@@ -16,11 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streams.meter_vectors import SCOPES, CatalogError, MeterSpec, MeterVectors
+from streams.meter_vectors import CatalogError, MeterSpec, MeterVectors
 from streams.progress_series import Plan
-
-# twin scope names, in the order of streams.meter_vectors.SCOPES
-_TWIN_SCOPES = ("scope1", "scope2_location", "scope2_market", "scope3_upstream")
+from twin.contract import SCOPES
+from twin.contract import TWIN_SCOPES as _TWIN_SCOPES
 
 
 def _unit_scale(carrier: str, unit: str) -> float | None:

@@ -3,10 +3,15 @@
 Readings travel in *envelopes* (one Kafka message = the readings of one poll of one site)
 because a Faust worker's cost is per Kafka message, not per reading. An envelope is judged
 reading by reading: one bad sample is rejected with a reason while its neighbours go through,
-so a flaky sensor never costs a site its data. Connectors (at the edge) and the stream
-processor (centrally) apply the same rules from this module, so "valid" means one thing.
+so a flaky sensor never costs a site its data.
 
-Pure pydantic and orjson: no I/O here. Wire format (``readings/1``)::
+This module is the contract's public face for connectors (an out-of-tree plugin imports it
+and ``connectors.sdk``, nothing else): the documented models and their JSON Schema, the edge's
+meter index, the edge's scalar validation and the one envelope encoder. The vocabulary, the
+limits and the rules themselves live in ``twin.contract``, which the stream worker's batch
+decoder uses too, so both judge alike and give the same reasons.
+
+Wire format (``readings/1``)::
 
     {"schema": "readings/1", "cluster": "dunkirk", "site": "<site id>",
      "source": "<connector/instance>", "sent_at": <epoch ms>,
@@ -20,7 +25,6 @@ Kafka: topic ``readings``, key = site id (UTF-8) so a site's readings stay order
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,34 +46,73 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StringConstraints,
-    TypeAdapter,
-    ValidationError,
     with_config,
 )
 from typing_extensions import TypedDict
 
+from twin import contract
 from twin.carriers import Carrier, unit_is_compatible
+from twin.contract import (
+    CONTENT_TYPE,
+    DEFAULT_MAX_VALUE,
+    MAX_FUTURE_MS,
+    MAX_INTERVAL_MS,
+    MAX_READINGS_PER_ENVELOPE,
+    SCHEMA_HEADER,
+    SCHEMA_V2,
+    SCHEMAS,
+    AnySite,
+    Limits,
+    NoIndex,
+    envelope_problem,
+    malformed,
+    message_problem,
+    reading_fault,
+    reading_problem,
+    shape_reason,
+)
 
-SCHEMA_VERSION: Final = "readings/1"
-#: readings/2: a reading may say which interval it measures (``start``, its end is ``ts``).
-SCHEMA_V2: Final = "readings/2"
-SCHEMA_VERSIONS: Final = (SCHEMA_VERSION, SCHEMA_V2)
-CONTENT_TYPE = "application/json"
-SCHEMA_HEADER = "clustertwin-schema"
-#: Kafka headers every envelope carries (kafka-python's ``(str, bytes)`` form).
-KAFKA_HEADERS: list[tuple[str, bytes]] = [
-    ("content-type", CONTENT_TYPE.encode()),
-    (SCHEMA_HEADER, SCHEMA_VERSION.encode()),
+__all__ = [
+    "CONTENT_TYPE",
+    "KAFKA_HEADERS",
+    "MAX_FUTURE_MS",
+    "MAX_INTERVAL_MS",
+    "MAX_READINGS_PER_ENVELOPE",
+    "SCHEMA_HEADER",
+    "SCHEMA_V2",
+    "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
+    "Envelope",
+    "EnvelopeResult",
+    "EnvelopeV2",
+    "IntervalReading",
+    "Limits",
+    "MeterIndex",
+    "MeterInfo",
+    "Quality",
+    "Reading",
+    "ReadingDict",
+    "Rejection",
+    "encode_envelope",
+    "envelope_json_schema",
+    "kafka_headers",
+    "now_ms",
+    "schema_for",
+    "validate_envelope",
+    "validate_readings",
 ]
-#: Clocks drift and gateways batch, but a reading from the future is a broken clock.
-MAX_FUTURE_MS = 5 * 60 * 1000
-#: Older than this is a unit error (seconds sent as ms) or an uninitialised clock,
-#: not history: no cluster has metered data from before 2000-01-01T00:00:00Z.
-OLDEST_TS_MS = 946_684_800_000
-#: A reading's interval spans at most a day; a longer one is split at the source.
-MAX_INTERVAL_MS = 86_400_000
-#: An envelope larger than this is a producer bug; Kafka's own limit is set above it.
-MAX_READINGS_PER_ENVELOPE = 50_000
+
+SCHEMA_VERSION: Final = contract.SCHEMA_V1
+SCHEMA_VERSIONS: Final = SCHEMAS
+
+
+def kafka_headers(schema: str = SCHEMA_VERSION) -> list[tuple[str, bytes]]:
+    """The headers of an envelope of ``schema`` (kafka-python's ``(str, bytes)`` form)."""
+    return [("content-type", CONTENT_TYPE.encode()), (SCHEMA_HEADER, schema.encode())]
+
+
+#: Kafka headers every readings/1 envelope carries.
+KAFKA_HEADERS: list[tuple[str, bytes]] = kafka_headers()
 
 Identifier = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, max_length=200)]
 
@@ -89,9 +132,9 @@ Unit = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"\
 class ReadingDict(TypedDict):
     """A validated reading as the hot path carries it: a plain dict, JSON-ready as is.
 
-    Same fields and constraints as ``Reading`` (a test keeps them equal); validating into
-    dicts is about four times faster than building model instances, and connectors and the
-    stream processor handle readings by the hundred thousand per second.
+    Same fields as ``Reading`` (a test keeps their schemas equal). Connectors handle readings
+    by the hundred thousand per second, so an accepted reading stays a dict (no model
+    instance); the rules that accept it are ``twin.contract``'s, not these annotations.
     """
 
     meter: Identifier
@@ -142,7 +185,7 @@ class Envelope(BaseModel):
     site: Identifier = Field(description="Site id; also the Kafka message key.")
     source: Identifier = Field(description="Connector name/instance that produced the readings.")
     sent_at: StrictInt = Field(description="When the envelope was built, epoch ms UTC.")
-    readings: list[Reading] = Field(max_length=MAX_READINGS_PER_ENVELOPE)
+    readings: list[Reading] = Field(min_length=1, max_length=MAX_READINGS_PER_ENVELOPE)
 
 
 class EnvelopeV2(Envelope):
@@ -151,7 +194,9 @@ class EnvelopeV2(Envelope):
     schema_: Literal["readings/2"] = Field(  # type: ignore[assignment]
         default=SCHEMA_V2, alias="schema", description="Contract version."
     )
-    readings: list[IntervalReading] = Field(max_length=MAX_READINGS_PER_ENVELOPE)  # type: ignore[assignment]
+    readings: list[IntervalReading] = Field(  # type: ignore[assignment]
+        min_length=1, max_length=MAX_READINGS_PER_ENVELOPE
+    )
 
 
 def envelope_json_schema(version: str = SCHEMA_VERSION) -> dict[str, Any]:
@@ -176,6 +221,17 @@ class MeterInfo:
     unit: str | None = None
     #: Bidirectional meters (grid export, on-site generation) may read below zero.
     allow_negative: bool = False
+    #: Above this a value is a unit or scaling error, as the worker judges it.
+    max_value: float = DEFAULT_MAX_VALUE
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        return () if self.unit is None else (self.unit,)
+
+    def accepts(self, unit: str) -> bool:
+        """The declared unit, or any the twin converts to the carrier's canonical unit: what
+        the worker's index (built from the same twin) prices."""
+        return unit == self.unit or _compatible(self.carrier, unit)
 
 
 class MeterIndex:
@@ -205,6 +261,12 @@ class MeterIndex:
     @property
     def sites(self) -> frozenset[str]:
         return self._sites
+
+    def has_cluster(self, cluster: str) -> bool:
+        return cluster == self.cluster
+
+    def has_site(self, cluster: str, site: str) -> bool:
+        return cluster == self.cluster and site in self._sites
 
     def meters_of(self, site: str) -> list[MeterInfo]:
         return [m for m in self._meters.values() if m.site == site]
@@ -278,18 +340,6 @@ class EnvelopeResult:
         return any(r.position is None for r in self.rejected)
 
 
-_READING = TypeAdapter(ReadingDict)
-_READINGS = TypeAdapter(list[ReadingDict])
-
-
-def _format_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "reading"
-        parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
-
-
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -297,7 +347,7 @@ def now_ms() -> int:
 _COMPATIBLE: dict[tuple[str, str], bool] = {}
 
 
-def _compatible(carrier: Carrier, unit: str) -> bool:
+def _compatible(carrier: str, unit: str) -> bool:
     """unit_is_compatible, memoised: a connector sees the same few pairs millions of times."""
     key = (carrier, unit)  # a StrEnum hashes and compares as its string value
     ok = _COMPATIBLE.get(key)
@@ -308,46 +358,27 @@ def _compatible(carrier: Carrier, unit: str) -> bool:
     return ok
 
 
-def check_reading(
-    reading: ReadingDict, *, site: str, index: MeterIndex | None, now: int
-) -> str | None:
-    """The rules beyond the schema, shared by the edge and the stream processor.
+_CARRIER_OF = {c.value: c for c in Carrier}
+_QUALITY_OF = {q.value: q for q in Quality}
+_ANY_SITE = AnySite()
+_NO_INDEX = NoIndex(tuple(_CARRIER_OF), _compatible)
 
-    Returns the reason the reading is rejected, or None when it is good.
-    """
-    # (Carrier is a StrEnum: it compares and formats as its value; ``.value`` is slow here.)
-    carrier, unit, ts, meter = reading["carrier"], reading["unit"], reading["ts"], reading["meter"]
-    if not _compatible(carrier, unit):
-        return f"unit {unit!r} is not a unit of {carrier!s}"
-    if ts > now + MAX_FUTURE_MS:
-        ahead = (ts - now) / 60_000
-        return f"ts {ts} is {ahead:.1f} min in the future (limit 5 min): check the clock"
-    if ts < OLDEST_TS_MS:
-        return f"ts {ts} is before 2000-01-01 (seconds sent as milliseconds?)"
-    start = reading.get("start")
-    if start is not None:
-        if start < 0:
-            return f"interval start {start} is negative"
-        if start >= ts:
-            return f"interval start {start} is not before its end (ts {ts})"
-        if ts - start > MAX_INTERVAL_MS:
-            hours = (ts - start) / 3_600_000
-            return (
-                f"interval of {hours:.1f} h is longer than the 24 h limit (split it at the source)"
-            )
-    allow_negative = False
-    if index is not None:
-        info = index.get(meter)
-        if info is None:
-            return f"unknown meter {meter!r} in cluster {index.cluster!r}"
-        if info.site != site:
-            return f"meter {meter!r} belongs to site {info.site!r}, not {site!r}"
-        if info.carrier != carrier:
-            return f"meter {meter!r} meters {info.carrier}, not {carrier!s}"
-        allow_negative = info.allow_negative
-    if reading["value"] < 0 and not allow_negative:
-        return f"negative value {reading['value']} is impossible for {carrier!s} meter {meter!r}"
-    return None
+
+def _typed(raw: dict[str, Any], intervals: bool) -> ReadingDict:
+    """An accepted reading as the hot path carries it: enums for carrier and quality (written
+    as their values by orjson), the value a float, unknown fields left behind."""
+    value = raw["value"]
+    reading: ReadingDict = {
+        "meter": raw["meter"],
+        "ts": raw["ts"],
+        "value": value if type(value) is float else float(value),
+        "unit": raw["unit"],
+        "carrier": _CARRIER_OF.get(raw["carrier"], raw["carrier"]),
+        "quality": _QUALITY_OF[raw["quality"]],
+    }
+    if intervals and "start" in raw:
+        reading["start"] = raw["start"]
+    return reading
 
 
 def validate_readings(
@@ -357,101 +388,74 @@ def validate_readings(
     index: MeterIndex | None,
     now: int | None = None,
     intervals: bool = True,
+    limits: Limits | None = None,
 ) -> tuple[list[ReadingDict], list[Rejection]]:
-    """Validate raw readings (decoded JSON objects) one by one; keep the good ones in order.
+    """Judge raw readings (decoded JSON objects) one by one; keep the good ones in order.
 
-    ``intervals``: whether a reading may carry ``start`` (readings/2); in a readings/1
-    envelope it is refused, as the stream would not read it."""
+    ``now`` is the reference time of the time rules (the wall clock by default: the record is
+    being made now). Without an ``index`` only the rules that need no meter apply.
+    ``intervals``: the envelope is readings/2, so a reading's ``start`` is read; in readings/1
+    it is type-checked and dropped, the reading stays an instant (as the worker reads it).
+    """
     now = now_ms() if now is None else now
-
+    limits = limits or contract.LIMITS
+    oldest = limits.horizon_start(now)
+    cluster = "" if index is None else index.cluster
     accepted: list[ReadingDict] = []
     rejected: list[Rejection] = []
-    errors: dict[int, str] = {}
-    try:
-        # One pydantic call for the whole batch is several times faster than one per reading;
-        # only when something is wrong do we pay for finding out which one.
-        checked: list[ReadingDict | None] = list(_READINGS.validate_python(raws))
-    except ValidationError:
-        checked = []
-        for i, raw in enumerate(raws):
-            try:
-                checked.append(_READING.validate_python(raw))
-            except ValidationError as exc:
-                checked.append(None)
-                errors[i] = _format_error(exc)
-    for i, reading in enumerate(checked):
-        if reading is None:
-            rejected.append(Rejection(i, errors[i], raws[i]))
+    for i, raw in enumerate(raws):
+        problem = reading_problem(raw)
+        if problem:
+            rejected.append(Rejection(i, shape_reason(i, problem), raw))
             continue
-        reason = check_reading(reading, site=site, index=index, now=now)
-        if reason is None and not intervals and "start" in reading:
-            reason = f"start: an interval needs schema {SCHEMA_V2!r}"
+        meter = _NO_INDEX if index is None else index.get(raw["meter"])
+        reason = reading_fault(raw, i, meter, site, cluster, now, oldest, limits, intervals)
         if reason is None:
-            accepted.append(reading)
+            accepted.append(_typed(raw, intervals))
         else:
-            rejected.append(Rejection(i, reason, raws[i]))
+            rejected.append(Rejection(i, reason, raw))
     return accepted, rejected
 
 
-def _loads(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # stdlib json writes NaN/Infinity literals that orjson refuses; decoding them lets
-        # the bad reading be rejected alone instead of taking its whole envelope down.
-        return json.loads(raw)
-
-
 def validate_envelope(
-    raw: bytes, index: MeterIndex | None, *, now: int | None = None
+    raw: bytes,
+    index: MeterIndex | None,
+    *,
+    now: int | None = None,
+    key: bytes | None = None,
+    headers: Iterable[tuple[str, bytes]] = (),
+    limits: Limits | None = None,
 ) -> EnvelopeResult:
-    """Decode and judge one Kafka message value.
+    """Judge one Kafka record's value (and, given them, its key and headers) as the stream
+    worker will.
 
-    Envelope-level faults (not JSON, wrong schema version, other cluster, unknown site) reject
-    the whole message once, with ``position`` None and the original bytes; otherwise every reading
-    is accepted or rejected on its own.
+    Faults of the message or the envelope (not JSON, wrong schema version, other cluster,
+    unknown site, key not the site) reject the whole message once, with ``position`` None and
+    the original bytes; otherwise every reading is accepted or rejected on its own.
+    ``now``: the reference time (the worker uses the record's timestamp).
     """
+    limits = limits or contract.LIMITS
     result = EnvelopeResult()
-    try:
-        doc = _loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        result.rejected.append(Rejection(None, f"envelope is not JSON: {exc}", raw))
-        return result
-    if not isinstance(doc, dict):
-        result.rejected.append(Rejection(None, "envelope is not a JSON object", raw))
-        return result
-    problems: list[str] = []
-    schema = doc.get("schema")
-    if schema not in SCHEMA_VERSIONS:
-        problems.append(f"schema: expected {SCHEMA_VERSION!r} or {SCHEMA_V2!r}, got {schema!r}")
-    for key in ("cluster", "site", "source"):
-        v = doc.get(key)
-        if not isinstance(v, str) or not v:
-            problems.append(f"{key}: must be a non-empty string")
-    sent_at = doc.get("sent_at")
-    if isinstance(sent_at, bool) or not isinstance(sent_at, int):
-        problems.append("sent_at: must be an integer (epoch ms)")
-    readings = doc.get("readings")
-    if not isinstance(readings, list):
-        problems.append("readings: must be a list")
-    elif len(readings) > MAX_READINGS_PER_ENVELOPE:
-        problems.append(f"readings: {len(readings)} > {MAX_READINGS_PER_ENVELOPE} per envelope")
-    extra = set(doc) - {"schema", "cluster", "site", "source", "sent_at", "readings"}
-    if extra:
-        problems.append(f"unexpected envelope fields: {sorted(extra)}")
-    if not problems and index is not None:
-        if doc["cluster"] != index.cluster:
-            problems.append(f"cluster: {doc['cluster']!r} is not {index.cluster!r}")
-        elif doc["site"] not in index.sites:
-            problems.append(f"site: unknown site {doc['site']!r} in cluster {index.cluster!r}")
-    if problems:
-        result.rejected.append(Rejection(None, "; ".join(problems), raw))
+    problem = message_problem(raw, headers, limits)
+    if not problem:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            problem = malformed(exc)
+        else:
+            problem = envelope_problem(doc, _ANY_SITE if index is None else index, key, limits)
+    if problem:
+        result.rejected.append(Rejection(None, problem, raw))
         return result
     result.cluster, result.site = doc["cluster"], doc["site"]
-    result.source, result.sent_at = doc["source"], sent_at
-    assert isinstance(readings, list)
+    result.source, result.sent_at = doc["source"], doc["sent_at"]
     result.accepted, result.rejected = validate_readings(
-        readings, site=doc["site"], index=index, now=now, intervals=schema == SCHEMA_V2
+        doc["readings"],
+        site=doc["site"],
+        index=index,
+        now=now,
+        intervals=doc["schema"] == SCHEMA_V2,
+        limits=limits,
     )
     return result
 
@@ -469,19 +473,25 @@ def encode_envelope(
     source: str,
     readings: Iterable[ReadingDict | Reading | Mapping[str, Any]],
     sent_at: int | None = None,
+    schema: str | None = None,
 ) -> bytes:
-    """Serialise an envelope to its wire bytes (orjson: the hot path of every connector).
+    """Serialise an envelope to its wire bytes: the one encoder, the SDK's too.
 
     Validated readings are dicts whose carrier/quality are StrEnums, which orjson writes as
-    their string values, so they go out without any conversion.
+    their string values, so a list of them goes out without a per-reading conversion (this
+    is the hot path of every connector). ``schema``: the caller already asked ``schema_for``
+    (it names the Kafka header too).
     """
-    items = [
-        r.model_dump(mode="json", exclude_none=True) if isinstance(r, Reading) else r
-        for r in readings
-    ]
+    if isinstance(readings, list) and all(type(r) is dict for r in readings):
+        items: list[Any] = readings
+    else:
+        items = [
+            r.model_dump(mode="json", exclude_none=True) if isinstance(r, Reading) else r
+            for r in readings
+        ]
     return orjson.dumps(
         {
-            "schema": schema_for(items),
+            "schema": schema_for(items) if schema is None else schema,
             "cluster": cluster,
             "site": site,
             "source": source,

@@ -4,6 +4,10 @@ Implement a :class:`Connector` (or :class:`PollingConnector`) with a pydantic co
 derived from :class:`ConnectorConfig`, declare it under the ``clustertwin.connectors`` entry
 point group, and ``clustertwin connector run CONFIG`` gives it validation, envelopes, an
 idempotent Kafka producer, an on-disk buffer, reconnects and metrics. See connectors/README.md.
+
+The public surface an out-of-tree connector may rely on is ``__all__`` below, the
+``conformance`` and ``pytest_plugin`` modules, and the reading contract ``twin.readings``;
+the package is typed (``py.typed``). Envelopes are built by the contract's encoder.
 """
 
 from connectors.sdk.backoff import Backoff

@@ -264,7 +264,10 @@ class ConformanceKit:
                 raise ConformanceError(f"{where}: content-type header missing")
             if rec.headers.get(SCHEMA_HEADER) not in {v.encode() for v in SCHEMA_VERSIONS}:
                 raise ConformanceError(f"{where}: {SCHEMA_HEADER} header missing")
-            result = validate_envelope(rec.value, index)
+            # judged as the stream worker will judge the record: its key and headers too
+            result = validate_envelope(
+                rec.value, index, key=rec.key, headers=list(rec.headers.items())
+            )
             if result.rejected:
                 raise ConformanceError(f"{where}: envelope fails validation: {result.rejected[:3]}")
             if rec.key != (result.site or "").encode():

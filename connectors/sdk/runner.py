@@ -31,13 +31,14 @@ from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, Sam
 from connectors.sdk.buffer import BufferFull, DiskBuffer, Record
 from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.publisher import KafkaPublisher, producer_config
+from twin.contract import unknown_meter
 from twin.readings import (
-    KAFKA_HEADERS,
-    SCHEMA_HEADER,
     SCHEMA_VERSION,
     MeterIndex,
     ReadingDict,
     Rejection,
+    encode_envelope,
+    kafka_headers,
     now_ms,
     schema_for,
     validate_readings,
@@ -202,13 +203,7 @@ class ConnectorRunner:
                 continue
             info = index.get(item.meter)
             if info is None:
-                rejects.append(
-                    (
-                        "",
-                        f"unknown meter {item.meter!r} in cluster {index.cluster!r}",
-                        _sample_bytes(item),
-                    )
-                )
+                rejects.append(("", unknown_meter(item.meter, index.cluster), _sample_bytes(item)))
                 continue
             raw_reading: dict[str, Any] = {
                 "meter": item.meter,
@@ -266,22 +261,19 @@ class ConnectorRunner:
         for i in range(0, len(readings), size):
             chunk = readings[i : i + size]
             schema = schema_for(chunk)
-            value = orjson.dumps(
-                {
-                    "schema": schema,
-                    "cluster": self.index.cluster,
-                    "site": site,
-                    "source": self.source,
-                    "sent_at": now_ms(),
-                    "readings": chunk,
-                }
+            value = encode_envelope(
+                cluster=self.index.cluster,
+                site=site,
+                source=self.source,
+                readings=chunk,
+                schema=schema,
             )
             out.append(
                 Record(
                     topic=self.config.kafka.topic,
                     key=site.encode(),
                     value=value,
-                    headers=(KAFKA_HEADERS[0], (SCHEMA_HEADER, schema.encode())),
+                    headers=tuple(kafka_headers(schema)),
                     n_readings=len(chunk),
                     newest_ts=max(r["ts"] for r in chunk),
                 )

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from streams.alerting.engine import AlertEngine
 from streams.alerting.model import Alert
@@ -25,6 +24,7 @@ from streams.delivery import Topics
 from streams.envelope import Record
 from streams.meter_vectors import MeterVectors
 from streams.site_stage import SiteStage
+from twin.readings import encode_envelope
 from twin.targets import Pathway
 
 #: tCO2e per MWh used by the simulated meters (natural gas combustion, grid electricity)
@@ -143,15 +143,17 @@ class SimCluster:
                 ]
                 if not readings:
                     continue
-                body = {
-                    "schema": "readings/1",
-                    "cluster": self.cluster,
-                    "site": s.site,
-                    "source": "alerting-sim",
-                    "sent_at": t,
-                    "readings": readings,
-                }
-                yield s.site, t, orjson.dumps(body)
+                yield (
+                    s.site,
+                    t,
+                    encode_envelope(
+                        cluster=self.cluster,
+                        site=s.site,
+                        source="alerting-sim",
+                        readings=readings,
+                        sent_at=t,
+                    ),
+                )
 
 
 def demo_cluster(

@@ -31,8 +31,9 @@ import orjson
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from streams.envelope import FIELDS, SCHEMA, SCHEMAS
-from streams.meter_vectors import QUALITIES, MeterVectors
+from streams.meter_vectors import MeterVectors
+from twin.contract import FIELDS, QUALITIES, SCHEMAS
+from twin.contract import SCHEMA_V1 as SCHEMA
 
 if TYPE_CHECKING:
     from tests.integration.streams.harness import Generator

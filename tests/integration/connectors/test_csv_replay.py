@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,16 +22,16 @@ REPO = Path(__file__).parents[3]
 
 
 def long_csv(path: Path, n: int) -> Path:
+    # 1 March of last year: an export always within the restatement horizon, never ahead
+    day = f"{datetime.now(UTC).year - 1}-03-01"
     lines = ["time,tag,val,q"]
     for i in range(n):
         tag = "BF_GAS" if i % 2 == 0 else "mill-power"
-        lines.append(
-            f"2025-03-01T00:{(i // 2) // 60:02d}:{(i // 2) % 60:02d}Z,{tag},{i}.5,measured"
-        )
+        lines.append(f"{day}T00:{(i // 2) // 60:02d}:{(i // 2) % 60:02d}Z,{tag},{i}.5,measured")
         if i == 10:
-            lines.append("2025-03-01T00:00:99Z,BF_GAS,1.0,measured")  # bad second
+            lines.append(f"{day}T00:00:99Z,BF_GAS,1.0,measured")  # bad second
         if i == 11:
-            lines.append("2025-03-01T00:00:06Z,BF_GAS,n/a,measured")  # bad number
+            lines.append(f"{day}T00:00:06Z,BF_GAS,n/a,measured")  # bad number
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -19,9 +19,9 @@ import pytest
 
 from streams import envelope
 from streams.envelope import Record, decode_batch
-from tests.integration.streams.harness import Generator, make_catalog
-from tests.reliability import badinput
-from tests.reliability.badinput import METERS, SITES, assemble
+from tests.integration.streams.harness import Generator
+from tests.reliability.badinput import METERS, SITES
+from tests.unit.streams.conftest import BadPlan
 
 
 class _RefusesEverything:
@@ -52,16 +52,10 @@ def _summary(records: list[Record], catalog: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def records() -> tuple[list[Record], Any]:
-    cluster = "rbad"
-    catalog = make_catalog(cluster, SITES, METERS)
-    now = int(time.time() * 1000)
-    messages, bad_readings = badinput.generate(catalog, cluster, now)
-    start = now - 3600_000
-    gen = Generator(catalog, cluster, start_ms=start - start % 60_000 + 1234)
-    plan = assemble(gen, messages, bad_readings, seed=8)
+def records(bad_plan: BadPlan) -> tuple[list[Record], Any]:
+    now, plan = bad_plan.now, bad_plan.plan
     out = [Record("readings", 0, i, now, o.key, o.value, o.headers) for i, o in enumerate(plan)]
-    return out, catalog
+    return out, bad_plan.catalog
 
 
 def test_both_decoders_accept_reject_and_order_alike(records, monkeypatch):
