@@ -38,6 +38,7 @@ from streams.delivery import OverlappedCommits, PreparedBatch, Topics
 from streams.end_offsets import EndOffsets
 from streams.envelope import Limits
 from streams.meter_vectors import MeterVectors
+from streams.priced import priced_topic
 from streams.progress_series import ProgressWriter
 from streams.runtime import (
     AppSpec,
@@ -87,6 +88,7 @@ def create_app(
     readings = raw_topic(app, settings.readings_topic, partitions=partitions)
     updates = raw_topic(app, f"{cfg.app_id}-cluster-updates", partitions=partitions, internal=True)
     outputs = [raw_topic(app, settings.deadletter_topic), raw_topic(app, cfg.late_topic), updates]
+    outputs.append(raw_topic(app, priced_topic(settings.readings_topic)))  # what alerting reads
     sites_table = raw_table(app, "sites", partitions)
     clusters_table = raw_table(app, "clusters", partitions)
     sink = influx_sink(app, settings)
@@ -189,7 +191,12 @@ def build_twin(
         FaustTable(sites_table),
         sink.write,
         send,
-        Topics(settings.deadletter_topic, cfg.late_topic, updates_topic),
+        Topics(
+            settings.deadletter_topic,
+            cfg.late_topic,
+            updates_topic,
+            priced_topic(settings.readings_topic),
+        ),
         cfg.twin,
         cfg.grace_ms,
         limits=Limits(horizon_years=cfg.horizon_years),

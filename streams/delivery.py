@@ -109,6 +109,7 @@ class Topics:
     deadletter: str
     late: str
     cluster_updates: str
+    priced: str | None = None  # streams.priced: what the alerting worker reads (None: off)
 
 
 @dataclass

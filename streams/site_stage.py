@@ -35,6 +35,7 @@ from streams.delivery import (
 from streams.envelope import QUALITY_NAMES, Limits, Record, Reject, decode_batch
 from streams.eventtime import cluster_clocks
 from streams.meter_vectors import MeterVectors
+from streams.priced import PricedMessages
 from streams.restate import RestateResult, StoredReading, hour_spans, restate
 from streams.sink import latest_line, reading_line, restatement_line, window_line, ytd_line
 from streams.stored import ReadingStore
@@ -295,6 +296,7 @@ class SiteStage:
         reading_site = env_code[decoded.env] if len(decoded.env) else np.empty(0, np.int64)
         by_reading = np.argsort(reading_site, kind="stable")
         bounds = np.searchsorted(reading_site[by_reading], np.arange(len(by_site) + 1))
+        priced = PricedMessages(self.topics.priced, self.catalog)
         for k, (site, env_ids) in enumerate(by_site.items()):
             yield None
             first = decoded.envelopes[env_ids[0]]
@@ -327,6 +329,8 @@ class SiteStage:
                 c.duplicates += int(late_result.duplicates.size)
             c.accepted += result.applied
             c.duplicates += len(result.duplicates)
+            records_of_site = (decoded.envelopes[i].record for i in env_ids)
+            priced.add(state.cluster, site, batch, records_of_site, result, late_result)
             states[site] = state
             self.last_activity[site] = now
             self.quiet.discard(site)
@@ -342,7 +346,9 @@ class SiteStage:
         cursors: dict[int, int] = {}
         for r in records:
             cursors[r.partition] = max(cursors.get(r.partition, 0), r.offset + 1)
-        return self._prepared(records, lines, deadletters, late, updates, states, cursors, c)
+        prepared = self._prepared(records, lines, deadletters, late, updates, states, cursors, c)
+        prepared.messages += priced.messages
+        return prepared
 
     def _prepared(
         self,

@@ -25,6 +25,7 @@ from clustertwin_base.kafka_auth import (
 from clustertwin_base.settings import MissingCredentialError, Settings
 from streams.config import StreamSettings
 from streams.meter_vectors import CatalogError, MeterVectors
+from streams.priced import TOPIC_CONFIG, priced_topic
 from streams.runtime import raise_log_levels
 from streams.sink import InfluxAuthError, InfluxUnreachable, check_write_access
 
@@ -84,7 +85,8 @@ def ensure_topics(settings: Settings, cfg: StreamSettings) -> int:
     # dead letters carry whole bad messages (up to MAX_DEADLETTER_BYTES): their topics must
     # take more than a broker's default 1 MB, or a big bad message stalls the worker
     big = {"max.message.bytes": str(8 * 1024 * 1024)}
-    configs = {settings.deadletter_topic: big, cfg.late_topic: big}
+    priced = priced_topic(settings.readings_topic)  # streams.priced: what alerting reads
+    configs = {settings.deadletter_topic: big, cfg.late_topic: big, priced: TOPIC_CONFIG}
 
     def create(admin: KafkaAdminClient, wanted: dict[str, int]) -> None:
         existing = set(admin.list_topics())
@@ -116,7 +118,7 @@ def ensure_topics(settings: Settings, cfg: StreamSettings) -> int:
         for _ in range(100):
             parts = consumer.partitions_for_topic(settings.readings_topic)
             if parts:
-                create(admin, {f"{cfg.app_id}-cluster-updates": len(parts)})
+                create(admin, {f"{cfg.app_id}-cluster-updates": len(parts), priced: len(parts)})
                 return len(parts)
             time.sleep(0.2)
             consumer.topics()  # refresh metadata

@@ -1,10 +1,22 @@
 """The alerting worker as a Faust app of its own (``python -m streams.alerting worker``).
 
-It consumes ``readings`` in its own consumer group, so alerting scales and fails apart from
-the twin worker; the same ``AlertStage`` can instead be called from the twin worker's agent
-(see ``streams/alerting/README.md``). State lives in two Faust tables with changelogs:
-``alert-sites`` (key = site id, co-partitioned with the readings) and ``alert-clusters``
-(key = cluster id, fed by the ``<app>-cluster-buckets`` topic).
+It consumes ``<readings>-priced`` (``streams.priced``) in its own consumer group, so alerting
+scales and fails apart from the twin worker.
+
+Why not ``readings`` itself: decoding and pricing every reading a second time cost a sixth
+to a third of this worker's CPU (``bench/bench_alerting.py``) and a Kafka message per
+envelope, for figures the stream worker had already computed; a priced message holds a
+site's whole input batch, as columns. Why not the window updates, although they carry the
+emissions the drift detectors need: the silent-meter, flat-line and jump detectors judge
+each meter's own readings (times and values), which no window keeps. The priced messages
+carry exactly what the detectors use, with the ``readings`` record offsets, so replays are
+judged as before: ``alert-sites`` keeps the last record offset applied per site, and a batch
+the stream worker publishes again after a crash is skipped reading by reading.
+
+State lives in two Faust tables with changelogs: ``alert-sites`` (key = site id,
+co-partitioned with the priced topic) and ``alert-clusters`` (key = cluster id, fed by the
+``<app>-cluster-buckets`` topic). The same ``AlertStage`` can instead be called from the
+twin worker's agent (see ``streams/alerting/README.md``).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from streams.alerting.notify import WebhookNotifier
 from streams.alerting.stage import AlertStage, AlertTopics
 from streams.end_offsets import EndOffsets
 from streams.meter_vectors import MeterVectors
+from streams.priced import TOPIC_CONFIG, priced_topic
 from streams.runtime import (
     AppSpec,
     Batch,
@@ -113,7 +126,11 @@ def load_catalog(cfg: AlertingSettings) -> MeterVectors:
 
 
 def ensure_topic(
-    bootstrap: str, name: str, partitions: int, security: Mapping[str, Any] | None = None
+    bootstrap: str,
+    name: str,
+    partitions: int,
+    security: Mapping[str, Any] | None = None,
+    configs: Mapping[str, str] | None = None,
 ) -> None:
     """Create the alerts topic before the first alert, not by the broker's auto-create
     defaults (whatever its partition count, key = alert id keeps each alert's events in order).
@@ -128,7 +145,8 @@ def ensure_topic(
     try:
         if name not in admin.list_topics():
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, partitions, 1)])
+                topic = NewTopic(name, partitions, 1, topic_configs=dict(configs or {}))
+                admin.create_topics([topic])
     finally:
         admin.close()
 
@@ -136,8 +154,8 @@ def ensure_topic(
 def create_alerting_app(
     cfg: AlertingSettings | None = None, settings: Settings | None = None
 ) -> faust.App:
-    """The alerting worker: readings -> the site detectors, cluster buckets -> the cluster
-    detectors, silence by the wall clock, the ``/alerts/`` counters."""
+    """The alerting worker: priced readings -> the site detectors, cluster buckets -> the
+    cluster detectors, silence by the wall clock, the ``/alerts/`` counters."""
     cfg = cfg or AlertingSettings()
     settings = settings or Settings.load()
     catalog = load_catalog(cfg)
@@ -148,11 +166,11 @@ def create_alerting_app(
         settings,
     )
     # what the site detectors read (its end offsets judge the wall-clock silence too)
-    source = raw_topic(app, settings.readings_topic, partitions=cfg.partitions)
+    source = raw_topic(app, priced_topic(settings.readings_topic), partitions=cfg.partitions)
     buckets = raw_topic(
         app, f"{cfg.app_id}-cluster-buckets", partitions=cfg.partitions, internal=True
     )
-    ensure_alerting_topics(settings, cfg, buckets.get_topic_name())
+    ensure_alerting_topics(settings, cfg, buckets.get_topic_name(), source.get_topic_name())
     alerts = raw_topic(app, cfg.alerts_topic)
     sites_table = raw_table(app, "alert-sites", cfg.partitions)
     clusters_table = raw_table(app, "alert-clusters", cfg.partitions)
@@ -175,29 +193,32 @@ def create_alerting_app(
     cluster_batch = stored_then_acked(lock, stage.process_cluster)
     batch_agent(app, buckets, "alert-cluster-stage", batching, cluster_batch)
     if cfg.wall_clock:
-        wall_clock_silence(app, cfg, stage, lock, liveness, source.get_topic_name())
+        wall_clock_silence(app, cfg, stage, lock, liveness, source.get_topic_name(), settings)
     install_counters_page(app, stage, notifier)
     return app
 
 
-def ensure_alerting_topics(settings: Settings, cfg: AlertingSettings, buckets: str) -> None:
-    """The alerts topic, and the cluster-buckets topic before Faust subscribes to it."""
+def ensure_alerting_topics(
+    settings: Settings, cfg: AlertingSettings, buckets: str, priced: str
+) -> None:
+    """The alerts topic, and the cluster-buckets and priced topics before Faust subscribes
+    to them (the stream worker creates the priced topic too: whichever starts first)."""
     security = client_security(settings)
     ensure_topic(settings.kafka_bootstrap, cfg.alerts_topic, cfg.alerts_partitions, security)
+    ensure_topic(settings.kafka_bootstrap, priced, cfg.partitions, security, TOPIC_CONFIG)
     # Faust's own creation of internal topics races the first subscription on a new cluster:
     # the agent then ignores the "missing" topic for good and cluster alerts never fire.
     ensure_topic(settings.kafka_bootstrap, buckets, cfg.partitions, security)
 
 
 def site_alerts(stage: AlertStage, lock: asyncio.Lock, liveness: Liveness) -> BatchHandler:
-    """The site detectors over a batch of readings; acknowledged once the alerts are sent and
-    the state is stored, and counted as processed for the wall-clock silence."""
+    """The site detectors over a batch of priced messages; acknowledged once the alerts are
+    sent and the state is stored, and counted as processed for the wall-clock silence."""
 
     async def handle(batch: Batch) -> None:
-        records = batch.records
         async with lock:
-            await stage.process(records)
-        for r in records:
+            await stage.process_priced(batch.partition_values())
+        for r in batch.records:
             liveness.stored(r.partition, r.offset)
         liveness.progressed()
         await batch.ack_all()
@@ -212,16 +233,26 @@ def wall_clock_silence(
     lock: asyncio.Lock,
     liveness: Liveness,
     topic: str,
+    settings: Settings,
 ) -> None:
     """Meters silent by the wall clock, once no record came for ``idle_s``.
 
     Not while the broker is down or just back: the consumer's last-fetched end offsets
     would call the worker caught up, and every meter would be reported silent while the
-    connectors hold their readings for Kafka's return.
+    connectors hold their readings for Kafka's return. Nor while readings wait for the
+    stream worker to price them: a stopped stream worker is not silent meters.
     """
+    readings = EndOffsets(lambda: app.consumer, settings.readings_topic, cfg.partitions)
 
     async def tick(caught_up: CaughtUp) -> None:
-        await stage.tick(int(time.time() * 1000), caught_up)
+        sources = await readings.read(timeout_s=5)
+        if sources is None:
+            return
+        await stage.tick(
+            int(time.time() * 1000),
+            caught_up,
+            lambda p, applied: p in sources and applied + 1 >= sources[p],
+        )
 
     IdleTimer(
         EndOffsets(lambda: app.consumer, topic, cfg.partitions),

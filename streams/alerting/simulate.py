@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,10 @@ import numpy as np
 from streams.alerting.engine import AlertEngine
 from streams.alerting.model import Alert
 from streams.alerting.stage import AlertStage
+from streams.delivery import Topics
 from streams.envelope import Record
 from streams.meter_vectors import MeterVectors
+from streams.site_stage import SiteStage
 from twin.readings import encode_envelope
 from twin.targets import Pathway
 
@@ -227,10 +229,23 @@ def fault_scenario(start_ms: int, prefix: str = "f", hours: int = 60) -> Scenari
     )
 
 
-def noise_scenario(start_ms: int, prefix: str = "n", days: float = 7.0, seed: int = 3) -> Scenario:
+def noise_scenario(
+    start_ms: int,
+    prefix: str = "n",
+    days: float = 7.0,
+    seed: int = 3,
+    meters_per_site: int = 3,
+    interval_ms: int = 60_000,
+) -> Scenario:
     """Plain noise, every site and the cluster 5 % under their pathways: nothing may fire."""
     name = f"{prefix}cluster"
-    sim = demo_cluster(name=name, prefix=prefix, seed=seed)
+    sim = demo_cluster(
+        meters_per_site=meters_per_site,
+        name=name,
+        prefix=prefix,
+        seed=seed,
+        interval_ms=interval_ms,
+    )
     paths = {}
     total = 0.0
     for s in sim.sites:
@@ -238,7 +253,7 @@ def noise_scenario(start_ms: int, prefix: str = "n", days: float = 7.0, seed: in
         paths[f"{name}/{s.site}"] = ([2020.0, 2030.0], [v, v])
         total += v
     paths[name] = ([2020.0, 2030.0], [total, total])
-    return Scenario(sim, start_ms, int(days * 24 * 60), paths, ())
+    return Scenario(sim, start_ms, int(days * 86_400_000 / interval_ms), paths, ())
 
 
 def records(
@@ -280,8 +295,14 @@ async def replay_in_memory(
     config: Any = None,
     batch: int = 500,
     recs: list[Any] | None = None,
+    via_priced: bool = False,
 ) -> list[Any]:
-    """Run the alert stage over the scenarios without servers; returns the alert events."""
+    """Run the alert stage over the scenarios without servers; returns the alert events.
+
+    ``via_priced``: as in production, the readings go through the stream worker's site
+    stage first and the alert stage reads the priced messages it publishes; otherwise the
+    alert stage decodes and prices the readings itself.
+    """
     catalog = MeterVectors([spec for sc in scenarios for spec in sc.sim.catalog().specs])
     pathways: dict[str, Any] = {}
     for sc in scenarios:
@@ -300,11 +321,42 @@ async def replay_in_memory(
         return None
 
     stage = AlertStage(engine, ReplayTable(), ReplayTable(), send, write)
+    feed = stream_stage(catalog) if via_priced else None
     recs = records(scenarios) if recs is None else recs
     for i in range(0, len(recs), batch):
-        await stage.process(recs[i : i + batch])
+        if feed is None:
+            await stage.process(recs[i : i + batch])
+        else:
+            await stage.process_priced(await feed(recs[i : i + batch]))
         if cluster_msgs:
             msgs = list(cluster_msgs)
             cluster_msgs.clear()
             await stage.process_cluster(msgs)
     return events
+
+
+def stream_stage(
+    catalog: MeterVectors, partitions: int = 4, grace_ms: int = 60_000, publish: bool = True
+) -> Callable[[Sequence[Any]], Awaitable[list[tuple[int, bytes]]]]:
+    """The stream worker's site stage in memory: a batch of ``readings`` records in, the
+    (partition, payload) messages it publishes on the priced topic out (``publish=False``:
+    none, the stage as it was before it published them)."""
+    sent: list[tuple[int, bytes]] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
+        if topic == "priced":
+            sent.append((zlib.crc32(key or b"") % partitions, value))
+
+    async def write(lines: Any) -> None:
+        return None
+
+    topics = Topics("deadletter", "late", "cluster-updates", "priced" if publish else None)
+    site_stage = SiteStage(catalog, ReplayTable(), write, send, topics, "sim", grace_ms)
+
+    async def feed(batch: Sequence[Any]) -> list[tuple[int, bytes]]:
+        await site_stage.process(batch)
+        out = list(sent)
+        sent.clear()
+        return out
+
+    return feed

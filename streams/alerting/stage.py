@@ -17,6 +17,8 @@ offsets are in the states and the records are skipped. Webhook posts are queued 
 from __future__ import annotations
 
 import asyncio
+import logging
+import struct
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -26,16 +28,19 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streams.alerting.engine import AlertEngine, ClusterAlertState, EngineOutput, SiteAlertState
+from streams.alerting.engine import AlertEngine
 from streams.alerting.model import Alert
 from streams.alerting.notify import WebhookNotifier
+from streams.alerting.state import ClusterAlertState, EngineOutput, SiteAlertState
 from streams.delivery import StateTable
 from streams.envelope import DecodedBatch, Limits, Record, decode_batch
 from streams.eventtime import cluster_clocks
-from streams.meter_vectors import NANO
+from streams.priced import PricedGroup, concat, groups_from_readings
 
 Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 Write = Callable[[Iterable[str]], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 ALERT_HEADERS = [("content-type", b"application/json"), ("clustertwin-schema", b"alert/1")]
 
@@ -54,6 +59,7 @@ class AlertCounters:
     opened: int = 0
     resolved: int = 0
     lines: int = 0
+    undecodable: int = 0
 
 
 class AlertStage:
@@ -83,48 +89,60 @@ class AlertStage:
         self.counters = AlertCounters()
 
     async def process(self, records: Sequence[Record]) -> None:
+        """``readings`` records, decoded and priced here (what the worker did before the
+        priced topic; for tests, the bench, or alerting inside the twin worker)."""
         await self.process_decoded(decode_batch(records, self.engine.catalog, self.limits))
 
     async def process_decoded(self, decoded: DecodedBatch) -> None:
-        """Run the detectors over a decoded batch (bad readings were already set aside)."""
+        """A decoded ``readings`` batch (bad readings were already set aside), priced here."""
+        await self._process(groups_from_readings(decoded, self.engine.catalog))
+
+    async def process_priced(self, messages: Sequence[tuple[int, bytes]]) -> None:
+        """(partition, payload) of the priced topic (``streams.priced``), in order: what the
+        stream worker already decoded and priced, so nothing is priced again here."""
+        groups: list[tuple[int, PricedGroup]] = []
+        for partition, payload in messages:
+            try:
+                groups.append((partition, PricedGroup.decode(payload)))
+            except (ValueError, KeyError, TypeError, struct.error) as exc:
+                # not ours to dead-letter: the stream worker wrote it; skip it, say so
+                self.counters.undecodable += 1
+                log.error("partition %d: priced message not decoded (%s); skipped", partition, exc)
+        await self._process(groups)
+
+    async def _process(self, groups: Sequence[tuple[int, PricedGroup]]) -> None:
+        """Run the detectors over each site's priced readings (one engine call per site)."""
         self.counters.batches += 1
         catalog = self.engine.catalog
-        n = len(decoded.env)
-        self.counters.readings += n
-        priced = catalog.price(decoded.row, decoded.value) if n else np.zeros((0, 4), np.int64)
-        # tCO2e = scope 1 + scope 2 (location-based), as everywhere in the twin
-        tco2e = (priced[:, 1] + priced[:, 2]).astype(np.float64) / NANO
-        env_site = [e.site for e in decoded.envelopes]
-        by_site: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate(env_site):
-            by_site[s].append(i)
-        env_offsets = np.array([e.record.offset for e in decoded.envelopes], dtype=np.int64)
-        site_codes = {s: k for k, s in enumerate(by_site)}
-        env_code = np.array([site_codes[s] for s in env_site], dtype=np.int64)
-        reading_site = env_code[decoded.env] if n else np.empty(0, np.int64)
+        by_site: dict[str, list[tuple[int, PricedGroup]]] = defaultdict(list)
+        for partition, group in groups:
+            by_site[group.site].append((partition, group))
         out = EngineOutput()
         states: dict[str, SiteAlertState] = {}
-        for k, (site, env_ids) in enumerate(by_site.items()):
-            first = decoded.envelopes[env_ids[0]]
+        for site, parts in by_site.items():
+            partition = parts[-1][0]
+            g = concat([p[1] for p in parts])
+            meter = g.meter_index(catalog)
+            known = meter >= 0  # a meter this worker's catalog does not hold is not judged
+            self.counters.readings += int(known.sum())
             raw = self.sites.get(site.encode())
             state = (
                 SiteAlertState.loads(raw)
                 if raw is not None
-                else self.engine.new_site_state(first.cluster, site, first.record.partition)
+                else self.engine.new_site_state(g.cluster, site, partition)
             )
-            sel = np.flatnonzero(reading_site == k)
-            state.seen_at = max(
-                state.seen_at, max(decoded.envelopes[i].record.timestamp for i in env_ids)
-            )
+            state.partition = partition  # the table partition is the one the input comes on
+            state.seen_at = max(state.seen_at, g.seen_at)
+            state.source = g.source
             out.extend(
                 self.engine.process_site(
                     state,
-                    decoded.meter[sel],
-                    decoded.ts[sel],
-                    decoded.value[sel],
-                    tco2e[sel],
-                    env_offsets[decoded.env[sel]],
-                    int(max(decoded.envelopes[i].record.offset for i in env_ids)),
+                    meter[known],
+                    g.ts[known],
+                    g.value[known],
+                    g.tco2e[known],
+                    g.offset[known],
+                    g.max_offset,
                 )
             )
             states[site] = state
@@ -132,13 +150,21 @@ class AlertStage:
         for site, state in states.items():
             self.sites.put(site.encode(), state.dumps(), state.partition)
 
-    async def tick(self, now_ms: int, caught_up: Callable[[int], bool]) -> None:
+    async def tick(
+        self,
+        now_ms: int,
+        caught_up: Callable[[int], bool],
+        source_caught_up: Callable[[int, int], bool] | None = None,
+    ) -> None:
         """Live operation: find meters (and sites) silent while their cluster goes on.
 
         Silence is judged by the cluster's event-time clock (``streams.eventtime``), not
         the wall clock: a replay of last week at 60x, or a backfill, finds a meter silent
         only when the clock passes its allowance, not because its readings are a week old.
-        Only for partitions whose records have all been processed.
+        Only for partitions whose records have all been processed: ``caught_up(partition)``
+        of the input, and, when the input is the priced topic, ``source_caught_up(readings
+        partition, highest readings offset applied there)``: readings still waiting for the
+        stream worker are not silence either.
         """
         out = EngineOutput()
         states: dict[str, SiteAlertState] = {}
@@ -150,8 +176,17 @@ class AlertStage:
             if raw is not None:
                 every.append(SiteAlertState.loads(raw))
         clocks = cluster_clocks(((s.cluster, s.wm, s.seen_at) for s in every), now_ms)
+        applied: dict[int, int] = {}
+        for s in every:
+            applied[s.source] = max(applied.get(s.source, -1), s.offset)
         for state in every:
             if not caught_up(state.partition):
+                continue
+            if (
+                source_caught_up is not None
+                and state.source >= 0
+                and not source_caught_up(state.source, applied[state.source])
+            ):
                 continue
             key = state.site.encode()
             clock = clocks.get(state.cluster, -1)

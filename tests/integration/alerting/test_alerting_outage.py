@@ -25,7 +25,12 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from streams.alerting.simulate import SimCluster, SimMeter, SimSite
 from tests.conftest import StackHandle
-from tests.integration.alerting.test_alerting_stack import _free_port, worker_env
+from tests.integration.alerting.test_alerting_stack import (
+    _free_port,
+    running,
+    stream_worker_env,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +148,12 @@ def test_a_kafka_outage_raises_no_silent_meter_alerts(
     log_path = tmp_path / "worker.log"
     kafka = stack.local.services["kafka"]
     connector = _Connector(sim, stack.kafka_bootstrap, readings)
-    with open(log_path, "wb") as log:
+    # the stream worker prices the readings; the alerting worker reads what it priced
+    twin_env = stream_worker_env(stack, name, tmp_path, readings=readings, clusters=cluster)
+    with (
+        running(["streams"], twin_env, tmp_path / "stream-worker.log"),
+        open(log_path, "wb") as log,
+    ):
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.alerting", "worker", "-l", "warn"],
             cwd=ROOT,

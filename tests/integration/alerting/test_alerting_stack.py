@@ -7,6 +7,7 @@ Event time is accelerated: days of plant operation are produced in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -71,9 +72,54 @@ def worker_env(
     }
 
 
+def stream_worker_env(
+    stack: StackHandle, name: str, tmp_path: Path, *, readings: str, clusters: str, **extra: str
+) -> dict[str, str]:
+    """Environment of the stream worker in front of the alerting worker: it validates and
+    prices the readings and publishes them on ``<readings>-priced``, which the alerting
+    worker reads; the same catalog file as the alerting worker's."""
+    return {
+        **os.environ,
+        "CLUSTERTWIN_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        "CLUSTERTWIN_READINGS_TOPIC": readings,
+        "CLUSTERTWIN_DEADLETTER_TOPIC": f"{name}-deadletter",
+        "CLUSTERTWIN_INFLUX_URL": stack.influx_url,
+        "CLUSTERTWIN_INFLUX_TOKEN": stack.influx_token,
+        "CLUSTERTWIN_INFLUX_ORG": stack.influx_org,
+        "CLUSTERTWIN_INFLUX_BUCKET": stack.influx_bucket,
+        "CLUSTERTWIN_STREAMS_APP_ID": f"{name}-twin",
+        "CLUSTERTWIN_STREAMS_TWIN": name,
+        "CLUSTERTWIN_STREAMS_CLUSTERS": clusters,
+        "CLUSTERTWIN_STREAMS_CATALOG_FILE": str(tmp_path / "catalog.json"),
+        "CLUSTERTWIN_STREAMS_LATE_TOPIC": f"{name}-late",
+        "CLUSTERTWIN_STREAMS_WEB_PORT": str(_free_port()),
+        "CLUSTERTWIN_STREAMS_DATADIR": str(tmp_path / "faust-twin"),
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def running(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[Any]:
+    """A worker process (``python -m ...``) with its output in ``log_path``, stopped after."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 @pytest.fixture
 def run(stack: StackHandle, unique_name: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """Produce the scenarios to a fresh readings topic and run the alerting worker on it."""
+    """Produce the scenarios to a fresh readings topic and run the stream worker and the
+    alerting worker (which reads what the stream worker priced) on it."""
     name = unique_name.lower().replace("_", "-")
     start = (int(time.time() * 1000) // HOUR_MS - 5 * 24) * HOUR_MS
     fault = fault_scenario(start)
@@ -118,15 +164,13 @@ def run(stack: StackHandle, unique_name: str, tmp_path: Path) -> Iterator[dict[s
         port=port,
         CLUSTERTWIN_ALERTS_WALL_CLOCK="0",
     )
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.alerting", "worker", "-l", "warn"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    twin_env = stream_worker_env(
+        stack, name, tmp_path, readings=readings, clusters="fcluster,ncluster"
     )
-    try:
+    with (
+        running(["streams"], twin_env, tmp_path / "stream-worker.log"),
+        running(["streams.alerting", "worker", "-l", "warn"], env, tmp_path / "worker.log") as proc,
+    ):
         yield {
             "alerts": alerts,
             "twin": name,
@@ -135,17 +179,10 @@ def run(stack: StackHandle, unique_name: str, tmp_path: Path) -> Iterator[dict[s
             "env": env,
             "proc": proc,
             "log": tmp_path / "worker.log",
+            "twin_log": tmp_path / "stream-worker.log",
             "envelopes": n,
             "start": start,
         }
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def _consume(bootstrap: str, topic: str, until: Any, timeout_s: float) -> list[Alert]:
@@ -185,6 +222,8 @@ def test_faults_open_and_resolve_exactly_the_expected_alerts(
     assert done(events), (
         f"only {[(e.event, e.kind.value, e.scope.label) for e in events]}; worker log:\n"
         + run["log"].read_text()[-3000:]
+        + "\nstream worker log:\n"
+        + run["twin_log"].read_text()[-3000:]
     )
     # give a straggler the chance to show up before asserting "exactly"
     time.sleep(3)
