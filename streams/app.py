@@ -61,6 +61,7 @@ from streams.runtime import (
 from streams.sink import InfluxSink, fields_line
 from streams.site_stage import SiteStage
 from streams.stored import InfluxStore
+from streams.twinlink import plans_from_twin
 from streams.webview import ViewSource
 from streams.webview import install as install_view
 from streams.windows import SiteState
@@ -378,8 +379,6 @@ def _plans(cfg: StreamSettings) -> dict[Any, Any]:
     """Target plans from the twin, for the progress series (none with a compiled catalog)."""
     if cfg.catalog_file is not None:
         return {}
-    from streams.twinlink import plans_from_twin
-
     try:
         return dict(plans_from_twin(cfg.cluster_names))
     except Exception as exc:  # progress is a convenience; the twin itself must keep running

@@ -23,6 +23,8 @@ from twin.contract import TWIN_SCOPES as _TWIN_SCOPES
 
 
 def _unit_scale(carrier: str, unit: str) -> float | None:
+    # The twin is imported when used: a worker started from a compiled catalog file
+    # (``catalog_file``) never loads it (pint and the cluster models cost 0.4 s CPU per start).
     from twin.carriers import Carrier, UnitError, scale_to_canonical
 
     try:

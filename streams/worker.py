@@ -16,6 +16,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
 from clustertwin_base.kafka_auth import (
     KafkaAuthError,
     KafkaUnreachable,
@@ -23,11 +27,13 @@ from clustertwin_base.kafka_auth import (
     client_security,
 )
 from clustertwin_base.settings import MissingCredentialError, Settings
+from streams.app import create_app
 from streams.config import StreamSettings
 from streams.meter_vectors import CatalogError, MeterVectors
 from streams.priced import TOPIC_CONFIG, priced_topic
 from streams.runtime import raise_log_levels
 from streams.sink import InfluxAuthError, InfluxUnreachable, check_write_access
+from streams.twinlink import catalog_from_twin
 
 log = logging.getLogger("streams")
 
@@ -39,7 +45,6 @@ class WorkerConfigError(RuntimeError):
 def load_catalog(cfg: StreamSettings) -> MeterVectors:
     if cfg.catalog_file is not None:
         return MeterVectors.from_file(cfg.catalog_file)
-    from streams.twinlink import catalog_from_twin
 
     return catalog_from_twin(cfg.cluster_names)
 
@@ -78,10 +83,6 @@ def ensure_topics(settings: Settings, cfg: StreamSettings) -> int:
     The cluster-updates topic gets as many partitions as `readings`, as Faust's co-partitioned
     tables require.
     """
-    from kafka import KafkaAdminClient, KafkaConsumer
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
     # dead letters carry whole bad messages (up to MAX_DEADLETTER_BYTES): their topics must
     # take more than a broker's default 1 MB, or a big bad message stalls the worker
     big = {"max.message.bytes": str(8 * 1024 * 1024)}
@@ -143,8 +144,6 @@ def run_worker(
         raise WorkerConfigError(str(exc)) from exc
     check_servers(settings)
     partitions = ensure_topics(settings, cfg)
-    from streams.app import create_app
-
     app = create_app(cfg, settings, catalog, partitions)
     # the app's worker class (streams.runtime.QuietWorker), its stop bounded
     worker_cls = bounded_stop_worker(cast(type[Any], app.conf.Worker), cfg.stop_timeout_s)

@@ -33,6 +33,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from clustertwin_base.kafka_topics import delete_topics
 from connectors.sdk.base import Connector, ConnectorConfig, Item, SourceUnavailable
+from connectors.sdk.buffer import DiskBuffer
 from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.registry import load_config, load_connector
 from connectors.sdk.runner import REASON_HEADER, ConnectorRunner, make_publisher
@@ -386,8 +387,6 @@ class ConformanceKit:
 
 
 def _pending_in(cfg: ConnectorConfig) -> int:
-    from connectors.sdk.buffer import DiskBuffer
-
     assert cfg.buffer.dir is not None
     buf = DiskBuffer(cfg.buffer.dir, max_bytes=cfg.buffer.max_bytes)
     try:

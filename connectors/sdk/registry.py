@@ -105,6 +105,7 @@ def load_config(path: str | Path) -> tuple[type[Connector[Any]], ConnectorConfig
 
 def meter_index_for(config: ConnectorConfig) -> MeterIndex:
     """The meters a connector may publish: the cluster model the config names."""
+    # Imported when asked: listing or loading plugins must not pay for the cluster models.
     from twin.model import load_cluster
 
     try:

@@ -33,6 +33,8 @@ from typing import Any
 import faust
 import numpy as np
 import orjson
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -62,6 +64,8 @@ from streams.runtime import (
     stored_then_acked,
     topic_sender,
 )
+from streams.twinlink import catalog_from_twin
+from streams.worker import WorkerConfigError, check_servers
 from twin.targets import Pathway
 
 log = logging.getLogger("streams.alerting")
@@ -104,6 +108,7 @@ def load_pathways(cfg: AlertingSettings) -> dict[str, Pathway]:
             k: Pathway(np.array(v["years"], dtype=float), np.array(v["values"], dtype=float))
             for k, v in data.items()
         }
+    # Deferred: a worker given a pathways file never loads the twin model (pint, pydantic).
     from twin.model import load_cluster
 
     out: dict[str, Pathway] = {}
@@ -120,8 +125,6 @@ def load_pathways(cfg: AlertingSettings) -> dict[str, Pathway]:
 def load_catalog(cfg: AlertingSettings) -> MeterVectors:
     if cfg.catalog_file is not None:
         return MeterVectors.from_file(cfg.catalog_file)
-    from streams.twinlink import catalog_from_twin
-
     return catalog_from_twin(cfg.cluster_names)
 
 
@@ -136,9 +139,6 @@ def ensure_topic(
     defaults (whatever its partition count, key = alert id keeps each alert's events in order).
 
     ``security``: from ``clustertwin_base.kafka_auth.client_security``."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap, client_id="clustertwin-alerting", **(security or {})
     )
@@ -283,8 +283,6 @@ def main() -> None:
     Refuses to start (exit 2, one line saying what to fix) when Kafka or InfluxDB refuses
     the credentials or they are missing, instead of hanging in the Kafka bootstrap.
     """
-    from streams.worker import WorkerConfigError, check_servers
-
     settings = Settings.load()
     try:
         check_servers(settings)
