@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -262,3 +263,11 @@ def test_a_restart_bridges_the_interval_it_spans(tmp_path: Path) -> None:
     second = Metering(store)  # restarted after ten minutes down
     assert second.restored() == []
     assert second.counter("m", t0 + 10 * MIN, 130.0) == Interval("m", t0, t0 + 10 * MIN, 30.0)
+
+
+def test_the_readme_example_runs() -> None:
+    """connectors/README.md's metering example is run as written: it cannot drift."""
+    readme = Path(__file__).parents[3] / "connectors" / "README.md"
+    section = readme.read_text().split("## Metering helpers", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    exec(compile(block, str(readme), "exec"), {"__name__": "readme_example"})
