@@ -31,6 +31,7 @@ __all__ = [
     "HydrogenRoute",
     "UnitError",
     "carrier_properties",
+    "rate_quantity_unit",
     "scale_to_canonical",
     "to_canonical",
     "unit_is_compatible",
@@ -136,6 +137,37 @@ def _parse(unit: str) -> tuple[Dimension, float]:
     raise UnitError(
         f"unit {unit!r} has dimension {quantity.dimensionality}; "
         "expected an energy, a mass or a volume"
+    )
+
+
+#: the spelling of each dimension's base unit in readings (``_parse`` reads all three)
+_BASE_SPELLING = {Dimension.ENERGY: "MWh", Dimension.MASS: "t", Dimension.VOLUME: "m3"}
+
+
+@functools.lru_cache(maxsize=256)
+def rate_quantity_unit(rate_unit: str) -> tuple[str, float]:
+    """(quantity unit, quantity per hour at a rate of 1 ``rate_unit``) for a rate unit.
+
+    ``kW`` -> ("MWh", 0.001), ``t/h`` -> ("t", 1.0), ``Nm3/h`` -> ("m3", 1.0): what a meter
+    reporting a power or a flow delivers over time, in the dimension's base unit so the result
+    goes through ``scale_to_canonical`` like any quantity. UnitError when it is not a rate of
+    an energy, a mass or a volume.
+    """
+    text = rate_unit.strip()
+    if "/" in text:
+        num, den = (p.strip() for p in text.split("/", 1))
+        text = f"({_ALIASES.get(num, num)}) / ({den})"
+    try:
+        per_hour = ureg.Quantity(1.0, text) * ureg.Quantity(1.0, "hour")
+    except Exception as e:  # pint raises assorted parser errors on junk input
+        raise UnitError(f"unknown rate unit {rate_unit!r}: {e}") from e
+    for dim, base in _BASE.items():
+        try:
+            return _BASE_SPELLING[dim], float(per_hour.to(base).magnitude)
+        except pint.errors.DimensionalityError:
+            continue
+    raise UnitError(
+        f"unit {rate_unit!r} is not a rate of an energy, a mass or a volume (kW, t/h, Nm3/h)"
     )
 
 

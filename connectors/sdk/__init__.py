@@ -3,7 +3,9 @@
 Implement a :class:`Connector` (or :class:`PollingConnector`) with a pydantic config model
 derived from :class:`ConnectorConfig`, declare it under the ``clustertwin.connectors`` entry
 point group, and ``clustertwin connector run CONFIG`` gives it validation, envelopes, an
-idempotent Kafka producer, an on-disk buffer, reconnects and metrics. See connectors/README.md.
+idempotent Kafka producer, an on-disk buffer, reconnects and metrics; ``metering`` turns
+counters and rates into interval readings whose baselines survive restarts. See
+connectors/README.md.
 
 The public surface an out-of-tree connector may rely on is ``__all__`` below, the
 ``conformance`` and ``pytest_plugin`` modules, and the reading contract ``twin.readings``;
@@ -26,6 +28,14 @@ from connectors.sdk.base import (
     unknown_meters,
 )
 from connectors.sdk.buffer import BufferFull, DiskBuffer, Record
+from connectors.sdk.metering import (
+    CounterSpec,
+    Interval,
+    Metering,
+    Refusal,
+    StateError,
+    StateStore,
+)
 from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.publisher import KafkaPublisher, producer_config
 from connectors.sdk.registry import (
@@ -52,15 +62,21 @@ __all__ = [
     "ConnectorConfig",
     "ConnectorMetrics",
     "ConnectorRunner",
+    "CounterSpec",
     "DiskBuffer",
+    "Interval",
     "Item",
     "KafkaPublisher",
     "KafkaSettings",
+    "Metering",
     "PollingConfig",
     "PollingConnector",
     "Record",
+    "Refusal",
     "Sample",
     "SourceUnavailable",
+    "StateError",
+    "StateStore",
     "available",
     "lint",
     "load_config",

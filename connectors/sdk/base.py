@@ -145,6 +145,11 @@ class Connector(ABC, Generic[ConfigT]):
     def stream(self) -> AsyncIterator[Sequence[Item]]:
         """Yield batches of samples until the source ends (finite) or forever (live)."""
 
+    def readings_durable(self) -> None:
+        """Called by the runner when every batch yielded so far is in the disk buffer (or
+        refused to the dead-letter topic): the moment to confirm state that those readings
+        imply, e.g. ``Metering.durable()`` (connectors.sdk.metering). Must be quick."""
+
     #: Whether ``history`` can read the source's past (``clustertwin backfill``).
     reads_history: ClassVar[bool] = False
 

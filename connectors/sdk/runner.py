@@ -312,6 +312,18 @@ class ConnectorRunner:
                 self._spill.extend(self._envelopes(site))
         await self._flush_spill(final=force)
 
+    def _confirm_durable(self) -> None:
+        """Tell the connector when all it yielded is in the disk buffer. The pump puts a
+        yielded batch on the queue without suspending (it waits only when the queue is full,
+        and then the queue is not empty), so an empty queue, no pending readings and no
+        spill mean nothing yielded is still only in memory."""
+        if self._queue.empty() and not self._pending and not self._spill:
+            try:
+                self.connector.readings_durable()
+            except Exception as exc:  # a state file that cannot be written: say so, go on
+                self.metrics.last_error = f"readings_durable: {exc!r}"
+                log.warning("%s: readings_durable failed: %r", self.source, exc)
+
     def _next_deadline(self) -> float | None:
         if not self._pending_since:
             return None
@@ -345,6 +357,7 @@ class ConnectorRunner:
                 if batch:
                     self._intake(batch)
                 await self._flush_due()
+                self._confirm_durable()
                 if self._stop.is_set():
                     break
                 if max_readings is not None and self.metrics.samples_in >= max_readings:
@@ -359,6 +372,7 @@ class ConnectorRunner:
             with contextlib.suppress(Exception):
                 await self.connector.close()
             await self._flush_due(force=True)
+            self._confirm_durable()
             await asyncio.to_thread(self.publisher.close, drain_timeout)
         return self.metrics
 

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
+import signal
+import sys
+from asyncio.subprocess import Process
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import orjson
 import pytest
+import yaml
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from connectors.modbus import ModbusConfig, ModbusConnector, Register, plan_reads
-from connectors.sdk.conformance import ConformanceKit, free_port
+from connectors.sdk.conformance import ConformanceKit, consume_all, free_port
+from connectors.sdk.metering import StateStore
 from tests.conftest import StackHandle
-from twin.readings import MeterIndex
+from twin.readings import MeterIndex, now_ms, validate_envelope
 
 from .conftest import MINI
 
@@ -206,3 +215,102 @@ def test_modbus_buffers_while_kafka_is_unreachable(
 
     report = asyncio.run(run())
     assert len(report.readings) >= 59
+
+
+WRAP = 2**32  # the uint32 register wraps here (Wh)
+
+
+async def _connector_process(cfg: Path, bootstrap: str, env: dict[str, str]) -> Process:
+    cli = str(Path(sys.executable).parent / "clustertwin")
+    return await asyncio.create_subprocess_exec(
+        cli, "connector", "run", str(cfg), "--bootstrap", bootstrap, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+def test_a_killed_connector_counts_the_interval_across_its_restart_once(
+    stack: StackHandle, mini_index: MeterIndex, tmp_path: Path, unique_name: str
+) -> None:
+    """The real path: a pymodbus meter whose uint32 Wh register wraps while the connector
+    process is killed (SIGKILL: nothing flushed, nothing confirmed) and started again on
+    the same buffer.dir. What reaches Kafka, with the worker's (meter, ts) dedupe, covers the
+    whole time the plant counted, contiguously, and sums to what the register counted."""
+    buf = tmp_path / "buf"
+    cfg = config(502).model_dump(mode="json", exclude_none=True)
+    cfg.update(
+        name=unique_name,
+        poll_interval_s=0.1,
+        registers=[cfg["registers"][0]],  # mill-power, the counter
+        kafka={"topic": unique_name, "deadletter_topic": f"{unique_name}-dl"},
+        buffer={"dir": str(buf)},
+    )
+    env = {**os.environ, "CLUSTERTWIN_CACHE": str(tmp_path / "cache")}
+    start_wh = WRAP - 3_000_000  # wraps a few seconds in
+    counted = {"wh": 0}
+
+    async def set_register(server: MeterServer) -> None:
+        assert server.server is not None
+        words = AsyncModbusTcpClient.convert_to_registers(
+            (start_wh + counted["wh"]) % WRAP, AsyncModbusTcpClient.DATATYPE.UINT32
+        )
+        await server.server.async_setValues(1, 16, 0x100, words)
+
+    async def plant(server: MeterServer) -> None:
+        while True:
+            await asyncio.sleep(0.02)
+            counted["wh"] += 25_000 + 1000 * (counted["wh"] % 7)
+            await set_register(server)
+
+    async def wait_for_baseline(proc: Process) -> None:
+        state = buf / StateStore.FILE
+        for _ in range(300):
+            if state.exists() and orjson.loads(state.read_bytes())["state"].get("counters"):
+                return
+            assert proc.returncode is None, "the connector process died"
+            await asyncio.sleep(0.05)
+        raise AssertionError("no baseline saved within 15 s")
+
+    async def run() -> int:
+        async with meter_server() as server:
+            assert server.writer is not None
+            server.writer.cancel()  # this test is the plant
+            await set_register(server)
+            cfg["port"] = server.port
+            path = tmp_path / "modbus.yaml"
+            path.write_text(yaml.safe_dump(cfg))
+            first = await _connector_process(path, stack.kafka_bootstrap, env)
+            await wait_for_baseline(first)
+            counting = asyncio.create_task(plant(server))
+            await asyncio.sleep(3)
+            killed_at = now_ms()
+            first.kill()  # no shutdown: what was in memory is gone
+            await first.wait()
+            await asyncio.sleep(1)
+            second = await _connector_process(path, stack.kafka_bootstrap, env)
+            await asyncio.sleep(4)
+            counting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await counting
+            await asyncio.sleep(1.5)  # a few polls of the final count
+            second.send_signal(signal.SIGTERM)
+            _out, err = await asyncio.wait_for(second.communicate(), 60)
+            assert second.returncode == 0, err.decode()[-3000:]
+            return killed_at
+
+    killed_at = asyncio.run(run())
+    assert start_wh + counted["wh"] > WRAP, "the register did not wrap during the test"
+    unique: dict[int, dict[str, object]] = {}
+    for rec in consume_all(stack.kafka_bootstrap, unique_name):
+        result = validate_envelope(rec.value, mini_index, key=rec.key)
+        assert not result.rejected, result.rejected[:3]
+        for r in result.accepted:
+            seen = unique.setdefault(r["ts"], dict(r))
+            assert seen["value"] == r["value"] and seen.get("start") == r.get("start"), (seen, r)
+    intervals = [unique[t] for t in sorted(unique)]
+    assert len(intervals) > 20
+    for prev, nxt in itertools.pairwise(intervals):
+        assert nxt["start"] == prev["ts"], f"gap or overlap: {prev} then {nxt}"
+    assert any(i["start"] < killed_at < i["ts"] for i in intervals)  # type: ignore[operator]
+    total_mwh = sum(float(i["value"]) for i in intervals)  # type: ignore[arg-type]
+    assert total_mwh == pytest.approx(counted["wh"] * 1e-6, rel=1e-9, abs=1e-6)
+    assert consume_all(stack.kafka_bootstrap, f"{unique_name}-dl", timeout=5) == []

@@ -25,6 +25,7 @@ from connectors.sdk import (
     ConnectorRunner,
     DiskBuffer,
     Item,
+    Record,
     Sample,
     SourceUnavailable,
     available,
@@ -207,3 +208,54 @@ def test_a_sample_with_an_interval_goes_out_as_readings_2(
     result = validate_envelope(rec.value, mini_index)
     assert not result.rejected
     assert [r.get("start") for r in result.accepted] == [t - 900_000, None]
+
+
+class Paced(Connector[ConnectorConfig]):
+    """Yields a reading every few ms, and checks each durability call against the buffer."""
+
+    config_model: ClassVar[type[ConnectorConfig]] = ConnectorConfig
+
+    def __init__(self, config: ConnectorConfig, index: MeterIndex) -> None:
+        super().__init__(config, index)
+        self.yielded = 0
+        self.appended = 0
+        self.confirmed: list[int] = []
+        self.early: list[tuple[int, int]] = []  # (appended, yielded) at a premature call
+
+    async def stream(self) -> AsyncIterator[Sequence[Item]]:
+        t = now_ms() - 60_000
+        for i in range(40):
+            self.yielded += 1
+            yield [Sample("bf-gas", t + i, 1.0)]
+            await asyncio.sleep(0.004 * (i % 5))  # bursts and pauses
+
+    def readings_durable(self) -> None:
+        if self.appended != self.yielded:
+            self.early.append((self.appended, self.yielded))
+        self.confirmed.append(self.yielded)
+
+
+def test_the_runner_confirms_durability_only_once_all_yielded_is_on_disk(
+    tmp_path: Path, mini_index: MeterIndex
+) -> None:
+    cfg = ConnectorConfig(
+        connector="paced",
+        name="unit3",
+        cluster=str(MINI),
+        kafka={"bootstrap": f"127.0.0.1:{dead_port()}"},
+        batch={"max_readings": 7, "max_delay_ms": 20},
+        buffer={"dir": tmp_path / "buf"},
+    )
+    metrics = ConnectorMetrics()
+    source = Paced(cfg, mini_index)
+    publisher = make_publisher(cfg, metrics)
+    append = publisher.append
+
+    def counting(rec: Record, *, force: bool = False) -> None:
+        append(rec, force=force)
+        source.appended += rec.n_readings
+
+    publisher.append = counting  # type: ignore[method-assign]
+    asyncio.run(ConnectorRunner(source, publisher, metrics=metrics).run(drain_timeout=0.5))
+    assert source.early == [], "confirmed before what was yielded reached the disk buffer"
+    assert len(source.confirmed) > 2 and source.confirmed[-1] == 40
