@@ -33,6 +33,7 @@ __all__ = [
     "carrier_properties",
     "scale_to_canonical",
     "to_canonical",
+    "unit_dimension",
     "unit_is_compatible",
     "ureg",
 ]
@@ -137,6 +138,13 @@ def _parse(unit: str) -> tuple[Dimension, float]:
         f"unit {unit!r} has dimension {quantity.dimensionality}; "
         "expected an energy, a mass or a volume"
     )
+
+
+def unit_dimension(unit: str) -> Dimension:
+    """What ``unit`` measures (energy, mass or volume); UnitError for anything else. A
+    meter declared in one dimension fed in another is a mis-mapping, even where the twin
+    could convert (kWh onto a coal weighbridge is the wrong meter, not a unit choice)."""
+    return _parse(unit)[0]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from connectors.sdk.base import (
     ConnectorConfig,
     Item,
     KafkaSettings,
+    MeterMapping,
     PollingConfig,
     PollingConnector,
     Sample,
@@ -31,12 +32,15 @@ from connectors.sdk.publisher import KafkaPublisher, producer_config
 from connectors.sdk.registry import (
     ENTRY_POINT_GROUP,
     ConfigError,
+    LintReport,
     available,
     lint,
+    lint_report,
     load_config,
     load_connector,
     meter_index_for,
     parse_config,
+    unit_problems,
 )
 from connectors.sdk.runner import ConnectorRunner, make_publisher
 
@@ -56,6 +60,8 @@ __all__ = [
     "Item",
     "KafkaPublisher",
     "KafkaSettings",
+    "LintReport",
+    "MeterMapping",
     "PollingConfig",
     "PollingConnector",
     "Record",
@@ -63,11 +69,13 @@ __all__ = [
     "SourceUnavailable",
     "available",
     "lint",
+    "lint_report",
     "load_config",
     "load_connector",
     "make_publisher",
     "meter_index_for",
     "parse_config",
     "producer_config",
+    "unit_problems",
     "unknown_meters",
 ]
