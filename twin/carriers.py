@@ -34,6 +34,7 @@ __all__ = [
     "rate_quantity_unit",
     "scale_to_canonical",
     "to_canonical",
+    "unit_dimension",
     "unit_is_compatible",
     "ureg",
 ]
@@ -169,6 +170,13 @@ def rate_quantity_unit(rate_unit: str) -> tuple[str, float]:
     raise UnitError(
         f"unit {rate_unit!r} is not a rate of an energy, a mass or a volume (kW, t/h, Nm3/h)"
     )
+
+
+def unit_dimension(unit: str) -> Dimension:
+    """What ``unit`` measures (energy, mass or volume); UnitError for anything else. A
+    meter declared in one dimension fed in another is a mis-mapping, even where the twin
+    could convert (kWh onto a coal weighbridge is the wrong meter, not a unit choice)."""
+    return _parse(unit)[0]
 
 
 @dataclass(frozen=True)

@@ -55,19 +55,15 @@ def list_(as_json: bool) -> None:
 @connector.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def lint(config: Path) -> None:
-    """Validate CONFIG: its fields, its cluster and the meter ids it maps."""
-    from connectors.sdk.registry import ConfigError
-    from connectors.sdk.registry import lint as do_lint
+    """Validate CONFIG: its fields, its cluster, the meter ids it maps and their units."""
+    from connectors.sdk.registry import ConfigError, lint_report
 
     try:
-        _cls, cfg, index = do_lint(config)
+        report = lint_report(config)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    click.echo(
-        f"{config}: ok ({cfg.connector} connector {cfg.name!r}, cluster {index.cluster!r}, "
-        f"{len(index)} meters)"
-    )
+    click.echo(f"{config}: ok ({report.summary()})")
 
 
 def load_or_exit(config: Path) -> tuple[Any, Any, Any]:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, Sample
+from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, MeterMapping, Sample
 from twin.readings import MeterIndex, now_ms
 
 
@@ -76,6 +76,12 @@ class CsvReplayConnector(Connector[CsvReplayConfig]):
         self._done_rows = 0  # survives reconnects: resume where we were
         self._shift: int | None = None
         self._pace: tuple[float, int] | None = None  # (loop time, source ts) at replay start
+
+    @classmethod
+    def mapped_meters(cls, config: CsvReplayConfig, index: MeterIndex) -> list[MeterMapping]:
+        # long layout: tags not in ``meters`` name meters in the file; only the config's count
+        meters = set(config.meters.values()) | set(config.units)
+        return [MeterMapping(m, config.units.get(m), f"meters/units {m!r}") for m in sorted(meters)]
 
     @classmethod
     def check_config(cls, config: CsvReplayConfig, index: MeterIndex) -> list[str]:

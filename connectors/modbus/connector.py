@@ -25,6 +25,7 @@ from connectors.sdk.base import (
     BadSample,
     ConnectorConfig,
     Item,
+    MeterMapping,
     PollingConfig,
     PollingConnector,
     Sample,
@@ -153,6 +154,14 @@ class ModbusConnector(PollingConnector[ModbusConfig]):
             for i, r in enumerate(regs)
             if r.meter not in index
         ]
+
+    @classmethod
+    def mapped_meters(cls, config: ModbusConfig, index: MeterIndex) -> list[MeterMapping]:
+        try:
+            regs = config.all_registers()
+        except (OSError, ValueError, yaml.YAMLError):
+            return []  # check_config names the unreadable map
+        return [MeterMapping(r.meter, r.unit, f"registers[{i}]") for i, r in enumerate(regs)]
 
     async def open(self) -> None:
         cfg = self.config

@@ -27,6 +27,7 @@ from connectors.sdk.base import (
     Connector,
     ConnectorConfig,
     Item,
+    MeterMapping,
     Sample,
     SourceUnavailable,
     drain_queue,
@@ -132,6 +133,11 @@ class MqttConnector(Connector[MqttConfig]):
         super().__init__(config, index)
         self._client: mqtt.Client | None = None
         self._queue: asyncio.Queue[Item | Exception] = asyncio.Queue()
+
+    @classmethod
+    def mapped_meters(cls, config: MqttConfig, index: MeterIndex) -> list[MeterMapping]:
+        # a templated meter ('sw-{2}') counts once; a unit_field's unit is only known per message
+        return [MeterMapping(t.meter, t.unit, f"topics[{i}]") for i, t in enumerate(config.topics)]
 
     @classmethod
     def check_config(cls, config: MqttConfig, index: MeterIndex) -> list[str]:

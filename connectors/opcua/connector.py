@@ -24,6 +24,7 @@ from connectors.sdk.base import (
     Connector,
     ConnectorConfig,
     Item,
+    MeterMapping,
     Sample,
     SourceUnavailable,
     drain_queue,
@@ -80,6 +81,10 @@ class OpcUaConnector(Connector[OpcUaConfig]):
         self._client: Client | None = None
         self._queue: asyncio.Queue[Item | Exception] = asyncio.Queue()
         self._by_node: dict[str, NodeMap] = {}
+
+    @classmethod
+    def mapped_meters(cls, config: OpcUaConfig, index: MeterIndex) -> list[MeterMapping]:
+        return [MeterMapping(n.meter, n.unit, f"nodes[{i}]") for i, n in enumerate(config.nodes)]
 
     @classmethod
     def check_config(cls, config: OpcUaConfig, index: MeterIndex) -> list[str]:

@@ -21,6 +21,7 @@ from connectors.sdk.base import (
     ConnectorConfig,
     Item,
     KafkaSettings,
+    MeterMapping,
     PollingConfig,
     PollingConnector,
     Sample,
@@ -41,12 +42,15 @@ from connectors.sdk.publisher import KafkaPublisher, producer_config
 from connectors.sdk.registry import (
     ENTRY_POINT_GROUP,
     ConfigError,
+    LintReport,
     available,
     lint,
+    lint_report,
     load_config,
     load_connector,
     meter_index_for,
     parse_config,
+    unit_problems,
 )
 from connectors.sdk.runner import ConnectorRunner, make_publisher
 
@@ -69,6 +73,8 @@ __all__ = [
     "KafkaPublisher",
     "KafkaSettings",
     "Metering",
+    "LintReport",
+    "MeterMapping",
     "PollingConfig",
     "PollingConnector",
     "Record",
@@ -79,11 +85,13 @@ __all__ = [
     "StateStore",
     "available",
     "lint",
+    "lint_report",
     "load_config",
     "load_connector",
     "make_publisher",
     "meter_index_for",
     "parse_config",
     "producer_config",
+    "unit_problems",
     "unknown_meters",
 ]

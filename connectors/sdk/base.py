@@ -57,6 +57,16 @@ class BadSample:
 Item = Sample | BadSample
 
 
+@dataclass(frozen=True, slots=True)
+class MeterMapping:
+    """One meter a config maps, for ``connector lint``: ``unit`` is the unit the source
+    sends (None: the meter's own), ``where`` the config item, named in lint messages."""
+
+    meter: str
+    unit: str | None
+    where: str
+
+
 class KafkaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -134,6 +144,13 @@ class Connector(ABC, Generic[ConfigT]):
         Override to check your own mappings; ``clustertwin connector lint`` reports them.
         """
         return []
+
+    @classmethod
+    def mapped_meters(cls, config: ConfigT, index: MeterIndex) -> list[MeterMapping] | None:
+        """The meters (and source units) ``config`` maps; None where the meter ids come
+        with the data (an HTTP push), so there is nothing to count. ``connector lint``
+        checks each unit against the meter's carrier and reports how many are mapped."""
+        return None
 
     async def open(self) -> None:
         """Connect to the source; raise SourceUnavailable if it cannot be reached."""

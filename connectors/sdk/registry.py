@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from connectors.sdk.base import Connector, ConnectorConfig
+from connectors.sdk.base import Connector, ConnectorConfig, MeterMapping
+from twin.carriers import UnitError, unit_dimension, unit_is_compatible
 from twin.readings import MeterIndex
 
 ENTRY_POINT_GROUP = "clustertwin.connectors"
@@ -115,13 +116,75 @@ def meter_index_for(config: ConnectorConfig) -> MeterIndex:
     return MeterIndex.from_cluster(cluster)
 
 
-def lint(path: str | Path) -> tuple[type[Connector[Any]], ConnectorConfig, MeterIndex]:
-    """Everything ``run`` would check before touching a network: config, cluster, meter ids."""
+def unit_problems(mappings: list[MeterMapping], index: MeterIndex) -> list[str]:
+    """Lint rule "unit fits the meter": a mapped unit must measure the meter's carrier
+    (the twin's conversions decide) and be of the dimension the meter is declared in.
+    Unknown meter ids are the connector's own ``check_config`` finding, not repeated here."""
+    problems = []
+    for m in mappings:
+        info = index.get(m.meter)
+        if info is None or m.unit is None:
+            continue
+        if not unit_is_compatible(info.carrier, m.unit):
+            problems.append(
+                f"{m.where}: unit {m.unit!r} cannot measure meter {m.meter!r}'s carrier "
+                f"{info.carrier} (rule: unit fits the meter)"
+            )
+            continue
+        if info.unit is None or m.unit == info.unit:
+            continue
+        try:
+            mapped, declared = unit_dimension(m.unit), unit_dimension(info.unit)
+        except UnitError:
+            continue  # the cluster model's own unit is the model's lint, not this one
+        if mapped is not declared:
+            problems.append(
+                f"{m.where}: unit {m.unit!r} (an {mapped.value}) mapped onto meter {m.meter!r}, "
+                f"declared in {info.unit!r} (a {declared.value}) of carrier {info.carrier} "
+                "(rule: unit fits the meter)"
+            )
+    return problems
+
+
+@dataclass(frozen=True)
+class LintReport:
+    """What ``connector lint`` found good: the config, its cluster, what it maps."""
+
+    cls: type[Connector[Any]]
+    config: ConnectorConfig
+    index: MeterIndex
+    #: distinct meter ids the config maps (templates count once); None: ids come with data
+    mapped: int | None
+
+    def summary(self) -> str:
+        maps = (
+            "meter ids come with the data"
+            if self.mapped is None
+            else f"{self.mapped} meter{'s' if self.mapped != 1 else ''} mapped"
+        )
+        return (
+            f"{self.config.connector} connector {self.config.name!r}, "
+            f"cluster {self.index.cluster!r}, {maps}"
+        )
+
+
+def lint_report(path: str | Path) -> LintReport:
+    """Everything ``run`` would check before touching a network: config, cluster, meter
+    ids, units against carriers; and how many meters the config maps."""
     cls, config = load_config(path)
     index = meter_index_for(config)
-    problems = [f"  {p}" for p in cls.check_config(config, index)]
-    if problems:
+    mappings = cls.mapped_meters(config, index)
+    found = cls.check_config(config, index) + unit_problems(mappings or [], index)
+    if found:
         raise ConfigError(
-            f"{path}: config does not match cluster {index.cluster!r}:\n" + "\n".join(problems)
+            f"{path}: config does not match cluster {index.cluster!r}:\n"
+            + "\n".join(f"  {p}" for p in found)
         )
-    return cls, config, index
+    mapped = None if mappings is None else len({m.meter for m in mappings})
+    return LintReport(cls, config, index, mapped)
+
+
+def lint(path: str | Path) -> tuple[type[Connector[Any]], ConnectorConfig, MeterIndex]:
+    """:func:`lint_report`'s checks; the connector class, config and meter index."""
+    report = lint_report(path)
+    return report.cls, report.config, report.index

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, field_validator
 
-from connectors.sdk.base import Connector, ConnectorConfig, Item, Sample
+from connectors.sdk.base import Connector, ConnectorConfig, Item, MeterMapping, Sample
 from connectors.sdk.runner import buffer_dir
 from connectors.sdk.timespec import parse_time
 from connectors.simulator.profiles import (
@@ -238,6 +238,11 @@ class SimulatorConnector(Connector[SimulatorConfig]):
         if self.config.resume:
             self.save_position(force=True)
         await super().close()
+
+    @classmethod
+    def mapped_meters(cls, config: SimulatorConfig, index: MeterIndex) -> list[MeterMapping]:
+        wanted = set(config.sites or index.sites)
+        return [MeterMapping(m.meter, None, f"sites {m.site!r}") for m in index if m.site in wanted]
 
     @classmethod
     def check_config(cls, config: SimulatorConfig, index: MeterIndex) -> list[str]:

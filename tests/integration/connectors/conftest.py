@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.sdk.pytest_plugin import conformance  # noqa: F401 - the kit's fixture
+from connectors.sdk.pytest_plugin import (  # noqa: F401 - the kit's fixture and summary
+    conformance,
+    pytest_terminal_summary,
+)
 from twin.model import load_cluster
 from twin.readings import MeterIndex
 

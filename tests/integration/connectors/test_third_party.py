@@ -87,7 +87,8 @@ def test_cli_lists_lints_and_runs_the_installed_connector(
     stack: StackHandle, acme: tuple[Path, Path], tmp_path: Path, unique_name: str
 ) -> None:
     site, sample = acme
-    env = {**os.environ, "PYTHONPATH": str(site), "CLUSTERTWIN_CACHE": str(tmp_path / "cache")}
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "CLUSTERTWIN_CACHE": str(tmp_path / "cache")}
     listed = subprocess.run([CLI, "connector", "list"], env=env, capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     assert re.search(r"^acme\s+Acme gateway JSON-lines counters", listed.stdout, re.M)
@@ -159,3 +160,21 @@ def test_installed_connector_passes_the_conformance_kit(
         conformance.check_buffering(lambda c: cls(c, mini_index), cfg, mini_index, min_readings=401)
     )
     assert len(report.readings) == 400
+
+
+def test_the_readme_conformance_test_runs_as_written(
+    stack: StackHandle, acme: tuple[Path, Path], conformance: ConformanceKit, tmp_path: Path
+) -> None:
+    """The README's step-5 test, imports and all, against the installed acme connector."""
+    code = readme_block("python", "def test_acme_is_conformant")
+    namespace: dict[str, object] = {}
+    exec(compile(code, "connectors/README.md step 5", "exec"), namespace)
+    test = namespace["test_acme_is_conformant"]
+    assert callable(test)
+    test(conformance, tmp_path)
+    assert [r.name for r in conformance.results] == [
+        "package acme",
+        "contract+reconnect",
+        "buffering",
+    ]
+    assert all(r.passed for r in conformance.results)
