@@ -60,7 +60,7 @@ from streams.runtime import (
 )
 from streams.sink import InfluxSink, fields_line
 from streams.site_stage import SiteStage
-from streams.stored import InfluxStore
+from streams.stored import InfluxStore, SettledReads
 from streams.twinlink import plans_from_twin
 from streams.webview import ViewSource
 from streams.webview import install as install_view
@@ -203,13 +203,15 @@ def build_twin(
         limits=Limits(horizon_years=cfg.horizon_years),
         store=store,
     )
+    commits = OverlappedCommits(site_stage)
     cluster_stage = ClusterStage(
         catalog,
         FaustTable(clusters_table),
         sink.write,
         cfg.twin,
         int(cfg.cluster_retention_s * 1000),
-        store=store,
+        # restating a window reads the site windows back: never half-written ones
+        store=SettledReads(store, lambda: commits.wait(raise_errors=False)),
     )
     return Twin(
         cfg=cfg,
@@ -221,7 +223,7 @@ def build_twin(
         site_stage=site_stage,
         cluster_stage=cluster_stage,
         progress=ProgressWriter(catalog, cfg.twin, plans=_plans(cfg)),
-        commits=OverlappedCommits(site_stage),
+        commits=commits,
     )
 
 

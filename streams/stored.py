@@ -11,7 +11,7 @@ fields are ``nano / 1e9`` doubles, exact below 2**53, turned back by rounding.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -47,6 +47,34 @@ class ReadingStore(Protocol):
     async def site_windows(
         self, twin: str, cluster: str, res: str, starts: Sequence[int]
     ) -> SiteWindows: ...
+
+
+class SettledReads:
+    """A store whose reads wait until the site stage's write in flight has finished.
+
+    The site stage stores batch N while it prepares batch N+1 (``OverlappedCommits``), so
+    the cluster stage, restating a window from InfluxDB, could read it half written: InfluxDB
+    keeps each field as its own series, and a query during a write may see some fields of a
+    point and not others. Such a point cannot be summed (it was logged as "incomplete stored
+    point" and skipped until the site's next update). Waiting for the commit in flight costs
+    the overlap only when a stage actually reads back.
+    """
+
+    def __init__(self, store: ReadingStore, settled: Callable[[], Awaitable[None]]) -> None:
+        self._store = store
+        self._settled = settled
+
+    async def readings(
+        self, twin: str, cluster: str, site: str, spans: Sequence[tuple[int, int]]
+    ) -> list[StoredReading]:
+        await self._settled()
+        return await self._store.readings(twin, cluster, site, spans)
+
+    async def site_windows(
+        self, twin: str, cluster: str, res: str, starts: Sequence[int]
+    ) -> SiteWindows:
+        await self._settled()
+        return await self._store.site_windows(twin, cluster, res, starts)
 
 
 def flux_string(value: str) -> str:
