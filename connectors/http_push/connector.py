@@ -22,7 +22,7 @@ from aiohttp import web
 from pydantic import Field, model_validator
 
 from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, Sample
-from connectors.sdk.tls import ServerTls, TlsError
+from connectors.sdk.tls import ServerTls
 from twin.readings import MeterIndex
 
 log = logging.getLogger(__name__)
@@ -129,11 +129,6 @@ class HttpPushConnector(Connector[HttpPushConfig]):
             config.token()
         except ValueError as exc:
             problems.append(str(exc))
-        if config.tls is not None:
-            try:
-                config.tls.context()
-            except TlsError as exc:
-                problems.append(str(exc))
         return problems
 
     def _authorized(self, request: web.Request) -> bool:

@@ -151,7 +151,6 @@ def test_tls_config_errors_name_the_field(
     cfg = config(1, {"cert_file": "${CT_TLS_DIR}/server.pem", "key_file": str(key)})
     assert cfg.tls is not None and cfg.tls.cert_file == cert
     mismatched = config(1, {"cert_file": str(other_cert), "key_file": str(key)})
-    [problem] = HttpPushConnector.check_config(mismatched, mini_index)
-    assert problem.startswith("tls.cert_file/key_file: cannot load")
+    assert HttpPushConnector.check_config(mismatched, mini_index) == []  # files: at open
     with pytest.raises(TlsError, match=r"tls\.cert_file/key_file"):
         asyncio.run(HttpPushConnector(mismatched, mini_index).open())
