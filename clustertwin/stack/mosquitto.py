@@ -71,9 +71,23 @@ class Mosquitto(Service):
         return [binary, "-c", str(config)]
 
     def healthy(self) -> bool:
-        return port_open(self.host, self.port) and (
-            self.tls_port is None or port_open(self.host, self.tls_port)
-        )
+        return port_open(self.host, self.port) and self.tls_up() is not False
+
+    def tls_up(self) -> bool | None:
+        """Whether the TLS listener answers; None when this broker has none."""
+        return None if self.tls_port is None else port_open(self.host, self.tls_port)
+
+    def start(self, progress: Progress) -> bool:
+        # A broker started by an older version runs without the TLS listener. It is not
+        # restarted behind the user's back (clients are connected to it); they are told.
+        if self.process.running() and port_open(self.host, self.port) and not self.tls_up():
+            if self.tls_port is not None:
+                progress(
+                    f"mosquitto runs without its TLS listener on {self.tls_port} (started by "
+                    "an older version): `clustertwin stack down mosquitto` then `stack up`"
+                )
+            return False
+        return super().start(progress)
 
     def settings(self) -> dict[str, str]:
         values = {"CLUSTERTWIN_MQTT_HOST": self.host, "CLUSTERTWIN_MQTT_PORT": str(self.port)}
