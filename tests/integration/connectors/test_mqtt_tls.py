@@ -48,7 +48,7 @@ def config(broker: Mosquitto, **tls: object) -> MqttConfig:
             "client_id": "ct-mqtt-tls",
             "clean_session": True,
             "topics": [{"topic": "tls/steelworks/+/energy", "meter": "{2}"}],
-            "tls": {key: str(value) for key, value in tls.items()},
+            "tls": {k: v if isinstance(v, bool) else str(v) for k, v in tls.items()},
         }
     )
 
@@ -151,3 +151,27 @@ def test_stack_tls_material_is_made_once_and_private(tls_broker: Mosquitto) -> N
     settings = tls_broker.settings()
     assert settings["CLUSTERTWIN_MQTT_TLS_PORT"] == str(tls_broker.tls_port)
     assert settings["CLUSTERTWIN_MQTT_TLS_CA_FILE"] == str(tls.ca_file)
+
+
+def test_hostname_verification_is_on_by_default(tmp_path: Path, mini_index: MeterIndex) -> None:
+    broker = Mosquitto(port=free_port(), root=tmp_path, tls_port=free_port())
+    # the broker's certificate names another host than the one connected to (127.0.0.1)
+    broker.tls.ensure(hosts=("mqtt.plant.example",))
+    broker.start(lambda _m: None)
+    try:
+        tls = broker.tls
+        files = {"ca_file": tls.ca_file, "cert_file": tls.cert("client")}
+        files["key_file"] = tls.key("client")
+        message = asyncio.run(_refusal(config(broker, **files), mini_index))
+        assert "TLS handshake failed" in message and "mismatch" in message, message
+
+        async def connect_without_hostname_check() -> None:
+            connector = MqttConnector(config(broker, **files, verify_hostname=False), mini_index)
+            try:
+                await asyncio.wait_for(connector.open(), 15)
+            finally:
+                await connector.close()
+
+        asyncio.run(connect_without_hostname_check())  # same CA, same client cert: accepted
+    finally:
+        broker.stop()
