@@ -19,10 +19,12 @@ import pytest
 from clustertwin.stack.mosquitto import Mosquitto
 from connectors.mqtt import MqttConfig, MqttConnector
 from connectors.sdk.base import Sample, SourceUnavailable
-from connectors.sdk.conformance import free_port
+from connectors.sdk.conformance import ConformanceKit, free_port
+from tests.conftest import StackHandle
 from twin.readings import MeterIndex, now_ms
 
 from .conftest import MINI, PkiFiles
+from .test_mqtt import Feeder
 
 pytestmark = pytest.mark.integration
 
@@ -102,6 +104,49 @@ def test_mqtt_over_tls_with_a_client_certificate(
     assert [(s.meter, s.ts, s.value) for s in got] == [
         ("bf-gas", t0 + i * 1000, v) for i, v in enumerate(values)
     ]
+
+
+def test_mqtt_tls_meets_the_contract(
+    stack: StackHandle, conformance: ConformanceKit, tls_broker: Mosquitto, mini_index: MeterIndex
+) -> None:
+    """Over TLS with client certificates, end to end into Kafka, through an injected source
+    failure: the reconnect handshakes again and the persistent session loses nothing."""
+    tls = tls_broker.tls
+    cfg = config(
+        tls_broker, ca_file=tls.ca_file, cert_file=tls.cert("client"), key_file=tls.key("client")
+    )
+    cfg = cfg.model_copy(
+        update={
+            "clean_session": False,
+            "topics": [cfg.topics[0].model_copy(update={"topic": "tlsk/steelworks/+/energy"})],
+        }
+    )
+    feeder = Feeder(tls_broker.host, tls_broker.tls_port or 0, "tlsk", n=440, rate=300)
+    feeder.client.tls_set(
+        ca_certs=str(tls.ca_file), certfile=str(tls.cert("client")), keyfile=str(tls.key("client"))
+    )
+
+    async def run():  # type: ignore[no-untyped-def]
+        async def start_feeding() -> None:
+            await asyncio.sleep(1.0)
+            feeder.start()
+
+        asyncio.get_running_loop().create_task(start_feeding())
+        return await conformance.check_contract(
+            lambda c: MqttConnector(c, mini_index),
+            cfg,
+            mini_index,
+            min_readings=400,
+            redelivers=True,
+        )
+
+    try:
+        report = asyncio.run(run())
+    finally:
+        feeder.close()
+    values = sorted(set(r["value"] for r in report.readings))
+    assert len(values) >= 390
+    assert values == [1.0 + i for i in range(int(values[-1])) if i != 7]
 
 
 async def _refusal(cfg: MqttConfig, index: MeterIndex) -> str:

@@ -24,7 +24,8 @@ from clustertwin.stack.pki import Authority, Credential, self_signed
 from connectors.opcua import OpcUaConfig, OpcUaConnector
 from connectors.opcua.security import UntrustedServer
 from connectors.sdk.base import Sample, SourceUnavailable
-from connectors.sdk.conformance import free_port
+from connectors.sdk.conformance import ConformanceKit, free_port
+from tests.conftest import StackHandle
 from twin.readings import MeterIndex
 
 from .conftest import MINI
@@ -63,11 +64,11 @@ class SecurePlant:
     def __init__(self, pki: Pki, port: int) -> None:
         self.pki = pki
         self.endpoint = f"opc.tcp://127.0.0.1:{port}/secure-plant"
-        self.server = Server()
         self.task: asyncio.Task[None] | None = None
+        self.n = 0
 
     async def start(self) -> None:
-        server = self.server
+        server = self.server = Server()
         await server.init()
         server.set_endpoint(self.endpoint)
         await server.set_application_uri(SERVER_URI)
@@ -90,10 +91,9 @@ class SecurePlant:
         self.task = asyncio.create_task(self._process(gas))
 
     async def _process(self, gas) -> None:  # type: ignore[no-untyped-def]
-        n = 0
         while True:
-            n += 1
-            value = ua.Variant(float(n), ua.VariantType.Double)
+            self.n += 1  # kept across restarts: values only grow
+            value = ua.Variant(float(self.n), ua.VariantType.Double)
             await gas.write_value(ua.DataValue(value, SourceTimestamp=datetime.now(UTC)))
             await asyncio.sleep(0.03)
 
@@ -189,6 +189,36 @@ def test_secure_connector_reads_values(
     values = [s.value for s in got]
     assert len(values) >= 10 and all(v >= 1 for v in values)
     assert values == sorted(values)  # the server's counter, in order, nothing invented
+
+
+def test_secure_link_meets_the_contract_across_a_server_restart(
+    stack: StackHandle, conformance: ConformanceKit, pki: Pki, mini_index: MeterIndex
+) -> None:
+    """Readings reach Kafka over SignAndEncrypt; a reconnect checks the server's certificate
+    again and opens a new secure channel."""
+
+    async def run():  # type: ignore[no-untyped-def]
+        async with plant(pki) as server:
+
+            async def disrupt() -> None:
+                await server.stop()
+                await asyncio.sleep(1.0)
+                await server.start()
+
+            cfg = config(server).model_copy(update={"watchdog_s": 0.5})
+            return await conformance.check_contract(
+                lambda c: OpcUaConnector(c, mini_index),
+                cfg,
+                mini_index,
+                min_readings=100,
+                disrupt=disrupt,
+                timeout=120,
+            )
+
+    report = asyncio.run(run())
+    assert report.metrics["source_reconnects"] >= 1
+    values = [r["value"] for r in report.readings if r["meter"] == "bf-gas"]
+    assert len(values) >= 100 and values == sorted(values)
 
 
 def test_trusting_the_issuing_ca_is_enough(pki: Pki, mini_index: MeterIndex) -> None:
