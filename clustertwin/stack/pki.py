@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -231,14 +232,15 @@ class LocalTls:
             ca = Authority.create()
             ca.credential.write(self.directory, "ca")
             made = True
-        for stem, usage in (("server", "server"), ("client", "client")):
+        leaves: tuple[tuple[str, Usage], ...] = (("server", "server"), ("client", "client"))
+        for stem, usage in leaves:
             try:
                 current = Credential.read(self.cert(stem), self.key(stem))
                 current.certificate.verify_directly_issued_by(ca.credential.certificate)
                 if made or not current.valid_for(30):
                     raise ValueError("reissue")
-            except (OSError, ValueError, TypeError):
-                issued = ca.issue(f"clustertwin-local-{stem}", hosts=hosts, usage=usage)  # type: ignore[arg-type]
+            except (OSError, ValueError, TypeError, InvalidSignature):
+                issued = ca.issue(f"clustertwin-local-{stem}", hosts=hosts, usage=usage)
                 issued.write(self.directory, stem)
                 made = True
         return made
