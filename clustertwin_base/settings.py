@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     influx_bucket: str = "clustertwin"
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
+    # MQTT over TLS with a client certificate (the local stack's second listener); the files
+    # are where the stack generated them, for clients that want the stack's own identity
+    mqtt_tls_port: int = 8883
+    mqtt_tls_ca_file: Path | None = None
+    mqtt_tls_cert_file: Path | None = None
+    mqtt_tls_key_file: Path | None = None
 
     @classmethod
     def load(cls, env_file: Path | None = None) -> Settings:

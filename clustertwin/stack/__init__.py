@@ -58,7 +58,7 @@ class LocalStack:
                 root=self.root,
                 security=kafka_security,
             ),
-            "mosquitto": Mosquitto(port=1883 + offset, root=self.root),
+            "mosquitto": Mosquitto(port=1883 + offset, root=self.root, tls_port=8883 + offset),
         }
 
     def select(self, names: Iterable[str] | None) -> list[Service]:

@@ -22,6 +22,7 @@ from aiohttp import web
 from pydantic import Field, model_validator
 
 from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, Sample
+from connectors.sdk.tls import ServerTls
 from twin.readings import MeterIndex
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class HttpPushConfig(ConnectorConfig):
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     max_readings_per_request: int = Field(default=10_000, ge=1)
     max_queued_requests: int = Field(default=256, ge=1)
+    tls: ServerTls | None = Field(
+        default=None, description="serve HTTPS (and, with client_ca_file, mutual TLS)"
+    )
 
     @model_validator(mode="after")
     def _one_token_source(self) -> HttpPushConfig:
@@ -120,11 +124,12 @@ class HttpPushConnector(Connector[HttpPushConfig]):
 
     @classmethod
     def check_config(cls, config: HttpPushConfig, index: MeterIndex) -> list[str]:
+        problems = []
         try:
             config.token()
         except ValueError as exc:
-            return [str(exc)]
-        return []
+            problems.append(str(exc))
+        return problems
 
     def _authorized(self, request: web.Request) -> bool:
         """Bearer token check in constant time (the scheme is case-insensitive, RFC 7235)."""
@@ -164,11 +169,13 @@ class HttpPushConnector(Connector[HttpPushConfig]):
 
     async def open(self) -> None:
         self._token = self.config.token()
+        # a TlsError here is a configuration fault, not an outage: it says which field
+        ssl_context = self.config.tls.context() if self.config.tls is not None else None
         app = web.Application(client_max_size=self.config.max_body_bytes)
         app.router.add_post(self.config.path, self._handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port)
+        site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError:

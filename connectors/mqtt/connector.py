@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -32,9 +33,15 @@ from connectors.sdk.base import (
     SourceUnavailable,
     drain_queue,
 )
+from connectors.sdk.tls import ClientTls
 from twin.readings import MeterIndex
 
 _LEVEL = re.compile(r"\{(\d+)\}")
+_UNTRUSTED_HINT = (
+    " (the broker's certificate is not issued by tls.ca_file, or does not name the host:"
+    " tls.verify_hostname)"
+)
+_TLS_REFUSED_HINT = " - does the broker accept our client certificate (tls.cert_file)?"
 
 
 class TopicMap(BaseModel):
@@ -59,7 +66,12 @@ class TopicMap(BaseModel):
 
 class MqttConfig(ConnectorConfig):
     host: str | None = Field(default=None, description="default: CLUSTERTWIN_MQTT_HOST")
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="default: CLUSTERTWIN_MQTT_(TLS_)PORT"
+    )
+    tls: ClientTls | None = Field(
+        default=None, description="MQTT over TLS: CA, client certificate and key, min version"
+    )
     client_id: str | None = Field(default=None, description="default: clustertwin-<name>")
     username: str | None = None
     password_env: str | None = Field(default=None, description="env var holding the password")
@@ -141,17 +153,18 @@ class MqttConnector(Connector[MqttConfig]):
 
     @classmethod
     def check_config(cls, config: MqttConfig, index: MeterIndex) -> list[str]:
-        return [
+        problems = [
             f"topics[{i}].meter: unknown meter {t.meter!r} in cluster {index.cluster!r}"
             for i, t in enumerate(config.topics)
             if not _LEVEL.search(t.meter) and t.meter not in index
         ]
+        return problems
 
     async def open(self) -> None:
         cfg = self.config
         settings = Settings.load()
         host = cfg.host or settings.mqtt_host
-        port = cfg.port or settings.mqtt_port
+        port = cfg.port or (settings.mqtt_tls_port if cfg.tls else settings.mqtt_port)
         loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         connected: asyncio.Future[int] = loop.create_future()
@@ -163,6 +176,10 @@ class MqttConnector(Connector[MqttConfig]):
         )
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password())
+        if cfg.tls is not None:
+            # a TlsError (unreadable key, wrong password) names the field; paho takes the
+            # context as is, hostname check included
+            client.tls_set_context(cfg.tls.context())
 
         def put(item: Item | Exception) -> None:
             loop.call_soon_threadsafe(self._queue.put_nowait, item)
@@ -179,7 +196,19 @@ class MqttConnector(Connector[MqttConfig]):
             loop.call_soon_threadsafe(settle)
 
         def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-            put(SourceUnavailable(f"MQTT broker {host}:{port} disconnected: {rc}"))
+            error = SourceUnavailable(f"MQTT broker {host}:{port} disconnected: {rc}")
+            put(error)
+
+            def refused() -> None:  # closed before CONNACK: e.g. TLS 1.3 refusing our cert
+                if not connected.done():
+                    connected.set_exception(
+                        SourceUnavailable(
+                            f"MQTT broker {host}:{port} closed the connection before CONNACK "
+                            f"({rc}){_TLS_REFUSED_HINT if cfg.tls else ''}"
+                        )
+                    )
+
+            loop.call_soon_threadsafe(refused)
 
         def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
             received = time.time_ns() // 1_000_000
@@ -193,6 +222,11 @@ class MqttConnector(Connector[MqttConfig]):
         client.on_message = on_message
         try:
             await asyncio.to_thread(client.connect, host, port, cfg.keepalive_s)
+        except ssl.SSLError as exc:  # before OSError: it is one, but not an outage to shrug at
+            hint = _UNTRUSTED_HINT if isinstance(exc, ssl.SSLCertVerificationError) else ""
+            raise SourceUnavailable(
+                f"MQTT broker {host}:{port}: TLS handshake failed: {exc}{hint}"
+            ) from exc
         except OSError as exc:
             raise SourceUnavailable(f"MQTT broker {host}:{port}: {exc}") from exc
         client.loop_start()

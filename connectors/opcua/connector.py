@@ -19,6 +19,15 @@ import orjson
 from asyncua import Client, ua
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.opcua.security import (
+    POLICIES,
+    OpcUaSecurity,
+    check_trusted,
+    describe_endpoints,
+    first_certificate,
+    load_credentials,
+    pick_endpoint,
+)
 from connectors.sdk.base import (
     BadSample,
     Connector,
@@ -50,6 +59,9 @@ class OpcUaConfig(ConnectorConfig):
     watchdog_s: float = Field(default=2.0, gt=0)
     nodes: list[NodeMap] = Field(min_length=1)
     max_batch: int = Field(default=5000, ge=1)
+    security: OpcUaSecurity = Field(
+        default_factory=OpcUaSecurity, description="policy, mode, certificates, trusted servers"
+    )
 
     @model_validator(mode="after")
     def _password_with_user(self) -> OpcUaConfig:
@@ -150,11 +162,18 @@ class OpcUaConnector(Connector[OpcUaConfig]):
 
         client.connection_lost_callback = lost
         try:
+            if cfg.security.secure:
+                await self._secure(client)
             await client.connect()
+        except SourceUnavailable:  # already says why (an untrusted server, no such endpoint)
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            raise
         except (OSError, TimeoutError, ua.UaError) as exc:
             with contextlib.suppress(Exception):
                 await client.disconnect()
-            raise SourceUnavailable(f"OPC UA server {cfg.endpoint}: {exc!r}") from exc
+            why = await self._refusal_hint(exc) or repr(exc)
+            raise SourceUnavailable(f"OPC UA server {cfg.endpoint}: {why}") from exc
         self._client = client
         try:
             sub = await client.create_subscription(cfg.publishing_interval_ms, _Handler(self))
@@ -167,6 +186,48 @@ class OpcUaConnector(Connector[OpcUaConfig]):
             await sub.subscribe_data_change(nodes)
         except (OSError, TimeoutError, ua.UaError) as exc:
             raise SourceUnavailable(f"OPC UA subscribe on {cfg.endpoint}: {exc!r}") from exc
+
+    async def _secure(self, client: Client) -> None:
+        """Check the server's certificate against the trusted list, then sign/encrypt with it.
+
+        A SecurityConfigError (unreadable file, key not the certificate's) names the field.
+        """
+        sec = self.config.security
+        creds = load_credentials(sec)
+        client.application_uri = creds.application_uri
+        endpoints = await client.connect_and_get_server_endpoints()
+        endpoint = pick_endpoint(endpoints, sec, self.config.endpoint)
+        server_der = first_certificate(endpoint.ServerCertificate)
+        check_trusted(server_der, sec, self.config.endpoint)
+        await client.set_security(
+            POLICIES[sec.policy],
+            creds.certificate_der,
+            creds.key_der,
+            server_certificate=server_der,
+            mode=sec.message_mode(),
+        )
+
+    async def _refusal_hint(self, exc: Exception) -> str:
+        """Why a connection was refused, in the terms of the config: our certificate not
+        trusted by the server, or an unsecured session the server does not offer."""
+        if self.config.security.secure:
+            if isinstance(exc, ua.UaStatusCodeError) and "Certificate" in type(exc).__name__:
+                return (
+                    f"{type(exc).__name__}: the server does not accept our certificate "
+                    f"({self.config.security.certificate}); the plant must trust it"
+                )
+            return ""
+        try:
+            probe = Client(self.config.endpoint, timeout=self.config.timeout_s)
+            endpoints = await probe.connect_and_get_server_endpoints()
+        except Exception:
+            return ""
+        if any(e.SecurityMode == ua.MessageSecurityMode.None_ for e in endpoints):
+            return ""
+        return (
+            f"the server refuses unsecured sessions (security.policy None); it offers "
+            f"{describe_endpoints(endpoints)}: set security.policy, mode and certificates"
+        )
 
     async def close(self) -> None:
         client, self._client = self._client, None
