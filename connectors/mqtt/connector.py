@@ -161,7 +161,7 @@ class MqttConnector(Connector[MqttConfig]):
         host = cfg.host or settings.mqtt_host
         port = cfg.port or settings.mqtt_port
         loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
+        self._keep_queued_items()
         connected: asyncio.Future[int] = loop.create_future()
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -214,6 +214,16 @@ class MqttConnector(Connector[MqttConfig]):
             raise SourceUnavailable(f"MQTT broker {host}:{port}: no CONNACK") from exc
         if rc != 0:
             raise SourceUnavailable(f"MQTT broker {host}:{port} refused the connection: rc={rc}")
+
+    def _keep_queued_items(self) -> None:
+        """Drop the errors of the last connection (our own disconnect's among them) but not
+        the messages that came after the one that ended it: those are acknowledged to the
+        broker already, and a Sparkplug death is raised while messages keep coming."""
+        old, self._queue = self._queue, asyncio.Queue()
+        while not old.empty():
+            item = old.get_nowait()
+            if not isinstance(item, Exception):
+                self._queue.put_nowait(item)
 
     def _subscriptions(self) -> list[str]:
         sparkplug = self.config.sparkplug.subscriptions() if self.config.sparkplug else []
