@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import random
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from pydantic import ValidationError
 
-from connectors.mqtt import MqttConfig
+from clustertwin.commands.connector import connector as cli
+from connectors.mqtt import MqttConfig, MqttConnector
 from connectors.mqtt.sparkplug import SparkplugConfig, SparkplugSession
 from connectors.mqtt.sparkplug_wire import WireError, decode_payload
 from connectors.sdk.base import BadSample, Sample
@@ -25,6 +28,10 @@ from tests.sparkplug_spec import (
     decode,
     encode,
 )
+from twin.model import load_cluster
+from twin.readings import MeterIndex
+
+MINI = Path(__file__).parent / "mini-cluster.yaml"
 
 G, N, D = "plant", "gw1", "plc1"
 
@@ -244,3 +251,19 @@ def test_config_errors_name_the_bad_item() -> None:
     nogroup = {"metrics": [{"node": N, "metric": "a", "meter": "m"}]}
     with pytest.raises(ValidationError, match=r"metrics\[0\]: no group"):
         MqttConfig.model_validate({**base, "sparkplug": nogroup})
+
+
+SAMPLE = Path(__file__).parents[3] / "connectors" / "mqtt" / "sample-sparkplug.yaml"
+
+
+def test_sparkplug_sample_lints_and_unknown_meters_are_named() -> None:
+    result = CliRunner().invoke(cli, ["lint", str(SAMPLE)])
+    assert result.exit_code == 0 and "ok (" in result.output, result.output
+    cfg = MqttConfig.model_validate(
+        {"connector": "mqtt", "name": "x", "cluster": str(MINI), "sparkplug": _cfg().model_dump()}
+    )
+    cfg.sparkplug.metrics[1].meter = "no-such-meter"  # type: ignore[union-attr]
+    index = MeterIndex.from_cluster(load_cluster(MINI))
+    assert MqttConnector.check_config(cfg, index) == [
+        "sparkplug.metrics[1].meter: unknown meter 'no-such-meter' in cluster 'minicluster'"
+    ]
