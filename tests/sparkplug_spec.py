@@ -282,3 +282,10 @@ class EdgeNode:
         self.client.disconnect()
         self.client.loop_stop()
         self.bd_seq += 1
+
+    def close(self) -> None:
+        """End the test's session without a will (a clean disconnect sends none)."""
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.client = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +88,10 @@ class Script:
         self.node.wait_rebirth()
         self.node.birth(self.node_metrics(), self.device_metrics())
 
-    def rounds(self, n: int) -> None:
+    def rounds(self, n: int, *, counted: bool = True) -> None:
         for _ in range(n):
-            self.node.publish("NDATA", self.node_metrics(), counted=True)
-            self.node.publish("DDATA", self.device_metrics(), counted=True, device=DEVICE)
+            self.node.publish("NDATA", self.node_metrics(), counted=counted)
+            self.node.publish("DDATA", self.device_metrics(), counted=counted, device=DEVICE)
 
     def data_until_asked(self) -> None:
         """Data while the connector knows no birth: repeated until it asks for one."""
@@ -146,6 +147,47 @@ def expected_readings(log: list[Sent]) -> list[tuple[str, int, float, str]]:
     return sorted(out)
 
 
+async def run_connector(
+    stack: StackHandle,
+    cfg: MqttConfig,
+    index: MeterIndex,
+    metrics: ConnectorMetrics,
+    work: Callable[[], None],
+    node: EdgeNode,
+    already: int = 0,
+) -> None:
+    """Run the connector while ``work`` drives the edge node, until the readings the
+    node's log calls for (less ``already`` published by an earlier run) are in."""
+    runner = ConnectorRunner(
+        MqttConnector(cfg, index),
+        make_publisher(cfg, metrics, bootstrap=stack.kafka_bootstrap),
+        metrics=metrics,
+    )
+    task = asyncio.create_task(runner.run(drain_timeout=60))
+    await asyncio.sleep(1.0)  # subscribed before the edge node speaks
+    try:
+        await asyncio.wait_for(asyncio.to_thread(work), 120)
+        want = len(expected_readings(node.log)) - already
+        for _ in range(200):
+            if metrics.readings_accepted >= want:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # anything extra would show up too
+    finally:
+        runner.stop()
+        await task
+
+
+def published(stack: StackHandle, cfg: MqttConfig, index: MeterIndex, envelopes: int) -> list[Any]:
+    got = []
+    for rec in consume_all(stack.kafka_bootstrap, cfg.kafka.topic, expect=envelopes):
+        headers = list(rec.headers.items())
+        result = validate_envelope(rec.value, index, key=rec.key, headers=headers)
+        assert not result.rejected
+        got += [(r["meter"], r["ts"], r["value"], r["quality"].value) for r in result.accepted]
+    return sorted(got)
+
+
 def test_sparkplug_edge_node_to_readings(
     stack: StackHandle, mini_index: MeterIndex, unique_name: str, tmp_path: Path
 ) -> None:
@@ -155,43 +197,13 @@ def test_sparkplug_edge_node_to_readings(
     node = EdgeNode(stack.mqtt_host, stack.mqtt_port, group, NODE, DEVICE)
     script = Script(node)
     metrics = ConnectorMetrics()
-
-    async def run() -> None:
-        runner = ConnectorRunner(
-            MqttConnector(cfg, mini_index),
-            make_publisher(cfg, metrics, bootstrap=stack.kafka_bootstrap),
-            metrics=metrics,
-        )
-        task = asyncio.create_task(runner.run(drain_timeout=60))
-        await asyncio.sleep(1.0)  # subscribed before the edge node speaks
-        try:
-            await asyncio.wait_for(asyncio.to_thread(script.run), 120)
-            want = len(expected_readings(node.log))
-            for _ in range(200):
-                if metrics.readings_accepted >= want:
-                    break
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(1.0)  # anything extra would show up too
-        finally:
-            runner.stop()
-            await task
-
     try:
-        asyncio.run(run())
+        asyncio.run(run_connector(stack, cfg, mini_index, metrics, script.run, node))
     finally:
-        if node.client is not None:
-            node.client.disconnect()
-            node.client.loop_stop()
+        node.close()
 
-    records = consume_all(stack.kafka_bootstrap, cfg.kafka.topic, expect=metrics.envelopes_sent)
-    got = []
-    for rec in records:
-        result = validate_envelope(
-            rec.value, mini_index, key=rec.key, headers=list(rec.headers.items())
-        )
-        assert not result.rejected
-        got += [(r["meter"], r["ts"], r["value"], r["quality"].value) for r in result.accepted]
-    assert sorted(got) == expected_readings(node.log)
+    got = published(stack, cfg, mini_index, metrics.envelopes_sent)
+    assert got == expected_readings(node.log)
     # every rebirth the connector needed was asked for on the NCMD topic: before any
     # birth (twice), after the lost message and after the reordered pair
     assert node.rebirths >= 4
@@ -208,3 +220,38 @@ def test_sparkplug_edge_node_to_readings(
     assert count("is_null") == 1 and count("quality BAD or STALE") == 2
     assert count("before the node's birth") >= 3  # two pre-birth phases + the pair's second
     assert len(reasons) == count("where") + 3 + count("before the node's birth")
+
+
+def test_sparkplug_connector_restart_needs_a_rebirth(
+    stack: StackHandle, mini_index: MeterIndex, unique_name: str, tmp_path: Path
+) -> None:
+    """A new connector process knows no birth: what the broker kept for its persistent
+    session while it was down is data by alias it cannot read. It asks for a rebirth and
+    reads on from there; the aliases of the old process are not assumed."""
+    name = unique_name.lower().replace("_", "-")
+    group = f"r-{name[-12:]}"
+    cfg = _config(stack, group, name, tmp_path / "buffer")
+    node = EdgeNode(stack.mqtt_host, stack.mqtt_port, group, NODE, DEVICE)
+    script = Script(node)
+
+    def first() -> None:
+        node.connect()
+        script.data_until_asked()
+        script.birth()
+        script.rounds(3)
+
+    def second() -> None:
+        script.birth()  # asked for by the new process, on the queued data
+        script.rounds(2)
+
+    m1, m2 = ConnectorMetrics(), ConnectorMetrics()
+    try:
+        asyncio.run(run_connector(stack, cfg, mini_index, m1, first, node))
+        script.rounds(2, counted=False)  # the connector is down: the broker keeps these
+        asyncio.run(run_connector(stack, cfg, mini_index, m2, second, node, m1.readings_accepted))
+    finally:
+        node.close()
+    got = published(stack, cfg, mini_index, m1.envelopes_sent + m2.envelopes_sent)
+    assert got == expected_readings(node.log)
+    assert node.rebirths >= 2
+    assert m2.readings_rejected >= 1  # the kept data, dead-lettered as before a birth
