@@ -48,6 +48,7 @@ from connectors.mqtt.sparkplug_wire import (
     signed,
 )
 from connectors.sdk.base import BadSample, Item, Sample
+from twin.readings import Quality
 
 NAMESPACE = "spBv1.0"
 REBIRTH_METRIC = "Node Control/Rebirth"
@@ -189,16 +190,16 @@ def metric_quality(m: Metric) -> str | None:
     """The reading quality a metric's ``Quality`` property gives; None: no current value."""
     prop = m.properties.get(QUALITY_PROPERTY)
     if prop is None or prop.is_null or isinstance(prop.value, bool):
-        return "measured"
+        return Quality.MEASURED.value
     if not isinstance(prop.value, int):
-        return "measured"
+        return Quality.MEASURED.value
     code = signed(prop.value, prop.type)
     if code == _STALE_QUALITY:
         return None
     bits = code & 0xC0
     if bits == 0xC0:
-        return "measured"
-    return "estimated" if bits == 0x40 else None
+        return Quality.MEASURED.value
+    return Quality.ESTIMATED.value if bits == 0x40 else None
 
 
 def metric_number(m: Metric, datatype: int | None) -> float:
