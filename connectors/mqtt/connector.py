@@ -13,7 +13,7 @@ import os
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from clustertwin_base.settings import Settings
+from connectors.mqtt.sparkplug import SparkplugConfig, SparkplugSession
 from connectors.sdk.base import (
     BadSample,
     Connector,
@@ -79,13 +80,16 @@ class MqttConfig(ConnectorConfig):
     qos: Literal[0, 1, 2] = 1
     clean_session: bool = False
     keepalive_s: int = Field(default=30, ge=5, le=3600)
-    topics: list[TopicMap] = Field(min_length=1)
+    topics: list[TopicMap] = Field(default_factory=list)
+    sparkplug: SparkplugConfig | None = Field(default=None, description="Sparkplug B mappings")
     max_batch: int = Field(default=5000, ge=1)
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttConfig:
         if self.password_env and self.password_file:
             raise ValueError("password_env and password_file: give one, not both")
+        if not self.topics and self.sparkplug is None:
+            raise ValueError("topics and sparkplug: give at least one")
         return self
 
     def password(self) -> str | None:
@@ -145,11 +149,21 @@ class MqttConnector(Connector[MqttConfig]):
         super().__init__(config, index)
         self._client: mqtt.Client | None = None
         self._queue: asyncio.Queue[Item | Exception] = asyncio.Queue()
+        # outlives the MQTT connection: births learnt stay valid across a reconnect
+        self._sparkplug = SparkplugSession(config.sparkplug) if config.sparkplug else None
 
     @classmethod
     def mapped_meters(cls, config: MqttConfig, index: MeterIndex) -> list[MeterMapping]:
         # a templated meter ('sw-{2}') counts once; a unit_field's unit is only known per message
-        return [MeterMapping(t.meter, t.unit, f"topics[{i}]") for i, t in enumerate(config.topics)]
+        mapped = [
+            MeterMapping(t.meter, t.unit, f"topics[{i}]") for i, t in enumerate(config.topics)
+        ]
+        if config.sparkplug is not None:
+            mapped += [
+                MeterMapping(m.meter, m.unit, f"sparkplug.metrics[{i}]")
+                for i, m in enumerate(config.sparkplug.metrics)
+            ]
+        return mapped
 
     @classmethod
     def check_config(cls, config: MqttConfig, index: MeterIndex) -> list[str]:
@@ -158,6 +172,13 @@ class MqttConnector(Connector[MqttConfig]):
             for i, t in enumerate(config.topics)
             if not _LEVEL.search(t.meter) and t.meter not in index
         ]
+        if config.sparkplug is not None:
+            problems += [
+                f"sparkplug.metrics[{i}].meter: unknown meter {m.meter!r} in cluster "
+                f"{index.cluster!r}"
+                for i, m in enumerate(config.sparkplug.metrics)
+                if m.meter not in index
+            ]
         return problems
 
     async def open(self) -> None:
@@ -166,7 +187,7 @@ class MqttConnector(Connector[MqttConfig]):
         host = cfg.host or settings.mqtt_host
         port = cfg.port or (settings.mqtt_tls_port if cfg.tls else settings.mqtt_port)
         loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
+        self._keep_queued_items()
         connected: asyncio.Future[int] = loop.create_future()
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -186,8 +207,8 @@ class MqttConnector(Connector[MqttConfig]):
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
             if not rc.is_failure:
-                for tm in cfg.topics:
-                    c.subscribe(tm.topic, qos=cfg.qos)
+                for topic in self._subscriptions():
+                    c.subscribe(topic, qos=cfg.qos)
 
             def settle() -> None:
                 if not connected.done():
@@ -212,6 +233,9 @@ class MqttConnector(Connector[MqttConfig]):
 
         def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
             received = time.time_ns() // 1_000_000
+            if self._sparkplug is not None and self._sparkplug.owns(msg.topic):
+                self._on_sparkplug(_c, msg.topic, bytes(msg.payload), received, put)
+                return
             for tm in cfg.topics:
                 if _matches(tm.topic, msg.topic):
                     put(parse_message(tm, msg.topic, bytes(msg.payload), received))
@@ -237,6 +261,40 @@ class MqttConnector(Connector[MqttConfig]):
             raise SourceUnavailable(f"MQTT broker {host}:{port}: no CONNACK") from exc
         if rc != 0:
             raise SourceUnavailable(f"MQTT broker {host}:{port} refused the connection: rc={rc}")
+
+    def _keep_queued_items(self) -> None:
+        """Drop the errors of the last connection (our own disconnect's among them) but not
+        the messages that came after the one that ended it: those are acknowledged to the
+        broker already, and a Sparkplug death is raised while messages keep coming."""
+        old, self._queue = self._queue, asyncio.Queue()
+        while not old.empty():
+            item = old.get_nowait()
+            if not isinstance(item, Exception):
+                self._queue.put_nowait(item)
+
+    def _subscriptions(self) -> list[str]:
+        sparkplug = self.config.sparkplug.subscriptions() if self.config.sparkplug else []
+        return [tm.topic for tm in self.config.topics] + sparkplug
+
+    def _on_sparkplug(
+        self,
+        client: mqtt.Client,
+        topic: str,
+        payload: bytes,
+        received: int,
+        put: Callable[[Item | Exception], None],
+    ) -> None:
+        """Sparkplug B messages go through the session (paho's thread): its readings and
+        reasons to the runner, its rebirth requests to the broker (NCMD is QoS 0 by the
+        specification), a death as SourceUnavailable after the readings before it."""
+        assert self._sparkplug is not None
+        outcome = self._sparkplug.handle(topic, payload, received)
+        for command_topic, body in outcome.commands:
+            client.publish(command_topic, body, qos=0)
+        for item in outcome.items:
+            put(item)
+        if outcome.unavailable:
+            put(SourceUnavailable("; ".join(outcome.unavailable)))
 
     async def close(self) -> None:
         client, self._client = self._client, None
