@@ -228,6 +228,10 @@ class Paced(Connector[ConnectorConfig]):
             self.yielded += 1
             yield [Sample("bf-gas", t + i, 1.0)]
             await asyncio.sleep(0.004 * (i % 5))  # bursts and pauses
+            if i % 10 == 9:
+                # a pause longer than the batch delay, even on a loaded machine: the runner
+                # empties its queue here, so it confirms mid-stream, not only at the end
+                await asyncio.sleep(0.15)
 
     def readings_durable(self) -> None:
         if self.appended != self.yielded:
