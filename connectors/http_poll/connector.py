@@ -43,6 +43,7 @@ from connectors.sdk.base import (
     unknown_meters,
 )
 from connectors.sdk.metering import CounterSpec, Interval, Metering, Refusal, StateStore
+from connectors.sdk.tls import ClientTls
 from twin.readings import MeterIndex, now_ms
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,10 @@ class HttpPollConfig(PollingConfig):
     username: str | None = Field(default=None, description="HTTP basic auth user")
     password_env: str | None = Field(default=None, description="env var of its password")
     timeout_s: float = Field(default=10.0, gt=0, le=300)
+    tls: ClientTls | None = Field(
+        default=None,
+        description="https: the gateway's CA (default: the system's), a client certificate",
+    )
     select: Select
     time_format: Literal["epoch_ms", "epoch_s", "iso8601"] = "epoch_ms"
     mode: Literal["value", "counter"] = Field(
@@ -133,6 +138,8 @@ class HttpPollConfig(PollingConfig):
             raise ValueError(f"{bearer[0]} and username/password_env: choose one auth")
         if basic and (self.username is None or self.password_env is None):
             raise ValueError("username and password_env: basic auth needs both")
+        if self.tls is not None and not self.url.startswith("https://"):
+            raise ValueError("tls: needs an https:// url")
         return self
 
     def auth_header(self) -> str | None:
@@ -212,8 +219,11 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
         auth = self.config.auth_header()  # ValueError naming the field: not an outage
         if auth is not None:
             headers["Authorization"] = auth
+        tls = self.config.tls
         self._session = aiohttp.ClientSession(
-            headers=headers, timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+            connector=aiohttp.TCPConnector(ssl=tls.context("tls") if tls else True),
         )
 
     async def close(self) -> None:
@@ -235,6 +245,10 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
                         "refused (check url and credentials)".replace("  ", " ")
                     )
                 return await resp.read()
+        except aiohttp.ClientConnectorCertificateError as exc:  # not an outage: trust is wrong
+            raise HttpRequestError(
+                f"{url}: the gateway's certificate is not trusted: {exc}"
+            ) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise SourceUnavailable(f"{url}: {exc!r}") from exc
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from connectors.sdk.conformance import ConformanceKit, free_port
 from tests.conftest import StackHandle
 from twin.readings import MeterIndex, now_ms
 
-from .conftest import MINI
+from .conftest import MINI, PkiFiles
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +35,8 @@ class Gateway:
     with the gateway's clock; ``body`` replaces the answer; ``status`` answers that instead.
     """
 
-    def __init__(self, port: int, token: str) -> None:
-        self.port, self.token = port, token
+    def __init__(self, port: int, token: str, tls: ssl.SSLContext | None = None) -> None:
+        self.port, self.token, self.tls = port, token, tls
         self.totals: dict[str, float] = {"AG-01": 0.0}
         self.ts: int | None = None
         self.status = 200
@@ -45,7 +46,8 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1/counters"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/api/v1/counters"
 
     async def _counters(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -67,7 +69,9 @@ class Gateway:
         app.router.add_get("/api/v1/counters", self._counters)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        await web.TCPSite(
+            self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.tls
+        ).start()
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -79,8 +83,8 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def gateway(token: str) -> AsyncIterator[Gateway]:
-    gw = Gateway(free_port(), token)
+async def gateway(token: str, tls: ssl.SSLContext | None = None) -> AsyncIterator[Gateway]:
+    gw = Gateway(free_port(), token, tls)
     await gw.start()
     try:
         yield gw
@@ -308,6 +312,7 @@ def test_config_errors_name_the_item() -> None:
         "bearer_token_env and username": {"username": "u", "password_env": "P"},
         "username and password_env": {"bearer_token_env": None, "username": "u"},
         "url": {"url": "ftp://gw/"},
+        "tls: needs an https": {"url": "http://gw/", "tls": {}},
     }
     for where, over in cases.items():
         with pytest.raises(ValueError) as err:
@@ -339,3 +344,37 @@ def test_http_poll_passes_the_metering_checks(
 
 def test_package_is_conformant(conformance: ConformanceKit) -> None:
     assert conformance.check_package("http_poll") is HttpPollConnector
+
+
+def test_https_gateway_is_trusted_only_through_its_ca(
+    token: str, mini_index: MeterIndex, pki: PkiFiles
+) -> None:
+    cert, key = pki.server("acmegate")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def run() -> tuple[list[Sample | BadSample], str]:
+        async with gateway(token, server_ctx) as gw:
+            gw.ts = T0
+            await gw.set_total(42.0)
+            conn = HttpPollConnector(
+                config(gw.url, mode="value", tls={"ca_file": str(pki.ca_file)}), mini_index
+            )
+            await conn.open()
+            items = await _poll_once(conn)
+            await conn.close()
+            rogue = HttpPollConnector(
+                config(gw.url, mode="value", tls={"ca_file": str(pki.other_ca_file)}),
+                mini_index,
+            )
+            await rogue.open()
+            with pytest.raises(HttpRequestError) as err:
+                await rogue.poll()
+            await rogue.close()
+        return items, str(err.value)
+
+    items, refused = asyncio.run(run())
+    assert [(s.meter, s.ts, s.value) for s in items if isinstance(s, Sample)] == [
+        ("mill-power", T0, 42.0)
+    ]
+    assert "not trusted" in refused and "/api/v1/counters" in refused
