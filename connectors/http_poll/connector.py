@@ -240,9 +240,10 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
                 if resp.status >= 500 or resp.status in OUTAGE_STATUS:
                     raise SourceUnavailable(f"{url}: HTTP {resp.status} (gateway not serving)")
                 if resp.status >= 400:
+                    reason = f" {resp.reason}" if resp.reason else ""
                     raise HttpRequestError(
-                        f"{url}: HTTP {resp.status} {resp.reason or ''}: the request is "
-                        "refused (check url and credentials)".replace("  ", " ")
+                        f"{url}: HTTP {resp.status}{reason}: the request is refused "
+                        "(check url and credentials)"
                     )
                 return await resp.read()
         except aiohttp.ClientConnectorCertificateError as exc:  # not an outage: trust is wrong
@@ -305,7 +306,8 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
         if self._time is not None:
             found = self._time.search(item)
             if found is None:
-                return BadSample(f"{RULE_FIELD}: select.time {sel.time!r} not in the item", raw)
+                reason = f"{RULE_FIELD}: select.time {sel.time!r} not in the item"
+                return BadSample(reason, raw, meter)
             try:
                 ts = parse_time(found, self.config.time_format)
             except ValueError as exc:
