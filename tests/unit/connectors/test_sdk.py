@@ -38,7 +38,7 @@ from twin.readings import MeterIndex, now_ms, validate_envelope
 from .conftest import MINI
 
 REPO = Path(__file__).parents[3]
-BUILTIN = {"simulator", "csv", "mqtt", "opcua", "modbus", "http"}
+BUILTIN = {"simulator", "csv", "mqtt", "opcua", "modbus", "http", "http_poll"}
 
 
 def dead_port() -> int:
