@@ -356,6 +356,7 @@ def test_the_backfill_cli_loads_the_gateway_history_into_kafka_and_a_rerun_the_s
         async with history_gateway(token, log) as gw:
             cfg = raw_config(gw)
             cfg["kafka"] = {"topic": topic, "deadletter_topic": f"{unique_name}-dl"}
+            cfg["buffer"] = {"dir": str(tmp_path / "live-buffer")}  # the live one's
             path = tmp_path / "acmegate.yaml"
             path.write_text(yaml.safe_dump(cfg))
             for env_ in (env, env, {**env, "CT_TEST_ACMEGATE_TOKEN": "wrong"}):
@@ -373,3 +374,6 @@ def test_the_backfill_cli_loads_the_gateway_history_into_kafka_and_a_rerun_the_s
     assert Counter(after2) == Counter(after1 + after1)
     assert code3 == 1 and "HTTP 401" in out3 and "/api/v1/history" in out3, out3[-2000:]
     assert Counter(after3) == Counter(after2)
+    # a buffer.dir in the config is the live connector's: the backfill keeps its own
+    assert not (tmp_path / "live-buffer").exists()
+    assert (tmp_path / "live-buffer-backfill").is_dir()
