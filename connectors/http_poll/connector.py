@@ -427,7 +427,10 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
             if self._next is None:
                 return out
             nxt = next_url(first, url, self._next.search(doc), hist)
-            if nxt is None or nxt in asked:  # the last page, or a gateway linking back
+            if nxt is None:
+                return out
+            if nxt in asked:  # a gateway linking back would page for ever
+                log.warning("%s: %s links back to %s; range done", self.config.name, url, nxt)
                 return out
             asked.add(nxt)
             url = nxt
