@@ -79,10 +79,11 @@ def backfill(config: Path, start: str, end: str, bootstrap: str | None) -> None:
     Exits 2 when the connector cannot read its source's past, or Kafka refuses it.
     """
     cls, cfg, index = load_or_exit(config)
-    if not cls.reads_history:
+    refusal = cls.history_refusal(cfg)
+    if refusal is not None:
         click.echo(
             f"clustertwin backfill: the {cfg.connector} connector cannot read its source's "
-            "past (its reads_history is false); use an export (csv) or a historian connector",
+            f"past ({refusal}); use an export (csv) or a historian connector",
             err=True,
         )
         sys.exit(2)
@@ -94,7 +95,12 @@ def backfill(config: Path, start: str, end: str, bootstrap: str | None) -> None:
     if start_ms >= end_ms:
         raise click.BadParameter(f"--from {start} is not before --to {end}")
     # its own instance name: its own disk buffer, and envelopes that say where they came from
-    cfg = cfg.model_copy(update={"name": f"{cfg.name}-backfill"})
+    # (a buffer.dir set in the config is the live one's: the backfill's goes beside it)
+    update: dict[str, Any] = {"name": f"{cfg.name}-backfill"}
+    if cfg.buffer.dir is not None:
+        own = cfg.buffer.dir.with_name(f"{cfg.buffer.dir.name}-backfill")
+        update["buffer"] = cfg.buffer.model_copy(update={"dir": own})
+    cfg = cfg.model_copy(update=update)
     settings = kafka_or_exit(cfg, bootstrap, "clustertwin backfill")
 
     minutes = max(1, (end_ms - start_ms) // 60_000)
