@@ -144,11 +144,10 @@ class OpcUaConnector(Connector[OpcUaConfig]):
         rest dead letters that say why."""
         val = dv.Value.Value if dv.Value is not None else None
         status = getattr(dv, "StatusCode", None)
-        raw = orjson.dumps(
-            {"node": mapping.node_id, "value": repr(val), "ts": ts, "status": str(status)}
-        )
+        name = status.name if status is not None else "Good"
+        raw = orjson.dumps({"node": mapping.node_id, "value": repr(val), "ts": ts, "status": name})
         if status is not None and not status.is_good():
-            return BadSample(f"OPC UA {mapping.node_id}: status {status}", raw, mapping.meter)
+            return BadSample(f"OPC UA {mapping.node_id}: status {name}", raw, mapping.meter)
         if isinstance(val, bool) or not isinstance(val, int | float):
             return BadSample(
                 f"OPC UA {mapping.node_id}: value {val!r} is not a number", raw, mapping.meter
