@@ -200,7 +200,7 @@ def load_scenario(path: str | Path) -> Scenario:
 @dataclass(frozen=True)
 class YearResult:
     year: int
-    bau: float  # accounted tCO2e without levers
+    bau: float  # accounted tCO2e with no lever at all (the grid lever included)
     scenario: float  # accounted tCO2e with levers
     pathway: float | None
     scope1: float

@@ -59,8 +59,9 @@ def _located(e: ValidationError) -> Iterable[tuple[Loc, str, dict[str, Any]]]:
         if isinstance(cause, Problems):
             for sub, why in cause.problems:
                 yield loc + sub, why, dict(err)
-        else:
-            yield loc, err["msg"].removeprefix("Value error, "), dict(err)
+        else:  # a multi-line message (another file's problems) stays one problem a line
+            for why in err["msg"].removeprefix("Value error, ").splitlines() or [""]:
+                yield loc, why, dict(err)
 
 
 def error_lines(e: ValidationError, raw: Any, origin: str) -> list[str]:
