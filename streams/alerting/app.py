@@ -64,6 +64,7 @@ from streams.runtime import (
     stored_then_acked,
     topic_sender,
 )
+from streams.runtime.health import Readiness, install_health_views
 from streams.twinlink import catalog_from_twin
 from streams.worker import WorkerConfigError, check_servers
 from twin.targets import Pathway
@@ -267,6 +268,8 @@ def wall_clock_silence(
 def install_counters_page(
     app: faust.App, stage: AlertStage, notifier: WebhookNotifier | None
 ) -> None:
+    install_health_views(app, Readiness(app))
+
     @app.page("/alerts/")
     async def counters(web: Any, request: Any) -> Any:
         return web.json(
