@@ -83,6 +83,7 @@ def create_app(
             cfg.batch_max,
             cfg.web_port,
             web_host=cfg.web_host,
+            web_bind=cfg.web_bind,
             datadir=cfg.datadir,
         ),
         settings,
