@@ -22,7 +22,18 @@ import faust
 import orjson
 from aiohttp.web import Response
 
-__all__ = ["Readiness", "install_health_views", "not_ready_response", "when_ready"]
+__all__ = [
+    "LIVE_PATH",
+    "READY_PATH",
+    "Readiness",
+    "install_health_views",
+    "not_ready_response",
+    "when_ready",
+]
+
+# the probes' paths: the Helm chart's probes are tested equal to these
+LIVE_PATH = "/health/live"
+READY_PATH = "/health/ready"
 
 ViewHandler = Callable[..., Awaitable[Any]]
 
@@ -91,11 +102,11 @@ def when_ready(readiness: Readiness, handler: ViewHandler) -> ViewHandler:
 def install_health_views(app: faust.App, readiness: Readiness) -> None:
     """The two probes, on the worker's own web port."""
 
-    @app.page("/health/live")
+    @app.page(LIVE_PATH)
     async def live(web: Any, request: Any) -> Any:
         return _json({"live": True}, status=200)
 
-    @app.page("/health/ready")
+    @app.page(READY_PATH)
     async def ready(web: Any, request: Any) -> Any:
         reason = readiness.reason()
         if reason is not None:
