@@ -28,6 +28,10 @@ from connectors.sdk.timespec import parse_time
 from twin.readings import now_ms
 
 
+# tries to open the source (the runner's backoff between them: 0.5, 1, 2, 4 s) before giving up
+OPEN_ATTEMPTS = 5
+
+
 class BackfillSource(Connector[Any]):
     """The live connector's ``history`` as a finite source the runner can drive."""
 
@@ -45,9 +49,18 @@ class BackfillSource(Connector[Any]):
         self.samples = 0
         self.newest = start_ms
         self.error: Exception | None = None
+        self.open_failures = 0
 
     async def open(self) -> None:
-        await self.inner.open()
+        # The runner reconnects a live source forever; a backfill against a source that
+        # cannot be reached must end, with the reason, after a few tries.
+        try:
+            await self.inner.open()
+        except Exception as exc:
+            self.open_failures += 1
+            if self.open_failures < OPEN_ATTEMPTS:
+                raise
+            self.error = exc  # stream() then yields nothing: the run ends and reports it
 
     async def close(self) -> None:
         await self.inner.close()
@@ -55,6 +68,8 @@ class BackfillSource(Connector[Any]):
     async def stream(self) -> AsyncIterator[Sequence[Item]]:
         # A backfill is finite: a source error ends it (the runner would retry a live
         # source forever) and is reported; what was published stays, and a rerun is safe.
+        if self.error is not None:
+            return
         try:
             async for batch in self.inner.history(self.start_ms, self.end_ms):
                 for item in batch:

@@ -420,3 +420,40 @@ def topic_readings(stack: StackHandle, topic: str) -> list[Reading]:
         assert envelope["source"] == "opcua/it-opcua-history-backfill"
         out += [(r["meter"], r["ts"], r["value"]) for r in envelope["readings"]]
     return out
+
+
+def test_a_backfill_from_a_server_that_cannot_be_reached_ends_with_the_reason(
+    stack: StackHandle, unique_name: str, tmp_path: Path
+) -> None:
+    """A live connector retries its source forever; a backfill must end, exit 1, and say why."""
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    raw = {
+        "connector": "opcua",
+        "name": "it-opcua-down",
+        "cluster": str(MINI),
+        "endpoint": f"opc.tcp://127.0.0.1:{port}",
+        "timeout_s": 2,
+        "nodes": [{"node_id": "ns=2;s=Furnace.Gas_MWh", "meter": "bf-gas"}],
+        "kafka": {"topic": f"{unique_name}-readings", "deadletter_topic": f"{unique_name}-dl"},
+    }
+    path = tmp_path / "opcua.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, **stack.local.settings(), "CLUSTERTWIN_CACHE": str(tmp_path / "cache")}
+    started = time.monotonic()
+    result = subprocess.run(
+        [CLI, "backfill", str(path), "--from", "now-1d"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "the source failed" in result.stderr, result.stderr[-2000:]
+    assert time.monotonic() - started < 90
