@@ -27,7 +27,6 @@ from connectors.sdk.runner import ConnectorRunner, make_publisher
 from connectors.sdk.timespec import parse_time
 from twin.readings import now_ms
 
-
 # tries to open the source (the runner's backoff between them: 0.5, 1, 2, 4 s) before giving up
 OPEN_ATTEMPTS = 5
 
