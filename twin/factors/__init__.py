@@ -21,7 +21,14 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from twin.carriers import (
     Carrier,
@@ -31,6 +38,7 @@ from twin.carriers import (
     scale_to_canonical,
     ureg,
 )
+from twin.uncertainty import Uncertain, total
 from twin.validation import Problems, error_lines
 
 __all__ = [
@@ -97,6 +105,39 @@ class Factor(BaseModel):
     route: HydrogenRoute | None = None
     category: str | None = None  # combustion: energy_industries | manufacturing
     note: str = ""
+    # per gas, the half-width of the 95 % interval in percent of the value (IPCC tables,
+    # Open Emission Factors DB); a gas left out has an undeclared uncertainty (twin.uncertainty)
+    uncertainty_pct: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("uncertainty_pct")
+    @classmethod
+    def _uncertainty_of_known_gases(cls, u: dict[str, float]) -> dict[str, float]:
+        bad = [(g, "must be a percentage >= 0") for g, v in u.items() if not v >= 0]
+        if bad:
+            raise Problems([((g,), why) for g, why in bad])
+        return u
+
+    @model_validator(mode="after")
+    def _uncertainty_gases_are_factor_gases(self) -> Factor:
+        extra = sorted(set(self.uncertainty_pct) - set(self.gases))
+        if extra:
+            raise ValueError(
+                f"uncertainty_pct: {', '.join(extra)} not among the factor's gases "
+                f"({', '.join(sorted(self.gases)) or 'none'})"
+            )
+        return self
+
+    def co2e_uncertain(self, gwp: GwpSet) -> Uncertain:
+        """tCO2e per unit with its uncertainty: each gas's tonnes x its GWP, summed by
+        IPCC Approach 1. GWPs are conventions of the reporting rules, taken as exact."""
+        terms = [
+            Uncertain(
+                gwp.co2e({gas: amount}, self.biogenic),
+                self.uncertainty_pct.get(gas),
+            )
+            for gas, amount in self.gases.items()
+        ]
+        return total(terms)
 
     @field_validator("gases")
     @classmethod
