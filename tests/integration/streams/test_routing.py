@@ -95,7 +95,9 @@ def test_two_cluster_groups_each_count_only_their_own_readings(
         prod.flush(timeout=120)
         with stack.influx_client() as client:
             for group, w in workers.items():
-                problems = wait_equal(client, stack.influx_bucket, w.name, gens[group].expected, 120)
+                problems = wait_equal(
+                    client, stack.influx_bucket, w.name, gens[group].expected, 120
+                )
                 assert not problems, f"{group}:\n{summarize(problems)}\n{w.tail()}"
         for w in workers.values():
             assert "unknown cluster" not in w.tail()
