@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clustertwin_base.routing import Routing, load_routing
+
 
 def cache_dir() -> Path:
     """Root of everything ClusterTwin installs or keeps at run time on a dev machine."""
@@ -65,6 +67,9 @@ class Settings(BaseSettings):
     # one-broker dev stack, 3 on a production cluster
     kafka_replication_factor: int = 1
     readings_topic: str = "readings"
+    # clusters spread over worker groups, each group on its own readings topic
+    # (clustertwin_base/routing.py); unset: every cluster on readings_topic
+    routing_file: Path | None = None
     deadletter_topic: str = "readings-deadletter"
     influx_url: str = "http://127.0.0.1:8086"
     influx_token: SecretStr | None = None
@@ -119,6 +124,23 @@ class Settings(BaseSettings):
                 f"or CLUSTERTWIN_KAFKA_SASL_PASSWORD_FILE {where}."
             )
         return user, password
+
+    def routing(self) -> Routing:
+        """The cluster groups of ``routing_file`` (RoutingError names a bad item)."""
+        return load_routing(self.routing_file)
+
+    def readings_topic_for(self, cluster: str) -> str:
+        """The readings topic a connector of ``cluster`` publishes to."""
+        return self.routing().topic_for(self.readings_topic, cluster)
+
+    def for_group(self, group: str | None) -> tuple[Settings, list[str] | None]:
+        """These settings as a worker of ``group`` sees them (its readings topic) and the
+        group's clusters; ``group`` None: unchanged, no clusters implied."""
+        if group is None:
+            return self, None
+        clusters = self.routing().clusters_of(group)
+        topic = Routing.group_topic(self.readings_topic, group)
+        return self.model_copy(update={"readings_topic": topic}), clusters
 
     def require_influx_token(self) -> str:
         if self.influx_token is None or not self.influx_token.get_secret_value():

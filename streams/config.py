@@ -8,15 +8,23 @@ topics) to run side by side without seeing each other's state.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clustertwin_base.settings import Settings
 
 
 class StreamSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLUSTERTWIN_STREAMS_", extra="ignore")
 
     app_id: str = Field("clustertwin-twin", description="Faust app id: consumer group, tables")
+    group: str | None = Field(
+        None,
+        description="a cluster group of the routing file: its clusters, its readings topic, "
+        "app id <app_id>-<group> unless set",
+    )
     twin: str = Field("live", description="value of the `twin` tag on every InfluxDB point")
     clusters: str = Field("dunkirk", description="comma-separated cluster names of the twin")
     catalog_file: Path | None = Field(
@@ -79,3 +87,30 @@ class StreamSettings(BaseSettings):
     @property
     def grace_ms(self) -> int:
         return int(self.grace_s * 1000)
+
+
+GroupedT = TypeVar("GroupedT", bound=BaseSettings)
+
+
+def for_group(cfg: GroupedT, settings: Settings) -> tuple[GroupedT, Settings]:
+    """A worker of a cluster group (``clustertwin_base.routing``): the group's clusters,
+    readings topic and an app id (consumer group, tables) of its own, so the workers of other
+    groups share nothing with it. Explicit clusters that disagree with the group are an error.
+    For the stream and the alerting workers' settings alike (``group``, ``clusters``,
+    ``app_id``)."""
+    group: str | None = getattr(cfg, "group", None)
+    settings, clusters = settings.for_group(group)
+    if clusters is None:
+        return cfg, settings
+    prefix = cfg.model_config.get("env_prefix", "")
+    given = [c.strip() for c in str(getattr(cfg, "clusters", "")).split(",") if c.strip()]
+    if "clusters" in cfg.model_fields_set and sorted(given) != sorted(clusters):
+        raise ValueError(
+            f"{prefix}CLUSTERS={','.join(given)!r} disagrees with group {group!r} of the "
+            f"routing file ({', '.join(clusters)}): set one of them"
+        )
+    update: dict[str, object] = {"clusters": ",".join(clusters)}
+    if "app_id" not in cfg.model_fields_set:
+        named: Any = cfg  # both settings classes have an app_id
+        update["app_id"] = f"{named.app_id}-{group}"
+    return cfg.model_copy(update=update), settings

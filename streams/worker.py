@@ -26,9 +26,10 @@ from clustertwin_base.kafka_auth import (
     check_credentials,
     client_security,
 )
+from clustertwin_base.routing import RoutingError
 from clustertwin_base.settings import MissingCredentialError, Settings
 from streams.app import create_app
-from streams.config import StreamSettings
+from streams.config import StreamSettings, for_group
 from streams.meter_vectors import CatalogError, MeterVectors
 from streams.priced import TOPIC_CONFIG, priced_topic
 from streams.runtime import raise_log_levels
@@ -140,6 +141,10 @@ def run_worker(
     """Run until stopped (SIGTERM/SIGINT). Blocks."""
     cfg = cfg or StreamSettings()
     settings = settings or Settings.load()
+    try:
+        cfg, settings = for_group(cfg, settings)
+    except (ValueError, RoutingError) as exc:
+        raise WorkerConfigError(str(exc)) from exc
     try:
         settings.require_influx_token()
         catalog = load_catalog(cfg)

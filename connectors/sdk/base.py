@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from clustertwin_base.routing import RoutingError
+from clustertwin_base.settings import Settings
 from twin.readings import MeterIndex
 
 
@@ -113,6 +115,31 @@ class ConnectorConfig(BaseModel):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     buffer: BufferSettings = Field(default_factory=BufferSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _topics_from_settings(cls, raw: Any) -> Any:
+        """A config that names no topic publishes where the deployment routes its cluster
+        (``CLUSTERTWIN_READINGS_TOPIC``, ``CLUSTERTWIN_ROUTING_FILE``) and dead-letters to
+        ``CLUSTERTWIN_DEADLETTER_TOPIC``: topics are the deployment's choice, not each site's."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("cluster"), str):
+            return raw
+        kafka = raw.get("kafka")
+        if kafka is not None and not isinstance(kafka, dict):
+            return raw  # the field's own validation says what is wrong
+        kafka = dict(kafka or {})
+        if "topic" in kafka and "deadletter_topic" in kafka:
+            return raw
+        settings = Settings.load()
+        cluster = raw["cluster"]
+        if cluster.endswith((".yaml", ".yml")):
+            cluster = Path(cluster).stem
+        try:
+            kafka.setdefault("topic", settings.readings_topic_for(cluster))
+        except RoutingError as exc:
+            raise ValueError(f"kafka.topic: {exc}") from None
+        kafka.setdefault("deadletter_topic", settings.deadletter_topic)
+        return {**raw, "kafka": kafka}
 
     def source_name(self) -> str:
         return f"{self.connector}/{self.name}"

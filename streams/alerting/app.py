@@ -44,6 +44,7 @@ from streams.alerting.config import AlertConfig
 from streams.alerting.engine import AlertEngine
 from streams.alerting.notify import WebhookNotifier
 from streams.alerting.stage import AlertStage, AlertTopics
+from streams.config import for_group
 from streams.end_offsets import EndOffsets
 from streams.meter_vectors import MeterVectors
 from streams.priced import TOPIC_CONFIG, priced_topic
@@ -78,6 +79,9 @@ class AlertingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLUSTERTWIN_ALERTS_", extra="ignore")
 
     app_id: str = "clustertwin-alerting"
+    group: str | None = Field(
+        None, description="a cluster group of the routing file (as the stream worker's)"
+    )
     twin: str = "live"
     clusters: str = "dunkirk"
     alerts_topic: str = "alerts"
@@ -159,8 +163,7 @@ def create_alerting_app(
 ) -> faust.App:
     """The alerting worker: priced readings -> the site detectors, cluster buckets -> the
     cluster detectors, silence by the wall clock, the ``/alerts/`` counters."""
-    cfg = cfg or AlertingSettings()
-    settings = settings or Settings.load()
+    cfg, settings = for_group(cfg or AlertingSettings(), settings or Settings.load())
     catalog = load_catalog(cfg)
     config = AlertConfig.from_yaml(cfg.config_file) if cfg.config_file else AlertConfig()
     engine = AlertEngine(catalog, config, load_pathways(cfg), twin=cfg.twin)
@@ -301,7 +304,8 @@ def main() -> None:
     settings = Settings.load()
     try:
         check_servers(settings)
-    except WorkerConfigError as exc:
+        for_group(AlertingSettings(), settings)  # a bad group or routing file: one line
+    except (WorkerConfigError, ValueError) as exc:
         print(f"clustertwin alerting worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     create_alerting_app(settings=settings).main()

@@ -21,6 +21,7 @@ import yaml
 
 from clustertwin.stack.chart_tools import ensure_helm, ensure_strimzi_schemas, validate_strimzi
 from clustertwin_base.kafka_acls import Acl, Names, acl_table
+from clustertwin_base.routing import Routing
 from clustertwin_base.settings import Settings
 from connectors.sdk.registry import lint as lint_connector
 from streams.alerting.app import AlertingSettings
@@ -61,6 +62,11 @@ def render(helm: Path, *args: str) -> list[dict[str, Any]]:
 VARIANTS = {
     "defaults": MINIMAL,
     "dunkirk example": ["-f", str(EXAMPLE)],
+    "cluster groups": [
+        *MINIMAL,
+        "--set-json",
+        'groups={"north-sea": ["dunkirk", "rotterdam"], "asia": ["teda"]}',
+    ],
     "plaintext, no alerting": [
         *MINIMAL,
         "--set",
@@ -134,18 +140,26 @@ def _acls_of(user: dict[str, Any]) -> tuple[Acl, ...]:
     )
 
 
-@pytest.mark.parametrize("variant", ["defaults", "dunkirk example"])
-def test_kafka_users_grant_exactly_the_acl_table(helm: Path, variant: str) -> None:
-    values = yaml.safe_load(EXAMPLE.read_text()) if variant != "defaults" else {}
+def _names(variant: str) -> Names:
+    values = yaml.safe_load(EXAMPLE.read_text()) if variant == "dunkirk example" else {}
     topics = values.get("kafka", {}).get("topics", {})
-    names = Names(
+    groups = ("asia", "north-sea") if variant == "cluster groups" else ()
+    return Names(
         **{k: topics[k] for k in ("readings", "deadletter", "late", "alerts") if k in topics},
         **({"worker_app_id": values["worker"]["appId"]} if "worker" in values else {}),
         **({"alerting_app_id": values["alerting"]["appId"]} if "alerting" in values else {}),
+        groups=groups,
     )
+
+
+@pytest.mark.parametrize("variant", ["defaults", "dunkirk example", "cluster groups"])
+def test_kafka_users_grant_exactly_the_acl_table(helm: Path, variant: str) -> None:
+    names = _names(variant)
     assert names.priced == priced_topic(names.readings)  # the table follows the workers' rule
+    for g in names.groups:  # and the routing's rule for a group's topic
+        assert names.of_group(g).readings == Routing.group_topic(names.readings, g)
     users = {
-        d["metadata"]["labels"]["app.kubernetes.io/component"]: d
+        d["metadata"]["labels"]["clustertwin.io/role"]: d
         for d in render(helm, *VARIANTS[variant])
         if d["kind"] == "KafkaUser"
     }
@@ -153,6 +167,27 @@ def test_kafka_users_grant_exactly_the_acl_table(helm: Path, variant: str) -> No
     assert set(users) == set(table)
     for role, acls in table.items():
         assert _acls_of(users[role]) == acls, role
+
+
+def test_each_cluster_group_has_its_workers_topics_and_routing(helm: Path) -> None:
+    docs = render(helm, *VARIANTS["cluster groups"])
+    sets = {d["metadata"]["name"] for d in docs if d["kind"] == "StatefulSet"}
+    assert sets == {
+        f"t-clustertwin-{p}-{g}" for p in ("worker", "alerting") for g in ("asia", "north-sea")
+    }
+    topics = {d["spec"]["topicName"] for d in docs if d["kind"] == "KafkaTopic"}
+    assert {"readings.asia", "readings.asia-priced", "readings.north-sea"} <= topics
+    assert "readings" not in topics  # every cluster is routed to a group
+    routing = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-routing")
+    )
+    parsed = Routing.model_validate(yaml.safe_load(routing["data"]["routing.yaml"]))
+    assert parsed.group_of("teda") == "asia" and parsed.group_of("dunkirk") == "north-sea"
+    for owner, c in containers(docs):
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["CLUSTERTWIN_ROUTING_FILE"] == "/etc/clustertwin/routing/routing.yaml", owner
+        group = env.get("CLUSTERTWIN_STREAMS_GROUP") or env.get("CLUSTERTWIN_ALERTS_GROUP")
+        assert group and owner.endswith(group), owner
 
 
 def test_topics_have_the_workers_own_configs(helm: Path) -> None:

@@ -129,3 +129,40 @@ readinessProbe:
       requests:
         storage: {{ .storage | quote }}
 {{- end -}}
+
+{{/* The worker instances: one without a group, or one per cluster group (as JSON). */}}
+{{- define "clustertwin.instances" -}}
+{{- $out := list -}}
+{{- if .Values.groups -}}
+{{- range $g := keys .Values.groups | sortAlpha -}}
+{{- $out = append $out (dict "group" $g "suffix" (printf "-%s" $g)) -}}
+{{- end -}}
+{{- else -}}
+{{- $out = append $out (dict "group" "" "suffix" "") -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* The routing file's environment and volume, when there are groups. */}}
+{{- define "clustertwin.routingEnv" -}}
+{{- if .Values.groups }}
+- name: CLUSTERTWIN_ROUTING_FILE
+  value: /etc/clustertwin/routing/routing.yaml
+{{- end }}
+{{- end -}}
+
+{{- define "clustertwin.routingMount" -}}
+{{- if .Values.groups }}
+- name: routing
+  mountPath: /etc/clustertwin/routing
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "clustertwin.routingVolume" -}}
+{{- if .Values.groups }}
+- name: routing
+  configMap:
+    name: {{ include "clustertwin.fullname" . }}-routing
+{{- end }}
+{{- end -}}
