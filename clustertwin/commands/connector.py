@@ -112,16 +112,20 @@ def run(
 ) -> None:
     """Run the connector CONFIG describes until Ctrl-C (or a limit).
 
-    Refuses to start (exit 2) when Kafka rejects the credentials or they are missing.
+    Refuses to start (exit 2) when Kafka rejects the credentials or they are missing, and
+    stops (exit 2) when the source refuses us for a certificate or configuration reason on
+    the first connection (later, such a refusal is retried at the longest backoff).
     """
+    from connectors.sdk.base import SourceMisconfigured
     from connectors.sdk.metrics import ConnectorMetrics
     from connectors.sdk.runner import ConnectorRunner, make_publisher
 
     cls, cfg, index = load_or_exit(config)
     settings = kafka_or_exit(cfg, bootstrap, "clustertwin connector")
 
+    metrics = ConnectorMetrics()
+
     async def main() -> ConnectorMetrics:
-        metrics = ConnectorMetrics()
         runner = ConnectorRunner(
             cls(cfg, index),
             make_publisher(cfg, metrics, bootstrap=bootstrap, settings=settings),
@@ -142,5 +146,10 @@ def run(
         finally:
             reporter.cancel()
 
-    metrics = asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except SourceMisconfigured as exc:  # before the source ever worked: waiting cannot fix it
+        click.echo(json.dumps(metrics.snapshot()))
+        click.echo(f"clustertwin connector: {exc}", err=True)
+        sys.exit(2)
     click.echo(json.dumps(metrics.snapshot()))

@@ -23,10 +23,12 @@ import base64
 import logging
 import math
 import os
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import jmespath
@@ -59,7 +61,7 @@ from connectors.sdk.base import (
     unknown_meters,
 )
 from connectors.sdk.metering import CounterSpec, Interval, Metering, Refusal, StateStore
-from connectors.sdk.tls import ClientTls
+from connectors.sdk.tls import ClientTls, TlsRefused, probe_tls, tls_refusal
 from twin.readings import MeterIndex, now_ms
 
 log = logging.getLogger(__name__)
@@ -216,6 +218,7 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
     """Any HTTP/JSON gateway, polled; items mapped by JMESPath (values or counters)."""
 
     config_model: ClassVar[type[ConnectorConfig]] = HttpPollConfig
+    connected_on_open = False  # the first poll reaches the gateway (and its TLS)
 
     def __init__(self, config: HttpPollConfig, index: MeterIndex) -> None:
         super().__init__(config, index)
@@ -281,12 +284,26 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
                         "(check url and credentials)"
                     )
                 return await resp.read()
-        except aiohttp.ClientConnectorCertificateError as exc:  # not an outage: trust is wrong
-            raise HttpRequestError(
-                f"{url}: the gateway's certificate is not trusted: {exc}"
-            ) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            refused = tls_refusal(exc, url, self.config.tls) or await self._probe(exc)
+            if refused is not None:  # not an outage: a certificate is wrong (the SDK's rule)
+                raise refused from exc
             raise SourceUnavailable(f"{url}: {exc!r}") from exc
+
+    async def _probe(self, exc: Exception) -> TlsRefused | None:
+        """A reset right after a TLS 1.3 handshake may be a refusal of our certificate
+        whose alert was lost: ask the gateway once more, the SDK's way."""
+        tls, target = self.config.tls, urlsplit(self.config.url)
+        lost = isinstance(exc, aiohttp.ServerDisconnectedError) or (
+            isinstance(exc, aiohttp.ClientOSError)
+            and not isinstance(exc, aiohttp.ClientConnectorError)
+        )
+        if not lost or target.scheme != "https" or target.hostname is None:
+            return None
+        ctx = tls.context("tls") if tls else ssl.create_default_context()
+        return await asyncio.to_thread(
+            probe_tls, target.hostname, target.port or 443, ctx, self.config.url, tls
+        )
 
     async def poll(self) -> Sequence[Item]:
         body = await self.fetch()

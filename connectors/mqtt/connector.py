@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import re
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
@@ -23,7 +22,7 @@ import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from clustertwin_base.settings import Settings
-from connectors.mqtt.sparkplug import SparkplugConfig, SparkplugSession
+from connectors.mqtt.sparkplug import Snapshot, SparkplugConfig, SparkplugMetric, SparkplugSession
 from connectors.sdk.base import (
     BadSample,
     Connector,
@@ -31,18 +30,22 @@ from connectors.sdk.base import (
     Item,
     MeterMapping,
     Sample,
+    SourceMisconfigured,
     SourceUnavailable,
     drain_queue,
 )
-from connectors.sdk.tls import ClientTls
+from connectors.sdk.metering import CounterSpec, Interval, Metering, Refusal, StateStore
+from connectors.sdk.tls import ClientTls, probe_tls, tls_refusal
 from twin.readings import MeterIndex
 
 _LEVEL = re.compile(r"\{(\d+)\}")
-_UNTRUSTED_HINT = (
-    " (the broker's certificate is not issued by tls.ca_file, or does not name the host:"
-    " tls.verify_hostname)"
-)
 _TLS_REFUSED_HINT = " - does the broker accept our client certificate (tls.cert_file)?"
+#: CONNACK return codes (MQTT 3.1.1, 3.2.2.3) only the config can fix
+_CONNACK_CONFIG = {
+    2: "the broker rejects our client id (client_id)",
+    4: "the broker refused our credentials (username, password_env / password_file)",
+    5: "the broker does not authorise us (username, or its ACL)",
+}
 
 
 class TopicMap(BaseModel):
@@ -96,7 +99,7 @@ class MqttConfig(ConnectorConfig):
         if self.password_env:
             value = os.environ.get(self.password_env)
             if value is None:
-                raise SourceUnavailable(f"password_env: ${self.password_env} is not set")
+                raise SourceMisconfigured(f"password_env: ${self.password_env} is not set")
             return value
         if self.password_file:
             return self.password_file.read_text().strip()
@@ -148,9 +151,28 @@ class MqttConnector(Connector[MqttConfig]):
     def __init__(self, config: MqttConfig, index: MeterIndex) -> None:
         super().__init__(config, index)
         self._client: mqtt.Client | None = None
-        self._queue: asyncio.Queue[Item | Exception] = asyncio.Queue()
-        # outlives the MQTT connection: births learnt stay valid across a reconnect
+        self._queue: asyncio.Queue[Item | Snapshot | Exception] = asyncio.Queue()
+        # outlives the MQTT connection: births learnt stay valid across a reconnect (the
+        # persistent session fills the gap), never across a restart (it asks for rebirths)
         self._sparkplug = SparkplugSession(config.sparkplug) if config.sparkplug else None
+        self._rebirths_asked = False
+        # counter and rate metrics: baselines in the state store, so the interval across a
+        # restart is counted once; nothing of the Sparkplug session itself is kept
+        self._metered: dict[str, SparkplugMetric] = {
+            m.meter: m
+            for m in (config.sparkplug.metrics if config.sparkplug else [])
+            if m.mode != "value"
+        }
+        self.metering: Metering | None = None
+        if self._metered:
+            self.metering = Metering(
+                StateStore.for_connector(config),
+                counters={
+                    meter: CounterSpec(m.rollover_at, m.max_increase_per_h)
+                    for meter, m in self._metered.items()
+                    if m.mode == "counter"
+                },
+            )
 
     @classmethod
     def mapped_meters(cls, config: MqttConfig, index: MeterIndex) -> list[MeterMapping]:
@@ -160,7 +182,7 @@ class MqttConnector(Connector[MqttConfig]):
         ]
         if config.sparkplug is not None:
             mapped += [
-                MeterMapping(m.meter, m.unit, f"sparkplug.metrics[{i}]")
+                MeterMapping(m.meter, m.published_unit(), f"sparkplug.metrics[{i}]")
                 for i, m in enumerate(config.sparkplug.metrics)
             ]
         return mapped
@@ -197,18 +219,24 @@ class MqttConnector(Connector[MqttConfig]):
         )
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password())
+        context = None
         if cfg.tls is not None:
             # a TlsError (unreadable key, wrong password) names the field; paho takes the
             # context as is, hostname check included
-            client.tls_set_context(cfg.tls.context())
+            context = cfg.tls.context()
+            client.tls_set_context(context)
 
-        def put(item: Item | Exception) -> None:
+        def put(item: Item | Snapshot | Exception) -> None:
             loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
             if not rc.is_failure:
                 for topic in self._subscriptions():
                     c.subscribe(topic, qos=cfg.qos)
+                if self._sparkplug is not None and not self._rebirths_asked:
+                    self._rebirths_asked = True  # once per process: a reconnect keeps births
+                    for command_topic, body in self._sparkplug.start_requests():
+                        c.publish(command_topic, body, qos=0)
 
             def settle() -> None:
                 if not connected.done():
@@ -216,18 +244,28 @@ class MqttConnector(Connector[MqttConfig]):
 
             loop.call_soon_threadsafe(settle)
 
+        tls_log: list[str] = []  # paho only logs why a TLS session ended before CONNACK
+
+        def on_log(_c: mqtt.Client, _u: Any, level: int, buf: str) -> None:
+            if level == mqtt.MQTT_LOG_ERR and "SSL" in buf:
+                tls_log.append(buf)
+
         def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
             error = SourceUnavailable(f"MQTT broker {host}:{port} disconnected: {rc}")
             put(error)
 
             def refused() -> None:  # closed before CONNACK: e.g. TLS 1.3 refusing our cert
-                if not connected.done():
-                    connected.set_exception(
-                        SourceUnavailable(
-                            f"MQTT broker {host}:{port} closed the connection before CONNACK "
-                            f"({rc}){_TLS_REFUSED_HINT if cfg.tls else ''}"
-                        )
+                if connected.done():
+                    return
+                peer = f"MQTT broker {host}:{port}"
+                why = tls_refusal(tls_log[-1], peer, cfg.tls) if cfg.tls and tls_log else None
+                connected.set_exception(
+                    why
+                    or SourceUnavailable(
+                        f"{peer} closed the connection before CONNACK "
+                        f"({rc}){_TLS_REFUSED_HINT if cfg.tls else ''}"
                     )
+                )
 
             loop.call_soon_threadsafe(refused)
 
@@ -244,21 +282,41 @@ class MqttConnector(Connector[MqttConfig]):
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
         client.on_message = on_message
+        client.on_log = on_log
         try:
             await asyncio.to_thread(client.connect, host, port, cfg.keepalive_s)
-        except ssl.SSLError as exc:  # before OSError: it is one, but not an outage to shrug at
-            hint = _UNTRUSTED_HINT if isinstance(exc, ssl.SSLCertVerificationError) else ""
-            raise SourceUnavailable(
-                f"MQTT broker {host}:{port}: TLS handshake failed: {exc}{hint}"
-            ) from exc
-        except OSError as exc:
+        except OSError as exc:  # a certificate refusal is one too, but not an outage
+            refused = tls_refusal(exc, f"MQTT broker {host}:{port}", cfg.tls) if cfg.tls else None
+            if refused is not None:
+                raise refused from exc
             raise SourceUnavailable(f"MQTT broker {host}:{port}: {exc}") from exc
         client.loop_start()
         self._client = client
+        await self._connack(connected, host, port, context)
+
+    async def _connack(
+        self, connected: asyncio.Future[int], host: str, port: int, context: Any
+    ) -> None:
+        """Wait for the broker's CONNACK; say why there is none, in the config's terms."""
+        tls = self.config.tls
         try:
             rc = await asyncio.wait_for(connected, 10)
         except TimeoutError as exc:
             raise SourceUnavailable(f"MQTT broker {host}:{port}: no CONNACK") from exc
+        except SourceMisconfigured:
+            raise
+        except SourceUnavailable as exc:
+            if tls is None or context is None:
+                raise
+            # closed after the TLS handshake, before CONNACK: a TLS 1.3 refusal whose
+            # alert the reset lost? Ask the broker once more, sending nothing
+            peer = f"MQTT broker {host}:{port}"
+            refusal = await asyncio.to_thread(probe_tls, host, port, context, peer, tls)
+            if refusal is None:
+                raise
+            raise refusal from exc
+        if rc in _CONNACK_CONFIG:
+            raise SourceMisconfigured(f"mqtt: {_CONNACK_CONFIG[rc]} [{host}:{port}: rc={rc}]")
         if rc != 0:
             raise SourceUnavailable(f"MQTT broker {host}:{port} refused the connection: rc={rc}")
 
@@ -282,7 +340,7 @@ class MqttConnector(Connector[MqttConfig]):
         topic: str,
         payload: bytes,
         received: int,
-        put: Callable[[Item | Exception], None],
+        put: Callable[[Item | Snapshot | Exception], None],
     ) -> None:
         """Sparkplug B messages go through the session (paho's thread): its readings and
         reasons to the runner, its rebirth requests to the broker (NCMD is QoS 0 by the
@@ -304,11 +362,54 @@ class MqttConnector(Connector[MqttConfig]):
             await asyncio.to_thread(client.loop_stop)
 
     async def stream(self) -> AsyncIterator[Sequence[Item]]:
+        if self.metering is not None:
+            # intervals a previous process saved but could not confirm: the same readings
+            # again (the stream counts them once), before anything new
+            resent = [self._metered_sample(i) for i in self.metering.restored()]
+            if resent:
+                self.metering.checkpoint()
+                yield resent
         while True:
             first = await self._queue.get()
             if isinstance(first, Exception):
                 raise first
             batch, error = drain_queue(self._queue, first, self.config.max_batch)
-            yield batch
+            yield self._meter(batch)  # checkpointed: no await between it and the hand-on
             if error is not None:
                 raise error
+
+    def _meter(self, batch: list[Item | Snapshot]) -> list[Item]:
+        """Counter and rate snapshots become intervals (or refusals) through the metering;
+        the new baselines are checkpointed with them, right before they are handed on."""
+        if self.metering is None:
+            return [i for i in batch if not isinstance(i, Snapshot)]
+        out: list[Item] = []
+        for item in batch:
+            if not isinstance(item, Snapshot):
+                out.append(item)
+                continue
+            s, m = item.sample, item.mapping
+            if m.mode == "rate":
+                assert m.unit is not None  # the config's validator saw to it
+                got = self.metering.rate(s.meter, s.ts, s.value, m.unit)
+            else:
+                got = self.metering.counter(s.meter, s.ts, s.value)
+            if isinstance(got, Interval):
+                reading = self._metered_sample(got, s.raw)
+                reading.quality = s.quality  # an uncertain end makes an estimated interval
+                out.append(reading)
+            elif isinstance(got, Refusal):
+                out.append(got.bad_sample(s.raw))
+        self.metering.checkpoint()
+        return out
+
+    def _metered_sample(self, interval: Interval, raw: bytes | None = None) -> Sample:
+        m = self._metered.get(interval.meter)
+        sample = interval.sample(raw=raw, unit=m.published_unit() if m else None)
+        if m is not None:
+            sample.carrier = m.carrier
+        return sample
+
+    def readings_durable(self) -> None:
+        if self.metering is not None:
+            self.metering.durable()

@@ -24,6 +24,14 @@ Uncertain (0x40 bits) becomes ``estimated``; good, or no quality property, ``mea
 
 The session is touched only from paho's network thread; it outlives the MQTT connection
 (the connector keeps it across reconnects, and the persistent session fills the gap).
+
+**Restarts.** Nothing of the session is persisted: the specification has a host application
+that (re)starts trust no alias, seq or bdSeq it may have learnt, and ask for the births
+(:meth:`SparkplugSession.start_requests`, sent once per process). What survives is the
+connector's own metering: metrics mapped ``mode: counter`` or ``rate`` come out as
+:class:`Snapshot` s, which the connector turns into intervals with the SDK's ``Metering``,
+whose baselines live in the state store beside the disk buffer; the first birth after the
+restart closes the interval across it, counted once.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -48,6 +57,7 @@ from connectors.mqtt.sparkplug_wire import (
     signed,
 )
 from connectors.sdk.base import BadSample, Item, Sample
+from twin.carriers import UnitError, rate_quantity_unit
 from twin.readings import Quality
 
 NAMESPACE = "spBv1.0"
@@ -74,8 +84,36 @@ class SparkplugMetric(BaseModel):
     device: str | None = Field(default=None, description="device id; none: a node metric")
     metric: str = Field(min_length=1, description="metric name as in the birth certificate")
     meter: str = Field(min_length=1)
-    unit: str | None = Field(default=None, description="default: the meter's")
+    unit: str | None = Field(
+        default=None, description="default: the meter's; mode rate: the rate's (kW, t/h)"
+    )
     carrier: str | None = Field(default=None, description="default: the meter's")
+    mode: Literal["value", "counter", "rate"] = Field(
+        default="value",
+        description="counter: a cumulative total, publish the increase; rate: a power or "
+        "flow, publish its integral (the SDK's metering, state kept across restarts)",
+    )
+    rollover_at: float | None = Field(default=None, gt=0, description="counter: wraps here")
+    max_increase_per_h: float | None = Field(
+        default=None, gt=0, description="counter: most it counts in an hour (plausibility)"
+    )
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> SparkplugMetric:
+        if self.mode != "counter" and (self.rollover_at or self.max_increase_per_h):
+            raise ValueError("rollover_at, max_increase_per_h: only for mode counter")
+        if self.mode == "rate":
+            if self.unit is None:
+                raise ValueError("unit: mode rate needs the rate's unit (kW, t/h, Nm3/h)")
+            try:
+                rate_quantity_unit(self.unit)
+            except UnitError as exc:
+                raise ValueError(f"unit: {exc}") from exc
+        return self
+
+    def published_unit(self) -> str | None:
+        """The unit of what reaches ``readings``: a rate's integral is a quantity."""
+        return rate_quantity_unit(self.unit)[0] if self.mode == "rate" and self.unit else self.unit
 
 
 class SparkplugConfig(BaseModel):
@@ -92,6 +130,7 @@ class SparkplugConfig(BaseModel):
     @model_validator(mode="after")
     def _ids_and_uniqueness(self) -> SparkplugConfig:
         seen: dict[tuple[str, str, str | None, str], int] = {}
+        metered: dict[str, int] = {}
         for i, m in enumerate(self.metrics):
             where = f"sparkplug.metrics[{i}]"
             group = m.group or self.group
@@ -106,6 +145,11 @@ class SparkplugConfig(BaseModel):
             if key in seen:
                 raise ValueError(f"{where}: maps the same metric as sparkplug.metrics[{seen[key]}]")
             seen[key] = i
+            if m.mode != "value" and metered.setdefault(m.meter, i) != i:
+                raise ValueError(
+                    f"{where}: meter {m.meter!r} is metered (mode {m.mode}) by "
+                    f"sparkplug.metrics[{metered[m.meter]}] already: one baseline per meter"
+                )
         return self
 
     def group_of(self, m: SparkplugMetric) -> str:
@@ -118,11 +162,22 @@ class SparkplugConfig(BaseModel):
 
 
 @dataclass(slots=True)
-class Outcome:
-    """What one MQTT message gave: items for the runner, commands to publish (topic, body),
-    and the reasons the source is now (partly) unavailable."""
+class Snapshot:
+    """A counter or rate metric's value, for the connector to meter: in the event loop,
+    not paho's thread, because the state it implies is checkpointed right before the
+    readings are handed on."""
 
-    items: list[Item] = field(default_factory=list)
+    mapping: SparkplugMetric
+    sample: Sample
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one MQTT message gave: items for the runner (snapshots for the metering),
+    commands to publish (topic, body), and the reasons the source is now (partly)
+    unavailable."""
+
+    items: list[Item | Snapshot] = field(default_factory=list)
     commands: list[tuple[str, bytes]] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
 
@@ -225,6 +280,15 @@ class SparkplugSession:
         self._map = {(config.group_of(m), m.node, m.device, m.metric): m for m in config.metrics}
         self._wanted = {(g, n) for g, n, _d, _m in self._map}
         self._nodes: dict[tuple[str, str], _Node] = {}
+
+    def start_requests(self) -> list[tuple[str, bytes]]:
+        """A rebirth request to every mapped edge node, for a host that has just started:
+        the specification has a (re)started host application trust no alias it may have
+        learnt before and ask for the births instead. Spaces later requests like any."""
+        now = self.clock()
+        for key in sorted(self._wanted):
+            self._nodes.setdefault(key, _Node()).rebirth_asked = now
+        return [(f"{NAMESPACE}/{g}/NCMD/{n}", rebirth_request()) for g, n in sorted(self._wanted)]
 
     @staticmethod
     def owns(topic: str) -> bool:
@@ -409,7 +473,11 @@ class SparkplugSession:
             if mapping is None:
                 continue
             datatype = m.datatype if m.datatype is not None else catalog.datatypes.get(name)
-            out.items.append(_sample(mapping, m, name, datatype, msg))
+            item = _sample(mapping, m, name, datatype, msg)
+            if mapping.mode != "value" and isinstance(item, Sample):
+                out.items.append(Snapshot(mapping, item))
+            else:
+                out.items.append(item)
 
 
 def _int_or_none(m: Metric | None) -> int | None:

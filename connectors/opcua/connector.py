@@ -44,6 +44,7 @@ from connectors.sdk.base import (
     Item,
     MeterMapping,
     Sample,
+    SourceMisconfigured,
     SourceUnavailable,
     drain_queue,
 )
@@ -192,8 +193,9 @@ class OpcUaConnector(Connector[OpcUaConfig]):
         except (OSError, TimeoutError, ua.UaError) as exc:
             with contextlib.suppress(Exception):
                 await client.disconnect()
-            why = await self._refusal_hint(exc) or repr(exc)
-            raise SourceUnavailable(f"OPC UA server {cfg.endpoint}: {why}") from exc
+            hint = await self._refusal_hint(exc)  # a certificate or security refusal
+            error = SourceMisconfigured if hint else SourceUnavailable
+            raise error(f"OPC UA server {cfg.endpoint}: {hint or repr(exc)}") from exc
         return client
 
     async def _subscribe(self) -> None:

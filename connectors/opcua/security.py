@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connectors.sdk.base import SourceUnavailable
+from connectors.sdk.base import SourceMisconfigured
 from connectors.sdk.tls import CredentialPath, check_private, key_password
 
 Policy = Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep"]
@@ -37,11 +37,11 @@ POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
 }
 
 
-class SecurityConfigError(ValueError):
+class SecurityConfigError(SourceMisconfigured, ValueError):
     """A security file that cannot be used; the message names the field."""
 
 
-class UntrustedServer(SourceUnavailable):
+class UntrustedServer(SourceMisconfigured):
     """The server's certificate is not among ``security.server_certificates``."""
 
 
@@ -212,7 +212,7 @@ def pick_endpoint(
     for e in endpoints:
         if e.SecurityPolicyUri == uri and e.SecurityMode == mode:
             return e
-    raise SourceUnavailable(
+    raise SourceMisconfigured(
         f"OPC UA server {url} offers no {sec.policy}/{sec.mode} endpoint; it offers: "
         f"{describe_endpoints(endpoints)}"
     )

@@ -25,6 +25,7 @@ from connectors.sdk.base import (
     PollingConfig,
     PollingConnector,
     Sample,
+    SourceMisconfigured,
     SourceUnavailable,
     unknown_meters,
 )
@@ -53,6 +54,7 @@ from connectors.sdk.registry import (
     unit_problems,
 )
 from connectors.sdk.runner import ConnectorRunner, make_publisher
+from connectors.sdk.tls import TlsRefused, tls_refusal
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -80,9 +82,11 @@ __all__ = [
     "Record",
     "Refusal",
     "Sample",
+    "SourceMisconfigured",
     "SourceUnavailable",
     "StateError",
     "StateStore",
+    "TlsRefused",
     "available",
     "lint",
     "lint_report",
@@ -92,6 +96,7 @@ __all__ = [
     "meter_index_for",
     "parse_config",
     "producer_config",
+    "tls_refusal",
     "unit_problems",
     "unknown_meters",
 ]

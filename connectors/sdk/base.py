@@ -26,6 +26,19 @@ class SourceUnavailable(ConnectionError):
     """The source (server, device, file) cannot be reached now; the runner will retry."""
 
 
+class SourceMisconfigured(SourceUnavailable):
+    """The source refuses us for a reason only an operator can fix: a certificate it does
+    not trust or that does not trust it, a security setting it does not offer, a key file
+    that cannot be read. The message names the cause and the config setting.
+
+    The runner's rule: on the first connection of a run this ends the run (``connector
+    run`` exits 2), since waiting cannot fix it; once the source has worked in this run it
+    is retried at the longest backoff, the reason logged at every attempt (a server
+    certificate may be being rotated). A subclass of SourceUnavailable so that code
+    cleaning up after an outage does so here too.
+    """
+
+
 @dataclass(slots=True)
 class Sample:
     """One value read from a source, before validation.
@@ -159,6 +172,10 @@ class Connector(ABC, Generic[ConfigT]):
 
     config_model: ClassVar[type[ConnectorConfig]] = ConnectorConfig
     description: ClassVar[str] = ""
+    #: ``open`` reaches the source (a broker session, a PLC socket): once it has returned,
+    #: a certificate refusal is no longer "never worked" (see SourceMisconfigured). False
+    #: where only the first poll reaches it (an HTTP client session opens nothing).
+    connected_on_open: bool = True
 
     def __init__(self, config: ConfigT, index: MeterIndex) -> None:
         self.config = config
@@ -242,13 +259,16 @@ class PollingConnector(Connector[PollT]):
             await asyncio.sleep(delay)
 
 
+QueuedT = TypeVar("QueuedT")
+
+
 def drain_queue(
-    queue: asyncio.Queue[Item | Exception], first: Item, max_batch: int
-) -> tuple[list[Item], Exception | None]:
+    queue: asyncio.Queue[QueuedT | Exception], first: QueuedT, max_batch: int
+) -> tuple[list[QueuedT], Exception | None]:
     """What a push source (MQTT, OPC UA subscriptions) has queued behind ``first``, up to
     ``max_batch``, and the source's error if one was queued: the items before an error are
     still handed on before it is raised, so a disconnect never drops received readings."""
-    batch: list[Item] = [first]
+    batch: list[QueuedT] = [first]
     while not queue.empty() and len(batch) < max_batch:
         nxt = queue.get_nowait()
         if isinstance(nxt, Exception):

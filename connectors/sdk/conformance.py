@@ -138,6 +138,7 @@ class _InjectedFailure(Connector[Any]):
     def __init__(self, inner: Connector[Any], after: int) -> None:
         super().__init__(inner.config, inner.index)
         self.inner, self.after, self.failed = inner, after, False
+        self.connected_on_open = inner.connected_on_open
 
     async def open(self) -> None:
         await self.inner.open()
@@ -210,6 +211,7 @@ class _Watched(Connector[Any]):
     def __init__(self, inner: Connector[Any]) -> None:
         super().__init__(inner.config, inner.index)
         self.inner, self.opens, self.batches = inner, 0, 0
+        self.connected_on_open = inner.connected_on_open
 
     async def open(self) -> None:
         await self.inner.open()

@@ -27,7 +27,14 @@ from clustertwin_base.kafka_auth import (
 )
 from clustertwin_base.settings import MissingCredentialError, Settings, cache_dir
 from connectors.sdk.backoff import Backoff
-from connectors.sdk.base import BadSample, Connector, ConnectorConfig, Item, Sample
+from connectors.sdk.base import (
+    BadSample,
+    Connector,
+    ConnectorConfig,
+    Item,
+    Sample,
+    SourceMisconfigured,
+)
 from connectors.sdk.buffer import BufferFull, DiskBuffer, Record
 from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.publisher import KafkaPublisher, producer_config
@@ -150,6 +157,10 @@ class ConnectorRunner:
         self._pending_since: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._spill: list[Record] = []
+        #: the source worked once in this run: it yielded, or opened (``connected_on_open``)
+        self.source_worked = False
+        #: the misconfiguration that ended the run before the source ever worked
+        self.fatal: SourceMisconfigured | None = None
 
     def stop(self) -> None:
         """Ask the run to end (signal handlers call this): flush, drain, close."""
@@ -164,7 +175,10 @@ class ConnectorRunner:
         while not self._stop.is_set():
             try:
                 await self.connector.open()
+                if self.connector.connected_on_open:
+                    self.source_worked = True
                 async for batch in self.connector.stream():
+                    self.source_worked = True
                     self.backoff.reset()
                     await self._queue.put(batch)
                     if self._stop.is_set():
@@ -173,12 +187,9 @@ class ConnectorRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.metrics.add(source_reconnects=1)
-                self.metrics.last_error = f"source: {exc!r}"
-                delay = self.backoff.next()
-                log.warning(
-                    "%s: source failed (%r); reconnecting in %.1f s", self.source, exc, delay
-                )
+                delay = self._source_failed(exc)
+                if delay is None:
+                    break
                 with contextlib.suppress(Exception):
                     await self.connector.close()
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -186,6 +197,32 @@ class ConnectorRunner:
         with contextlib.suppress(Exception):
             await self.connector.close()
         await self._queue.put(None)
+
+    def _source_failed(self, exc: Exception) -> float | None:
+        """Count and report a source failure; the seconds to wait before reopening, or None
+        when the run must end. The rule for a misconfiguration (SourceMisconfigured): before
+        the source ever worked in this run nothing but an operator can fix it, so the run
+        ends with it (``fatal``); after, it may be a certificate rotation in progress, so it
+        is retried at the longest backoff, the reason logged at every attempt."""
+        self.metrics.add(source_reconnects=1)
+        if not isinstance(exc, SourceMisconfigured):
+            self.metrics.last_error = f"source: {exc!r}"
+            delay = self.backoff.next()
+            log.warning("%s: source failed (%r); reconnecting in %.1f s", self.source, exc, delay)
+            return delay
+        self.metrics.last_error = f"source: {exc}"
+        if not self.source_worked:
+            self.fatal = exc
+            log.error("%s: %s; not retrying: fix the configuration", self.source, exc)
+            return None
+        delay = self.backoff.maximum
+        log.error(
+            "%s: %s; it worked before in this run (a certificate rotation?), retrying in %.0f s",
+            self.source,
+            exc,
+            delay,
+        )
+        return delay
 
     # -- intake -----------------------------------------------------------------------
 
@@ -337,7 +374,10 @@ class ConnectorRunner:
         duration: float | None = None,
         drain_timeout: float = 60.0,
     ) -> ConnectorMetrics:
-        """Run until the source ends, ``stop()``, ``max_readings`` samples or ``duration`` s."""
+        """Run until the source ends, ``stop()``, ``max_readings`` samples or ``duration`` s.
+
+        Raises the source's SourceMisconfigured, after flushing and closing, when it ended
+        the run before the source ever worked (``connector run`` exits 2 on it)."""
         self.publisher.start()
         pump = asyncio.create_task(self._pump(), name=f"pump-{self.source}")
         loop = asyncio.get_running_loop()
@@ -374,6 +414,8 @@ class ConnectorRunner:
             await self._flush_due(force=True)
             self._confirm_durable()
             await asyncio.to_thread(self.publisher.close, drain_timeout)
+        if self.fatal is not None:
+            raise self.fatal
         return self.metrics
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import ssl
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from connectors.sdk.base import SourceMisconfigured
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,14 @@ TlsVersion = Literal["1.2", "1.3"]
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
-class TlsError(ValueError):
-    """A TLS setting that cannot be used (unreadable file, wrong password); names the field."""
+class TlsError(SourceMisconfigured, ValueError):
+    """A TLS setting that cannot be used (unreadable file, wrong password); names the field.
+    A misconfiguration to the runner: no retry makes the file readable."""
+
+
+class TlsRefused(SourceMisconfigured):
+    """A TLS handshake refused for a certificate or protocol reason (not a network fault):
+    the message names the cause and the ``tls.*`` setting to look at."""
 
 
 def key_password(env: str | None, where: str) -> str | None:
@@ -150,3 +159,140 @@ class ServerTls(BaseModel):
             _load_ca(ctx, self.client_ca_file, f"{where}.client_ca_file")
             ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
+
+
+# -- handshake refusals: what went wrong, in the config's terms ----------------------------
+
+#: OpenSSL verification codes (x509_vfy.h) of a server certificate we do not accept
+_VERIFY_EXPIRED = {9: "is not valid yet", 10: "has expired"}
+_VERIFY_NAME = {62, 64}  # hostname, IP address mismatch
+#: alerts a server sends when it does not accept our certificate (or wants one)
+_CLIENT_CERT_ALERTS = (
+    "ALERT_BAD_CERTIFICATE",
+    "ALERT_UNKNOWN_CA",
+    "CERTIFICATE_REQUIRED",
+    "ALERT_CERTIFICATE_EXPIRED",
+    "ALERT_CERTIFICATE_REVOKED",
+    "ALERT_CERTIFICATE_UNKNOWN",
+    "ALERT_UNSUPPORTED_CERTIFICATE",
+    "ALERT_ACCESS_DENIED",
+    "ALERT_HANDSHAKE_FAILURE",  # TLS 1.2 servers requiring a certificate we did not send
+)
+#: the two ends share no protocol: a TLS version, or TLS at all on that port
+_PROTOCOL_REASONS = (
+    "WRONG_VERSION_NUMBER",
+    "UNSUPPORTED_PROTOCOL",
+    "NO_PROTOCOLS_AVAILABLE",
+    "ALERT_PROTOCOL_VERSION",
+    "TLSV1_ALERT_INSUFFICIENT_SECURITY",
+)
+_SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\]")
+
+
+def _ssl_error_in(exc: BaseException | None, depth: int = 0) -> ssl.SSLError | None:
+    """The ssl.SSLError behind ``exc`` (itself, its cause, or what aiohttp wraps)."""
+    if exc is None or depth > 6:
+        return None
+    # aiohttp's wrappers are SSLErrors themselves, without the details: look inside first
+    for attr in ("certificate_error", "os_error"):
+        inner = getattr(exc, attr, None)
+        if isinstance(inner, BaseException) and (found := _ssl_error_in(inner, depth + 1)):
+            return found
+    if isinstance(exc, ssl.SSLError):
+        return exc
+    for inner in (exc.__cause__, exc.__context__):
+        if inner is not None and (found := _ssl_error_in(inner, depth + 1)):
+            return found
+    return None
+
+
+def tls_refusal(
+    exc: BaseException | str, peer: str, tls: ClientTls | None, where: str = "tls"
+) -> TlsRefused | None:
+    """The :class:`TlsRefused` a failed TLS connection to ``peer`` amounts to, or None when
+    it is not a certificate or protocol refusal (a reset, a timeout: an outage).
+
+    ``exc`` is the exception (aiohttp's and paho's wrappers are looked through), or the
+    text of one where a library only logs it. The rule of each message is the setting that
+    decides it: ``tls.ca_file`` (who we trust), ``tls.verify_hostname`` (the name),
+    ``tls.cert_file`` (who we are), ``tls.min_version`` (the protocol).
+    """
+    if isinstance(exc, str):
+        text, code = exc, None
+        found = _SSL_REASON.search(exc)
+        reason = found.group(1) if found else ""
+    else:
+        err = _ssl_error_in(exc)
+        if err is None:
+            return None
+        text, reason = str(err), str(getattr(err, "reason", None) or "")
+        code = None
+        if isinstance(err, ssl.SSLCertVerificationError):
+            code = getattr(err, "verify_code", None) or 0
+    message = _refusal_message(reason, code, tls, where)
+    return None if message is None else TlsRefused(f"{message} [{peer}: {text}]")
+
+
+def _refusal_message(
+    reason: str, code: int | None, tls: ClientTls | None, where: str
+) -> str | None:
+    ca = tls.ca_file if tls is not None else None
+    trust = (
+        f"{where}.ca_file ({ca})" if ca is not None else f"the system's CAs (no {where}.ca_file)"
+    )
+    if code in _VERIFY_NAME:
+        return (
+            f"{where}: the server's certificate does not name the host connected to "
+            f"({where}.verify_hostname: connect by a name the certificate carries)"
+        )
+    if code in _VERIFY_EXPIRED:
+        return (
+            f"{where}: the server's certificate {_VERIFY_EXPIRED[code]} (checked against {trust})"
+        )
+    if code is not None or reason == "CERTIFICATE_VERIFY_FAILED":
+        return f"{where}: the server's certificate is not trusted by {trust}"
+    if any(alert in reason for alert in _CLIENT_CERT_ALERTS):
+        cert = tls.cert_file if tls is not None else None
+        if cert is None:
+            return (
+                f"{where}: the server requires a client certificate and none is configured "
+                f"({where}.cert_file, {where}.key_file)"
+            )
+        return (
+            f"{where}: the server refused our client certificate ({where}.cert_file {cert}: "
+            "not issued by a CA it trusts, expired, or revoked)"
+        )
+    if any(p in reason for p in _PROTOCOL_REASONS):
+        version = tls.min_version if tls is not None else "1.2"
+        return (
+            f"{where}: no TLS protocol in common with the server ({where}.min_version "
+            f"{version}; or the port does not speak TLS)"
+        )
+    return None
+
+
+def probe_tls(
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    peer: str,
+    tls: ClientTls | None,
+    timeout: float = 3.0,
+) -> TlsRefused | None:
+    """Why a server closed a TLS connection right after the handshake, if it was a refusal.
+
+    Over TLS 1.3 a server that refuses our client certificate says so (an alert) only after
+    the client's side of the handshake is done; a client that has sent its first request
+    meanwhile is often answered with a reset, which loses the alert. This opens one more
+    connection, completes the handshake and waits, sending nothing, for the server's first
+    word: the alert, or silence (None: it accepts us; the closing was something else).
+    Blocking: call it in a thread."""
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host) as sock,
+        ):
+            sock.recv(1)
+    except OSError as exc:  # ssl.SSLError among them
+        return tls_refusal(exc, peer, tls)
+    return None

@@ -18,6 +18,7 @@ from aiohttp import web
 from connectors.http_poll import HttpPollConfig, HttpPollConnector, HttpRequestError
 from connectors.sdk.base import BadSample, ConnectorConfig, Sample, SourceUnavailable
 from connectors.sdk.conformance import ConformanceKit, free_port
+from connectors.sdk.tls import TlsRefused
 from tests.conftest import StackHandle
 from twin.readings import MeterIndex, now_ms
 
@@ -368,7 +369,7 @@ def test_https_gateway_is_trusted_only_through_its_ca(
                 mini_index,
             )
             await rogue.open()
-            with pytest.raises(HttpRequestError) as err:
+            with pytest.raises(TlsRefused) as err:
                 await rogue.poll()
             await rogue.close()
         return items, str(err.value)
@@ -377,4 +378,4 @@ def test_https_gateway_is_trusted_only_through_its_ca(
     assert [(s.meter, s.ts, s.value) for s in items if isinstance(s, Sample)] == [
         ("mill-power", T0, 42.0)
     ]
-    assert "not trusted" in refused and "/api/v1/counters" in refused
+    assert "not trusted by tls.ca_file" in refused and "/api/v1/counters" in refused

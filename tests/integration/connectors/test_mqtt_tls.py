@@ -18,8 +18,9 @@ import pytest
 
 from clustertwin.stack.mosquitto import Mosquitto
 from connectors.mqtt import MqttConfig, MqttConnector
-from connectors.sdk.base import Sample, SourceUnavailable
+from connectors.sdk.base import Sample
 from connectors.sdk.conformance import ConformanceKit, free_port
+from connectors.sdk.tls import TlsRefused
 from tests.conftest import StackHandle
 from twin.readings import MeterIndex, now_ms
 
@@ -152,7 +153,7 @@ def test_mqtt_tls_meets_the_contract(
 async def _refusal(cfg: MqttConfig, index: MeterIndex) -> str:
     connector = MqttConnector(cfg, index)
     try:
-        with pytest.raises(SourceUnavailable) as refused:
+        with pytest.raises(TlsRefused) as refused:
             await asyncio.wait_for(connector.open(), 15)
         return str(refused.value)
     finally:
@@ -162,16 +163,19 @@ async def _refusal(cfg: MqttConfig, index: MeterIndex) -> str:
 def test_mqtt_tls_refusals_say_why(
     tls_broker: Mosquitto, mini_index: MeterIndex, pki: PkiFiles
 ) -> None:
+    """Each refusal is a TlsRefused (a misconfiguration, not an outage) naming the cause and
+    the setting that decides it."""
     tls = tls_broker.tls
     # no client certificate: the listener requires one
     no_cert = asyncio.run(_refusal(config(tls_broker, ca_file=tls.ca_file), mini_index))
-    assert "closed the connection before CONNACK" in no_cert, no_cert
-    assert "client certificate (tls.cert_file)" in no_cert
+    assert no_cert.startswith("tls: the server requires a client certificate"), no_cert
+    assert "tls.cert_file" in no_cert
     # a certificate of another CA: refused by the broker as well
     rogue_cert, rogue_key = pki.client("rogue", ca=pki.other_ca)
     rogue = config(tls_broker, ca_file=tls.ca_file, cert_file=rogue_cert, key_file=rogue_key)
     message = asyncio.run(_refusal(rogue, mini_index))
-    assert "certificate" in message, message
+    assert message.startswith("tls: the server refused our client certificate"), message
+    assert str(rogue_cert) in message
     # a CA that did not issue the broker's certificate: we refuse the broker
     untrusted = config(
         tls_broker,
@@ -180,8 +184,10 @@ def test_mqtt_tls_refusals_say_why(
         key_file=tls.key("client"),
     )
     message = asyncio.run(_refusal(untrusted, mini_index))
-    assert "TLS handshake failed" in message and "certificate verify failed" in message, message
-    assert "tls.ca_file" in message
+    assert message.startswith(
+        f"tls: the server's certificate is not trusted by tls.ca_file ({pki.other_ca_file})"
+    ), message
+    assert "certificate verify failed" in message and "MQTT broker" in message
 
 
 def test_stack_tls_material_is_made_once_and_private(tls_broker: Mosquitto) -> None:
@@ -208,7 +214,8 @@ def test_hostname_verification_is_on_by_default(tmp_path: Path, mini_index: Mete
         files = {"ca_file": tls.ca_file, "cert_file": tls.cert("client")}
         files["key_file"] = tls.key("client")
         message = asyncio.run(_refusal(config(broker, **files), mini_index))
-        assert "TLS handshake failed" in message and "mismatch" in message, message
+        assert message.startswith("tls: the server's certificate does not name the host"), message
+        assert "tls.verify_hostname" in message and "mismatch" in message
 
         async def connect_without_hostname_check() -> None:
             connector = MqttConnector(config(broker, **files, verify_hostname=False), mini_index)

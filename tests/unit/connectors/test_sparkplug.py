@@ -253,6 +253,37 @@ def test_config_errors_name_the_bad_item() -> None:
         MqttConfig.model_validate({**base, "sparkplug": nogroup})
 
 
+def test_metered_mappings_are_checked() -> None:
+    base = {"connector": "mqtt", "name": "x", "cluster": "c"}
+
+    def sparkplug(*metrics: dict[str, object]) -> dict[str, object]:
+        return {**base, "sparkplug": {"group": G, "metrics": list(metrics)}}
+
+    rate = {"node": N, "metric": "p", "meter": "m", "mode": "rate"}
+    with pytest.raises(ValidationError, match="mode rate needs the rate's unit"):
+        MqttConfig.model_validate(sparkplug(rate))
+    with pytest.raises(ValidationError, match="not a rate"):
+        MqttConfig.model_validate(sparkplug({**rate, "unit": "MWh"}))
+    with pytest.raises(ValidationError, match="only for mode counter"):
+        MqttConfig.model_validate(sparkplug({**rate, "unit": "kW", "rollover_at": 10}))
+    counter = {"node": N, "metric": "e", "meter": "m", "mode": "counter"}
+    with pytest.raises(ValidationError, match=r"metrics\[1\]: meter 'm' is metered .*one baseline"):
+        MqttConfig.model_validate(sparkplug(counter, {**rate, "unit": "kW"}))
+    cfg = MqttConfig.model_validate(sparkplug({**rate, "unit": "kW"}))
+    assert cfg.sparkplug is not None and cfg.sparkplug.metrics[0].published_unit() == "MWh"
+
+
+def test_a_started_host_asks_every_mapped_node_for_a_rebirth_once() -> None:
+    clock = [100.0]
+    s = SparkplugSession(_cfg(), clock=lambda: clock[0])
+    asked = s.start_requests()
+    assert [t for t, _b in asked] == [f"spBv1.0/{G}/NCMD/{N}"]
+    # data already queued for the session comes next: dead-lettered, but no second request
+    # within rebirth_retry_s of the first
+    items, cmds, _ = _msg(s, "NDATA", [M("Power", 1, DOUBLE, 7.0)], 4)
+    assert cmds == 0 and isinstance(items[0], BadSample) and "before" in items[0].reason
+
+
 SAMPLE = Path(__file__).parents[3] / "connectors" / "mqtt" / "sample-sparkplug.yaml"
 
 
