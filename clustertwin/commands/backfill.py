@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from clustertwin.commands.connector import kafka_or_exit, load_or_exit
-from connectors.sdk.base import Connector, Item, Sample
+from connectors.sdk.base import Connector, Item, Sample, SourceMisconfigured
 from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.runner import ConnectorRunner, make_publisher
 from connectors.sdk.timespec import parse_time
@@ -90,7 +90,8 @@ def backfill(config: Path, start: str, end: str, bootstrap: str | None) -> None:
     """Load the readings of [--from, --to) from CONFIG's source into the live twin.
 
     Idempotent: the worker counts every reading once, so running it twice changes nothing.
-    Exits 2 when the connector cannot read its source's past, or Kafka refuses it.
+    Exits 2 when the connector cannot read its source's past, Kafka refuses it, or the source
+    refuses our certificate or security settings; 1 when the source fails or cannot be reached.
     """
     cls, cfg, index = load_or_exit(config)
     refusal = cls.history_refusal(cfg)
@@ -141,7 +142,11 @@ def backfill(config: Path, start: str, end: str, bootstrap: str | None) -> None:
                 loop.add_signal_handler(sig, runner.stop)
             return await runner.run()
 
-        metrics = asyncio.run(main())
+        try:
+            metrics = asyncio.run(main())
+        except SourceMisconfigured as exc:  # a certificate or security refusal: not retried
+            click.echo(f"\nclustertwin backfill: {exc}", err=True)
+            sys.exit(2)
         if source.error is None:
             bar.update(minutes - done[0])
     click.echo(json.dumps(metrics.snapshot()))

@@ -285,7 +285,7 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
                     )
                 return await resp.read()
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-            refused = tls_refusal(exc, url, self.config.tls) or await self._probe(exc)
+            refused = tls_refusal(exc, str(url), self.config.tls) or await self._probe(exc)
             if refused is not None:  # not an outage: a certificate is wrong (the SDK's rule)
                 raise refused from exc
             raise SourceUnavailable(f"{url}: {exc!r}") from exc
