@@ -23,6 +23,7 @@ from twin.carriers import Carrier, HydrogenRoute
 from twin.emissions import S1, S2L, S2M, S3, EmissionsCalculator
 from twin.factors import FactorLibrary
 from twin.model import FUELS, Cluster
+from twin.yaml_loader import load_yaml
 
 __all__ = [
     "CcsLever",
@@ -136,7 +137,7 @@ class Scenario(BaseModel):
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = load_yaml(p.read_text(encoding="utf-8"))
     except OSError as e:
         raise ScenarioError(f"{p}: cannot read: {e}") from None
     except yaml.YAMLError as e:
