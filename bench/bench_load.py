@@ -5,7 +5,8 @@ then prints, side by side in one run:
   * YAML parsing alone with PyYAML's pure-Python ``SafeLoader`` (the old loader) and with
     the project's loader (``twin.yaml_loader``: libyaml's ``CSafeLoader``), and their ratio;
   * the whole load as the twin does it (``load_cluster``: read, parse, validate), then the
-    emission calculator's construction, and their total;
+    emission calculator's construction, and their total; with ``--old-total`` the same with
+    the old loader (``yaml.safe_load``, collector running) first, side by side;
   * with ``--profile``, the top functions of that whole load under cProfile.
 
 Run: .venv/bin/python bench/bench_load.py [--clusters 33 --sites 100 --meters 50 --profile]
@@ -32,7 +33,7 @@ from bench_twin import synthetic_raw  # noqa: E402
 
 from twin.emissions import EmissionsCalculator  # noqa: E402
 from twin.model import load_cluster  # noqa: E402
-from twin.yaml_loader import FAST, PYTHON_LOADER, load_yaml  # noqa: E402
+from twin.yaml_loader import FAST, load_yaml  # noqa: E402
 
 
 def write_network(root: Path, clusters: int, sites: int, meters: int) -> list[Path]:
@@ -47,11 +48,23 @@ def write_network(root: Path, clusters: int, sites: int, meters: int) -> list[Pa
     return paths
 
 
-def _timed_parse(paths: list[Path], loader: type | None) -> float:
+def _timed_parse(paths: list[Path], new: bool) -> float:
     t0 = time.perf_counter()
     for p in paths:
-        load_yaml(p.read_text(encoding="utf-8"), loader)
+        text = p.read_text(encoding="utf-8")
+        load_yaml(text) if new else yaml.safe_load(text)
     return time.perf_counter() - t0
+
+
+def _old_load_all(paths: list[Path]) -> tuple[float, float]:
+    """The whole load as it was: ``yaml.safe_load`` in ``load_cluster``."""
+    import twin.model
+
+    twin.model.load_yaml = yaml.safe_load  # type: ignore[assignment]
+    try:
+        return _load_all(paths)
+    finally:
+        twin.model.load_yaml = load_yaml
 
 
 def _load_all(paths: list[Path]) -> tuple[float, float]:
@@ -69,6 +82,7 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=100)
     ap.add_argument("--meters", type=int, default=50)
     ap.add_argument("--profile", action="store_true", help="cProfile the whole load")
+    ap.add_argument("--old-total", action="store_true", help="also the whole load as it was")
     args = ap.parse_args()
     n = args.clusters * args.sites * args.meters
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,11 +91,14 @@ def main() -> None:
         size = f"{args.clusters} clusters x {args.sites} sites x {args.meters} meters"
         print(f"{size} = {n:,} meters")
         print(f"{len(paths)} YAML files, {mb:.1f} MB")
-        old = _timed_parse(paths, PYTHON_LOADER)
-        new = _timed_parse(paths, None)
+        old = _timed_parse(paths, new=False)
+        new = _timed_parse(paths, new=True)
         label = "CSafeLoader" if FAST else "SafeLoader (no libyaml)"
-        print(f"{'YAML parse':<28}{'old SafeLoader':>16}{'new ' + label:>24}{'ratio':>8}")
-        print(f"{'':<28}{old:>15.2f}s{new:>23.2f}s{old / new:>7.1f}x")
+        print(f"{'':<28}{'old safe_load':>16}{'new ' + label:>24}{'ratio':>8}")
+        print(f"{'YAML parse':<28}{old:>15.2f}s{new:>23.2f}s{old / new:>7.1f}x")
+        if args.old_total:
+            was = sum(_old_load_all(paths))
+            print(f"{'(old) total load':<28}{was:>15.2f}s")
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()

@@ -44,3 +44,22 @@ def test_the_safe_subset_is_kept() -> None:
     assert load_yaml(doc) == load_yaml(doc, PYTHON_LOADER) == {
         "a": 1, "b": 1500.0, "c": True, "d": None, "e": "2026", "f": [1, 2]
     }  # fmt: skip
+
+
+def test_the_collector_is_paused_while_loading_and_restored_after() -> None:
+    import gc
+
+    assert gc.isenabled()
+    load_yaml("a: [1, 2]")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_yaml("a: [1, 2]")
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+    import yaml
+
+    with pytest.raises(yaml.YAMLError):
+        load_yaml("a: [1, 2")
+    assert gc.isenabled()
