@@ -336,3 +336,6 @@ def test_both_paths_built_from_the_twin_judge_bidirectional_and_rate_meters_alik
     assert by_index[5][0] == pytest.approx(900 * 0.75e-3 * 48.0 / 3.6, rel=1e-9)
     assert by_index[6] == by_index[5]
     assert by_index[10][0] == pytest.approx(0.9, rel=1e-9)
+    # a compiled catalog file keeps the basis
+    again = MeterVectors.from_records(orjson.loads(catalog.to_json()))
+    assert [s.calorific_basis for s in again.specs] == ["net", "net", "gross"]
