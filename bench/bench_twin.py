@@ -39,7 +39,8 @@ TEMPLATES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("fuel_oil", "t", "import", {}),
     ("shore_power", "MWh", "import", {"supplier_factor_id": "supplier:renewable-eac-shore"}),
     ("process_co2", "t", "export", {}),
-    ("blast_furnace_gas", "GJ", "transfer", {"to": 3}),
+    # A fuel may not go round (twin.model): blast-furnace gas only flows to higher sites.
+    ("blast_furnace_gas", "GJ", "transfer", {"to": 3, "forward": True}),
     ("lpg", "t", "import", {}),
     ("heat", "GJ", "import", {}),
     ("electricity", "MWh", "onsite_generation", {}),
@@ -68,7 +69,9 @@ def synthetic_raw(k: int, n_sites: int, n_meters: int, rng: np.random.Generator)
                 "boundary": boundary,
                 "annual_quantity": float(rng.uniform(10, 10_000)),
             }
-            if "to" in extra:
+            if "to" in extra and extra.get("forward") and s + extra["to"] >= n_sites:
+                meter["boundary"] = "import"  # no higher site to send it to: bought in
+            elif "to" in extra:
                 meter["to_site"] = f"s{(s + extra['to']) % n_sites}"
             for key in ("route", "supplier_factor_id"):
                 if key in extra:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_sasl_password_file: Path | None = None  # e.g. a container secret; env value wins
     kafka_ssl_cafile: Path | None = None  # SASL_SSL: CA of the brokers (default: system CAs)
+    # copies of every topic the workers create (Faust's changelogs included): 1 on the
+    # one-broker dev stack, 3 on a production cluster
+    kafka_replication_factor: int = 1
     readings_topic: str = "readings"
     deadletter_topic: str = "readings-deadletter"
     influx_url: str = "http://127.0.0.1:8086"

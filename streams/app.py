@@ -58,6 +58,7 @@ from streams.runtime import (
     stored_then_acked,
     topic_sender,
 )
+from streams.runtime.health import Readiness, install_health_views, when_ready
 from streams.sink import InfluxSink, fields_line
 from streams.site_stage import SiteStage
 from streams.stored import InfluxStore, SettledReads
@@ -82,6 +83,7 @@ def create_app(
             cfg.batch_max,
             cfg.web_port,
             web_host=cfg.web_host,
+            web_bind=cfg.web_bind,
             datadir=cfg.datadir,
         ),
         settings,
@@ -309,6 +311,8 @@ def install_twin_views(app: faust.App, twin: Twin) -> None:
     """``/twin/`` (the worker's counters), the live view ``/view/`` and the twin as JSON,
     ``/twin/<cluster>/`` and ``/twin/<cluster>/<site>/``."""
     catalog, sink = twin.catalog, twin.sink
+    readiness = Readiness(app, (twin.sites_table, twin.clusters_table))
+    install_health_views(app, readiness)
 
     @app.page("/twin/")
     async def twin_index(web: Any, request: Any) -> Any:
@@ -352,8 +356,11 @@ def install_twin_views(app: faust.App, twin: Twin) -> None:
 
     # Routed to the worker that holds the key (Faust table_route), served here otherwise.
     route: Any = app.table_route
-    cluster_get = route(table=twin.clusters_table, match_info="cluster")(cluster_view)
-    site_get = route(table=twin.sites_table, match_info="site")(site_view)
+    # 503 with the reason until the router knows the tables' partitions (it answered 500)
+    cluster_get = when_ready(
+        readiness, route(table=twin.clusters_table, match_info="cluster")(cluster_view)
+    )
+    site_get = when_ready(readiness, route(table=twin.sites_table, match_info="site")(site_view))
     app.page("/twin/{cluster}/")(type("ClusterView", (faust.web.View,), {"get": cluster_get}))
     app.page("/twin/{cluster}/{site}/")(type("SiteView", (faust.web.View,), {"get": site_get}))
 

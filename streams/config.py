@@ -61,7 +61,13 @@ class StreamSettings(BaseSettings):
         description="Faust's data directory [cache dir/faust/<app id>]; never the current "
         "directory, which Faust would otherwise fill with <app id>-data folders",
     )
-    web_host: str = "127.0.0.1"
+    web_host: str = Field(
+        "127.0.0.1", description="the host other workers reach this one by (table routing)"
+    )
+    web_bind: str = Field(
+        "127.0.0.1",
+        description="interface the views listen on (0.0.0.0: all; they have no sign-in)",
+    )
     web_port: int = 6066
     loglevel: str = "WARNING"
     progress_every_s: float = Field(10.0, gt=0)

@@ -93,7 +93,10 @@ def ensure_topics(settings: Settings, cfg: StreamSettings) -> int:
         existing = set(admin.list_topics())
         new = [
             NewTopic(
-                name, num_partitions=n, replication_factor=1, topic_configs=configs.get(name, {})
+                name,
+                num_partitions=n,
+                replication_factor=settings.kafka_replication_factor,
+                topic_configs=configs.get(name, {}),
             )
             for name, n in wanted.items()
             if name not in existing

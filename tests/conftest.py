@@ -18,6 +18,7 @@ import pytest
 from influxdb_client import InfluxDBClient
 
 from clustertwin.stack import LocalStack, StackError
+from clustertwin.stack.chart_tools import ensure_helm, ensure_strimzi_schemas
 from clustertwin_base.kafka_topics import delete_topics
 from clustertwin_base.settings import Settings
 
@@ -77,6 +78,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """
     if session.config.option.collectonly:
         return
+    _install_chart_tools(session)
     if not any("stack" in getattr(item, "fixturenames", ()) for item in session.items):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -90,6 +92,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             service.install(progress)
     except StackError as exc:
         _build_failures.append(exc)
+
+
+def _install_chart_tools(session: pytest.Session) -> None:
+    """Helm (built from its Go module, minutes the first time) and the Strimzi schemas,
+    before the chart's tests run, for the same reason as the stack's builds."""
+    if not any("tests/deploy/" in item.nodeid for item in session.items):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def progress(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"[chart tools] {message}")
+
+    try:
+        ensure_helm(progress)
+        ensure_strimzi_schemas(progress)
+    except StackError as exc:  # the chart's fixtures try again, and fail with this message
+        progress(f"failed: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,17 @@
 
 Validation happens here, once, when a cluster is loaded, so the hot path (connectors and
 stream processors) can trust every meter id, carrier and unit it looks up in
-:meth:`Cluster.meter_index`. A bad file fails with ``<file>: <path.to.field>: <why>``.
+:meth:`Cluster.meter_index`. A bad file fails with ``<file>: <path.to.field>: <why>``, one line
+per problem (see :mod:`twin.validation`).
+
+Transfers between sites: a material carrier (a fuel, hydrogen, process CO2) may not go round:
+a cycle of transfers of one such carrier (A sends gas to B and B to A, or A -> B -> C -> A) is
+refused, because the substance cannot return to the site it left within one accounting
+period; the usual cause is one flow declared at both ends, which moves its tonnes twice. A
+transfer is metered once, at the sender. Exchanges of different carriers (blast-furnace gas to
+the power plant and its electricity back, as in Dunkirk) and energy carriers both ways
+(electricity, steam, heat: steam networks and private wires run both ways between sites with
+generation) are industrial symbiosis and accepted.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from twin.carriers import CalorificBasis, Carrier, HydrogenRoute, UnitError, scale_to_canonical
 from twin.factors import default_library
 from twin.targets import TargetPlan
+from twin.validation import Loc, Problems, error_lines
 from twin.yaml_loader import load_yaml
 
 __all__ = [
@@ -78,6 +89,9 @@ FUELS: frozenset[Carrier] = frozenset(
 SECONDARY: frozenset[Carrier] = frozenset(
     {Carrier.ELECTRICITY, Carrier.STEAM, Carrier.HEAT, Carrier.SHORE_POWER}
 )
+
+# Carriers that are a substance (not energy): a transfer moves it, so it cannot come back.
+MATERIAL: frozenset[Carrier] = FUELS | {Carrier.HYDROGEN, Carrier.PROCESS_CO2}
 
 ScopeNo = Literal[1, 2, 3]
 
@@ -233,49 +247,110 @@ class Cluster(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Cluster:
-        problems: list[str] = []
+        problems: list[tuple[Loc, str]] = []
         site_pos: dict[str, int] = {}
         for i, site in enumerate(self.sites):
             if site.id in site_pos:
-                problems.append(f"sites[{i}].id: duplicate site id {site.id!r}")
+                problems.append(
+                    (("sites", i, "id"), f"duplicate site id {site.id!r} in cluster {self.id!r}")
+                )
             site_pos.setdefault(site.id, i)
+        factor_at: dict[str, int] = {}
+        for i, f in enumerate(self.factors):
+            if f.id in factor_at:
+                problems.append(
+                    (
+                        ("factors", i, "id"),
+                        f"duplicate factor id {f.id!r} (first factors[{factor_at[f.id]}])",
+                    )
+                )
+            factor_at.setdefault(f.id, i)
+        problems += self._meter_problems(site_pos)
+        problems += self._transfer_cycles()
+        if problems:
+            raise Problems(problems)
+        return self
+
+    def _meter_problems(self, site_pos: dict[str, int]) -> list[tuple[Loc, str]]:
+        problems: list[tuple[Loc, str]] = []
         meter_at: dict[str, str] = {}
-        factor_ids = {f.id for f in self.factors}
-        if len(factor_ids) != len(self.factors):
-            problems.append("factors: duplicate factor id")
         library = default_library()
+        own_factors = {f.id for f in self.factors}
         for i, site in enumerate(self.sites):
             asset_ids: set[str] = set()
             for j, asset in enumerate(site.assets):
                 if asset.id in asset_ids:
-                    problems.append(f"sites[{i}].assets[{j}].id: duplicate asset id {asset.id!r}")
+                    problems.append(
+                        (
+                            ("sites", i, "assets", j, "id"),
+                            f"duplicate asset id {asset.id!r} in site {site.id!r}",
+                        )
+                    )
                 asset_ids.add(asset.id)
                 for k, meter in enumerate(asset.meters):
-                    here = f"sites[{i}].assets[{j}].meters[{k}]"
+                    here: Loc = ("sites", i, "assets", j, "meters", k)
                     if meter.id in meter_at:
                         problems.append(
-                            f"{here}.id: duplicate meter id {meter.id!r} "
-                            f"(first at {meter_at[meter.id]})"
+                            (
+                                (*here, "id"),
+                                f"duplicate meter id {meter.id!r} in cluster {self.id!r} "
+                                f"(first at {meter_at[meter.id]}); meter ids are unique across "
+                                "the cluster",
+                            )
                         )
                     else:
-                        meter_at[meter.id] = here
+                        meter_at[meter.id] = f"site {site.id!r}, asset {asset.id!r}"
                     if meter.to_site is not None:
                         if meter.to_site not in site_pos:
                             problems.append(
-                                f"{here}.to_site: no site {meter.to_site!r} in this cluster"
+                                (
+                                    (*here, "to_site"),
+                                    f"no site {meter.to_site!r} in cluster {self.id!r}",
+                                )
                             )
                         elif meter.to_site == site.id:
-                            problems.append(f"{here}.to_site: a site cannot transfer to itself")
+                            problems.append(
+                                ((*here, "to_site"), "a site cannot transfer to itself")
+                            )
                     for attr in ("factor_id", "supplier_factor_id"):
                         fid = getattr(meter, attr)
-                        if fid is not None and fid not in factor_ids and fid not in library:
+                        if fid is not None and fid not in own_factors and fid not in library:
                             problems.append(
-                                f"{here}.{attr}: unknown factor {fid!r} (not in the cluster's "
-                                "factors nor the library)"
+                                (
+                                    (*here, attr),
+                                    f"unknown factor {fid!r} (not in the cluster's factors nor "
+                                    "the library)",
+                                )
                             )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return problems
+
+    def _transfer_cycles(self) -> list[tuple[Loc, str]]:
+        """One problem per knot of same-carrier transfers of a material carrier (see the
+        module docstring): the shortest cycle through it, site by site with its meters."""
+        edges: dict[Carrier, dict[str, list[tuple[str, str, Loc]]]] = {}
+        for i, site in enumerate(self.sites):
+            for j, asset in enumerate(site.assets):
+                for k, m in enumerate(asset.meters):
+                    if m.to_site is None or m.to_site == site.id or m.carrier not in MATERIAL:
+                        continue
+                    out = edges.setdefault(m.carrier, {}).setdefault(site.id, [])
+                    out.append((m.to_site, m.id, ("sites", i, "assets", j, "meters", k, "to_site")))
+        problems: list[tuple[Loc, str]] = []
+        for carrier, graph in edges.items():
+            for component in _knots(graph):
+                start = min(component, key=self.site_ids.index)
+                path = _shortest_cycle(graph, start, component)
+                hops = " -> ".join(f"{to} (meter {mid})" for to, mid, _ in path)
+                problems.append(
+                    (
+                        path[0][2],
+                        f"transfer cycle of {carrier.value} in cluster {self.id!r}: {start} -> "
+                        f"{hops}; a {carrier.value} transfer cannot return to the site it left "
+                        "(a transfer is metered once, at the sender; exchanges of different "
+                        "carriers or of electricity/steam/heat are allowed)",
+                    )
+                )
+        return problems
 
     # ---- lookups for the hot path -------------------------------------------------------
 
@@ -328,37 +403,14 @@ class ClusterFileError(ValueError):
     """A cluster file that cannot be used; the message names the file, field path and why."""
 
 
-def _describe_loc(raw: Any, loc: tuple[int | str, ...]) -> str:
-    """pydantic loc -> ``sites[0](dunkirk-steel).assets[1].unit``, with ids where known."""
-    out = ""
-    node = raw
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            if isinstance(node, dict) and isinstance(node.get("id"), str):
-                out += f"({node['id']})"
-        else:
-            out += ("." if out else "") + str(part)
-            node = node.get(part) if isinstance(node, dict) else None
-    return out or "<root>"
-
-
 def parse_cluster(raw: Any, origin: str = "<memory>") -> Cluster:
-    """Validate already-parsed YAML; errors read ``origin: path: why``."""
+    """Validate already-parsed YAML; errors read ``origin: path: why``, one line each."""
     if not isinstance(raw, dict):
         raise ClusterFileError(f"{origin}: <root>: expected a mapping, got {type(raw).__name__}")
     try:
         return Cluster.model_validate(raw)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            where = _describe_loc(raw, tuple(err["loc"]))
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "enum":
-                msg = f"{msg} (got {err.get('input')!r})"
-            lines.append(f"{origin}: {where}: {msg}")
-        raise ClusterFileError("\n".join(lines)) from None
+        raise ClusterFileError("\n".join(error_lines(e, raw, origin))) from None
 
 
 def _packaged(cluster_id: str) -> Path | None:
@@ -396,3 +448,69 @@ def load_cluster(path_or_id: str | Path) -> Cluster:
     except yaml.YAMLError as e:
         raise ClusterFileError(f"{path}: <root>: not valid YAML: {e}") from None
     return parse_cluster(raw, str(path))
+
+
+def _knots(graph: dict[str, list[tuple[str, str, Loc]]]) -> list[set[str]]:
+    """Strongly connected components of more than one site (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[set[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, nxt = work.pop()
+            if nxt == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            succ = graph.get(node, [])
+            if nxt < len(succ):
+                work.append((node, nxt + 1))
+                to = succ[nxt][0]
+                if to not in index:
+                    work.append((to, 0))
+                elif to in on_stack:
+                    low[node] = min(low[node], index[to])
+                continue
+            if low[node] == index[node]:
+                comp: set[str] = set()
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.add(w)
+                    if w == node:
+                        break
+                if len(comp) > 1:
+                    out.append(comp)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return out
+
+
+def _shortest_cycle(
+    graph: dict[str, list[tuple[str, str, Loc]]], start: str, within: set[str]
+) -> list[tuple[str, str, Loc]]:
+    """The fewest transfers leading from ``start`` back to it (breadth first, in file order)."""
+    came: dict[str, tuple[str, tuple[str, str, Loc]]] = {}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for edge in graph.get(node, []):
+                to = edge[0]
+                if to == start:
+                    path = [edge]
+                    while node != start:
+                        node, back = came[node]
+                        path.append(back)
+                    return path[::-1]
+                if to in within and to not in came:
+                    came[to] = (node, edge)
+                    nxt.append(to)
+        frontier = nxt
+    raise AssertionError("a strongly connected component has a cycle")  # pragma: no cover

@@ -6,6 +6,22 @@ quantities) unless a lever changes it; the projection isolates the levers' effec
 forecasting demand. Emissions a lever creates elsewhere (electricity bought to replace gas,
 upstream hydrogen production) are counted against the target by default, so moving tonnes
 out of scope 1 does not look like cutting them.
+
+How levers combine (each rule is what keeps a scenario physically possible):
+
+* Business as usual is the starting activity with no lever at all, the grid lever included:
+  the grid factor stays the library's for the start; a cleaner grid is the grid lever's
+  effect and shows as scenario below BAU, never as a lower BAU.
+* Shares of one quantity compose on what is left, in file order: a lever moving share ``a``
+  of a meter (electrify, hydrogen_switch; times its ramp) takes ``a`` of what the levers above
+  it left, so ``a`` then ``b`` move ``1 - (1 - a)(1 - b)`` of the meter. Electrify 0.5 then
+  hydrogen 0.8 moves 50% to electricity and 40% to hydrogen (90%), never 130%.
+* Capture works the same way on the capturing site's scope 1 after the fuel levers: each CCS
+  lever captures its rate of what earlier CCS levers at that site left, so capture never
+  exceeds the site's emissions (two 90% levers capture 99%, not 180%).
+* A grid trajectory starts at ``start_year`` from the library value of the year before and
+  interpolates between its points; a point before ``start_year`` is refused (it would be
+  interpolated backwards into values nobody gave), and one zone takes one grid lever.
 """
 
 from __future__ import annotations
@@ -23,7 +39,11 @@ from twin.carriers import Carrier, HydrogenRoute
 from twin.emissions import S1, S2L, S2M, S3, EmissionsCalculator
 from twin.factors import FactorLibrary
 from twin.model import FUELS, Cluster
+from twin.targets import Pathway, TargetPlan
 from twin.yaml_loader import load_yaml
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
 
 __all__ = [
     "CcsLever",
@@ -113,7 +133,20 @@ class GridFactorLever(_Lever):
     def _points(self) -> GridFactorLever:
         if not self.points or any(v < 0 for v in self.points.values()):
             raise ValueError("points must be a non-empty year -> non-negative tCO2e/MWh map")
+        early = sorted(y for y in self.points if y < self.start_year)
+        if early:
+            raise ValueError(
+                f"grid_factor lever {self.name or self.zone!r}: point {early[0]} is before "
+                f"start_year {self.start_year} (the trajectory starts at start_year from the "
+                "library value; give points from start_year on)"
+            )
         return self
+
+    def value(self, year: int, library_value: float) -> float:
+        """tCO2e/MWh in ``year`` (at or after ``start_year``)."""
+        ys = [self.start_year - 1, *sorted(self.points)]
+        vs = [library_value, *(self.points[y] for y in sorted(self.points))]
+        return float(np.interp(year, ys, vs))
 
 
 Lever = Annotated[
@@ -132,6 +165,19 @@ class Scenario(BaseModel):
     gwp: Literal["AR4", "AR5", "AR6"] = "AR6"
     count_induced: bool = True  # count lever-induced scope 2 and upstream H2 against targets
     levers: tuple[Lever, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_grid_lever_per_zone(self) -> Scenario:
+        seen: dict[str, int] = {}
+        for i, lever in enumerate(self.levers):
+            if isinstance(lever, GridFactorLever):
+                if lever.zone in seen:
+                    raise ValueError(
+                        f"levers[{i}]: a second grid_factor lever for zone {lever.zone!r} "
+                        f"(first: levers[{seen[lever.zone]}]); give one lever with all points"
+                    )
+                seen[lever.zone] = i
+        return self
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -155,7 +201,7 @@ def load_scenario(path: str | Path) -> Scenario:
 @dataclass(frozen=True)
 class YearResult:
     year: int
-    bau: float  # accounted tCO2e without levers
+    bau: float  # accounted tCO2e with no lever at all (the grid lever included)
     scenario: float  # accounted tCO2e with levers
     pathway: float | None
     scope1: float
@@ -198,7 +244,7 @@ def _selected(cluster: Cluster, lever: _Selection, where: str) -> list[int]:
     index = cluster.meter_index()
     if lever.meters:
         out = []
-        for mid in lever.meters:
+        for mid in dict.fromkeys(lever.meters):
             ref = index.get(mid)
             if ref is None:
                 raise ScenarioError(f"{where}.meters: no meter {mid!r} in cluster {cluster.id!r}")
@@ -219,32 +265,42 @@ def _selected(cluster: Cluster, lever: _Selection, where: str) -> list[int]:
     ]
 
 
-def run_scenario(
+@dataclass(frozen=True)
+class _Setup:
+    """What every projected year shares: the cluster resolved once, the starting activity and
+    the meters each fuel lever acts on."""
+
+    cluster: Cluster
+    scenario: Scenario
+    factors: FactorLibrary | None
+    start: int
+    calc: EmissionsCalculator  # no lever: the BAU calculator
+    q0: FloatArray  # starting activity, canonical units
+    idx: IntArray
+    site_pos: dict[str, int]
+    zone_of_meter: tuple[str, ...]
+    selections: dict[int, list[int]]  # lever position -> meter positions (fuel levers)
+
+
+def _setup(
     cluster: Cluster,
     scenario: Scenario,
-    quantities: npt.ArrayLike | None = None,
-    factors: FactorLibrary | None = None,
-) -> ScenarioResult:
-    """Project ``scenario`` on ``cluster`` from ``quantities`` (annual, in each meter's unit;
-    default the meters' ``annual_quantity``)."""
+    quantities: npt.ArrayLike | None,
+    factors: FactorLibrary | None,
+) -> _Setup:
+    """Check the scenario against the cluster (every lever's meters, sites and factors exist)
+    before any year is computed, so a bad file fails whole rather than halfway."""
     if scenario.cluster is not None and scenario.cluster != cluster.id:
         raise ScenarioError(f"scenario is for cluster {scenario.cluster!r}, not {cluster.id!r}")
     start = scenario.start_year or cluster.reference_year
     if scenario.horizon < start:
         raise ScenarioError(f"horizon {scenario.horizon} is before start year {start}")
-    base_calc = EmissionsCalculator(cluster, factors, gwp=scenario.gwp)
+    calc = EmissionsCalculator(cluster, factors, gwp=scenario.gwp)
     if quantities is None:
         q_units = np.array([m.annual_quantity or 0.0 for _, _, m in cluster.meters()])
     else:
         q_units = np.asarray(quantities, dtype=np.float64)
-    q0 = q_units * base_calc.scale  # canonical
-    idx = np.arange(base_calc.n_meters, dtype=np.intp)
-    site_pos = {s: i for i, s in enumerate(base_calc.site_ids)}
-    zone_of_site = [s.grid_zone or cluster.grid_zone for s in cluster.sites]
-    site_of_meter = np.array(
-        [site_pos[r.site_id] for r in cluster.meter_index().values()], dtype=np.intp
-    )
-
+    site_pos = {s: i for i, s in enumerate(calc.site_ids)}
     selections: dict[int, list[int]] = {}
     for i, lever in enumerate(scenario.levers):
         where = f"levers[{i}]"
@@ -255,10 +311,151 @@ def run_scenario(
         elif isinstance(lever, CcsLever) and lever.site not in site_pos:
             raise ScenarioError(f"{where}.site: no site {lever.site!r} in cluster {cluster.id!r}")
         if isinstance(lever, ElectrifyLever) and lever.supplier_factor_id:
-            base_calc.library.get(lever.supplier_factor_id)
+            calc.library.get(lever.supplier_factor_id)
         if isinstance(lever, HydrogenSwitchLever):
-            base_calc.library.hydrogen(lever.route)
+            calc.library.hydrogen(lever.route)
+    return _Setup(
+        cluster=cluster,
+        scenario=scenario,
+        factors=factors,
+        start=start,
+        calc=calc,
+        q0=q_units * calc.scale,
+        idx=np.arange(calc.n_meters, dtype=np.intp),
+        site_pos=site_pos,
+        zone_of_meter=tuple(s.grid_zone or cluster.grid_zone for s, _, _ in cluster.meters()),
+        selections=selections,
+    )
 
+
+def _year_calculator(setup: _Setup, year: int) -> EmissionsCalculator:
+    """The calculator for ``year``: the BAU one unless a grid lever is in effect."""
+    overrides = {
+        lever.zone: lever.value(year, setup.calc.grid_factor(lever.zone)[0])
+        for lever in setup.scenario.levers
+        if isinstance(lever, GridFactorLever) and year >= lever.start_year
+    }
+    if not overrides:
+        return setup.calc
+    return EmissionsCalculator(
+        setup.cluster, setup.factors, setup.scenario.gwp, grid_overrides=overrides
+    )
+
+
+def _h2_factor(calc: EmissionsCalculator, route: HydrogenRoute, zone: str) -> float:
+    f = calc.library.hydrogen(route)
+    value = f.co2e(calc.gwp_set)
+    if f.electricity_per_unit:
+        value += f.electricity_per_unit * calc.grid_factor(zone)[0]
+    return value
+
+
+def _shift_fuel(
+    setup: _Setup, calc: EmissionsCalculator, year: int
+) -> tuple[FloatArray, FloatArray]:
+    """(fuel left per meter, induced tCO2e per scope): each fuel lever moves its share of
+    what the levers above it left (remaining-share composition)."""
+    q = setup.q0.copy()
+    induced = np.zeros(4)
+    for i, lever in enumerate(setup.scenario.levers):
+        r = lever.ramp(year)
+        if r == 0.0 or i not in setup.selections:
+            continue
+        assert isinstance(lever, ElectrifyLever | HydrogenSwitchLever)
+        for m in setup.selections[i]:
+            moved = q[m] * lever.share * r
+            q[m] -= moved
+            zone = setup.zone_of_meter[m]
+            if isinstance(lever, ElectrifyLever):
+                mwh = moved * lever.electric_mwh_per_fuel_mwh
+                loc = calc.grid_factor(zone)[0]
+                mkt = (
+                    calc.library.get(lever.supplier_factor_id).co2e(calc.gwp_set)
+                    if lever.supplier_factor_id
+                    else loc
+                )
+                induced[S2L] += mwh * loc
+                induced[S2M] += mwh * mkt
+            else:
+                mwh = moved * lever.h2_mwh_per_fuel_mwh
+                induced[S3] += mwh * _h2_factor(calc, lever.route, zone)
+    return q, induced
+
+
+def _captured(setup: _Setup, site_scope1: FloatArray, year: int) -> float:
+    """tCO2 captured in ``year``: each CCS lever takes its rate of the site's scope 1 that
+    earlier CCS levers at that site left, so the sum never exceeds the site's emissions."""
+    left = {s: max(float(site_scope1[i]), 0.0) for s, i in setup.site_pos.items()}
+    captured = 0.0
+    for lever in setup.scenario.levers:
+        if isinstance(lever, CcsLever):
+            c = left[lever.site] * lever.capture_rate * lever.ramp(year)
+            left[lever.site] -= c
+            captured += c
+    return captured
+
+
+def _accounted(totals: FloatArray, scopes: str) -> float:
+    """The tonnes a target of ``scopes`` counts."""
+    return float(totals[S1] + (totals[S2L] if scopes == "1+2" else 0.0))
+
+
+def _project_year(
+    setup: _Setup, year: int, bau: float, scopes: str, pathway: Pathway | None
+) -> YearResult:
+    calc = _year_calculator(setup, year)
+    q, induced = _shift_fuel(setup, calc, year)
+    totals = calc.aggregate(setup.idx, calc.compute(setup.idx, q))
+    captured = _captured(setup, totals.sites[S1], year)
+    cl = totals.cluster.copy()
+    cl[S1] -= captured
+    cl += induced
+    acc = _accounted(cl, scopes)
+    if setup.scenario.count_induced:
+        acc += (induced[S2L] if scopes == "1" else 0.0) + induced[S3]
+    return YearResult(
+        year=year,
+        bau=bau,
+        scenario=float(acc),
+        pathway=None if pathway is None else pathway.at(year),
+        scope1=float(cl[S1]),
+        scope2_location=float(cl[S2L]),
+        scope2_market=float(cl[S2M]),
+        scope3_upstream=float(cl[S3]),
+        captured=captured,
+    )
+
+
+def _target_outcomes(plan: TargetPlan, result: ScenarioResult, start: int, horizon: int) -> None:
+    by_year = {y.year: y for y in result.years}
+    for t in plan.targets:
+        level = t.level(plan.baseline)
+        yr = by_year.get(t.year)
+        if yr is None:
+            result.notes.append(f"target {t.year} is outside {start}-{horizon}")
+            continue
+        first = next((y.year for y in result.years if y.scenario <= level + 1e-6), None)
+        result.targets.append(
+            TargetOutcome(
+                year=t.year,
+                label=t.label or f"{t.year} target",
+                level=level,
+                projected=yr.scenario,
+                met=yr.scenario <= level + 1e-6,
+                first_year_at_or_below=first,
+            )
+        )
+
+
+def run_scenario(
+    cluster: Cluster,
+    scenario: Scenario,
+    quantities: npt.ArrayLike | None = None,
+    factors: FactorLibrary | None = None,
+) -> ScenarioResult:
+    """Project ``scenario`` on ``cluster`` from ``quantities`` (annual, in each meter's unit;
+    default the meters' ``annual_quantity``)."""
+    setup = _setup(cluster, scenario, quantities, factors)
     plan = cluster.plan
     scopes = plan.baseline.scopes if plan else "1"
     pathway = plan.pathway() if plan else None
@@ -268,103 +465,15 @@ def run_scenario(
             "accounted = target scopes + scope 2 and upstream hydrogen induced by the levers"
         )
     result.notes.append("activity held at the starting level; CCS energy penalty not modelled")
-
-    def grid_overrides(year: int) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for lever in scenario.levers:
-            if isinstance(lever, GridFactorLever) and year >= lever.start_year:
-                lib_value = base_calc.grid_factor(lever.zone)[0]
-                ys = [lever.start_year - 1, *sorted(lever.points)]
-                vs = [lib_value, *(lever.points[y] for y in sorted(lever.points))]
-                out[lever.zone] = float(np.interp(year, ys, vs))
-        return out
-
-    def h2_factor(calc: EmissionsCalculator, route: HydrogenRoute, zone: str) -> float:
-        f = calc.library.hydrogen(route)
-        value = f.co2e(calc.gwp_set)
-        if f.electricity_per_unit:
-            value += f.electricity_per_unit * calc.grid_factor(zone)[0]
-        return value
-
-    for year in range(start, scenario.horizon + 1):
-        overrides = grid_overrides(year)
-        calc = (
-            base_calc
-            if not overrides
-            else EmissionsCalculator(cluster, factors, scenario.gwp, grid_overrides=overrides)
-        )
-        bau_totals = calc.aggregate(idx, calc.compute(idx, q0))
-        q = q0.copy()
-        induced = np.zeros(4)
-        for i, lever in enumerate(scenario.levers):
-            r = lever.ramp(year)
-            if r == 0.0 or i not in selections:
-                continue
-            for m in selections[i]:
-                moved = q0[m] * lever.share * r  # type: ignore[union-attr]
-                q[m] -= moved
-                zone = zone_of_site[site_of_meter[m]]
-                if isinstance(lever, ElectrifyLever):
-                    mwh = moved * lever.electric_mwh_per_fuel_mwh
-                    loc = calc.grid_factor(zone)[0]
-                    mkt = (
-                        calc.library.get(lever.supplier_factor_id).co2e(calc.gwp_set)
-                        if lever.supplier_factor_id
-                        else loc
-                    )
-                    induced[S2L] += mwh * loc
-                    induced[S2M] += mwh * mkt
-                elif isinstance(lever, HydrogenSwitchLever):
-                    mwh = moved * lever.h2_mwh_per_fuel_mwh
-                    induced[S3] += mwh * h2_factor(calc, lever.route, zone)
-        totals = calc.aggregate(idx, calc.compute(idx, q))
-        captured = 0.0
-        for lever in scenario.levers:
-            if isinstance(lever, CcsLever):
-                r = lever.ramp(year)
-                gross = max(float(totals.sites[S1, site_pos[lever.site]]), 0.0)
-                captured += gross * lever.capture_rate * r
-        cl = totals.cluster.copy()
-        cl[S1] -= captured
-        cl += induced
-        bau = bau_totals.cluster
-        base_acc = bau[S1] + (bau[S2L] if scopes == "1+2" else 0.0)
-        acc = cl[S1] + (cl[S2L] if scopes == "1+2" else 0.0)
-        if scenario.count_induced:
-            acc += (induced[S2L] if scopes == "1" else 0.0) + induced[S3]
-        result.years.append(
-            YearResult(
-                year=year,
-                bau=float(base_acc),
-                scenario=float(acc),
-                pathway=None if pathway is None else pathway.at(year),
-                scope1=float(cl[S1]),
-                scope2_location=float(cl[S2L]),
-                scope2_market=float(cl[S2M]),
-                scope3_upstream=float(cl[S3]),
-                captured=captured,
-            )
-        )
-
+    # BAU: the starting activity with no lever, the grid included (activity is held, so
+    # it is the same every year).
+    bau = _accounted(
+        setup.calc.aggregate(setup.idx, setup.calc.compute(setup.idx, setup.q0)).cluster, scopes
+    )
+    for year in range(setup.start, scenario.horizon + 1):
+        result.years.append(_project_year(setup, year, bau, scopes, pathway))
     if plan is not None:
-        by_year = {y.year: y for y in result.years}
-        for t in plan.targets:
-            level = t.level(plan.baseline)
-            yr = by_year.get(t.year)
-            if yr is None:
-                result.notes.append(f"target {t.year} is outside {start}-{scenario.horizon}")
-                continue
-            first = next((y.year for y in result.years if y.scenario <= level + 1e-6), None)
-            result.targets.append(
-                TargetOutcome(
-                    year=t.year,
-                    label=t.label or f"{t.year} target",
-                    level=level,
-                    projected=yr.scenario,
-                    met=yr.scenario <= level + 1e-6,
-                    first_year_at_or_below=first,
-                )
-            )
+        _target_outcomes(plan, result, setup.start, scenario.horizon)
     return result
 
 

@@ -4,6 +4,11 @@ A pathway is piecewise linear between anchor points: the baseline, each target a
 explicitly published intermediate points. Targets are stated the way clusters publish them
 (a percentage cut from the baseline, or an absolute tonnage, or net zero), so the file reads
 like the press release it was taken from.
+
+A plan is refused when it cannot be a commitment: a target after the baseline year and at most
+the baseline (a target above it promises an increase), no target laxer than an earlier one (a
+2040 target allowing more than the 2030 one would let emissions rise again; equal is a plateau
+and allowed), one target or point per year. Errors name the target by its year.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from twin.validation import Loc, Problems
 
 __all__ = ["Baseline", "Pathway", "PathwayPoint", "Target", "TargetPlan"]
 
@@ -44,7 +51,7 @@ class Target(_Strict):
     @model_validator(mode="after")
     def _one_of(self) -> Target:
         if (self.reduction_pct is None) == (self.tco2e is None):
-            raise ValueError("give exactly one of reduction_pct or tco2e")
+            raise ValueError(f"target {self.year}: give exactly one of reduction_pct or tco2e")
         return self
 
     def level(self, baseline: Baseline) -> float:
@@ -69,13 +76,41 @@ class TargetPlan(_Strict):
 
     @model_validator(mode="after")
     def _years(self) -> TargetPlan:
-        years = [t.year for t in self.targets] + [p.year for p in self.points]
-        if any(y <= self.baseline.year for y in years):
-            raise ValueError(
-                f"targets and points must come after the baseline year {self.baseline.year}"
-            )
-        if len(set(years)) != len(years):
-            raise ValueError("two targets/points share a year")
+        problems: list[tuple[Loc, str]] = []
+        b = self.baseline
+        seen: set[int] = set()
+        dated = [(("targets", i), f"target {t.year}", t.year) for i, t in enumerate(self.targets)]
+        dated += [(("points", i), f"point {p.year}", p.year) for i, p in enumerate(self.points)]
+        for loc, what, year in dated:
+            if year <= b.year:
+                problems.append((loc, f"{what}: not after the baseline year {b.year}"))
+            if year in seen:
+                problems.append((loc, f"{what}: a second target or point for {year}"))
+            seen.add(year)
+        strictest: tuple[float, int] | None = None  # (level, year) of the earlier targets
+        for i, t in sorted(enumerate(self.targets), key=lambda it: it[1].year):
+            level = t.level(b)
+            if level > b.tco2e * (1 + 1e-12):
+                problems.append(
+                    (
+                        ("targets", i),
+                        f"target {t.year}: {_t(level)} tCO2e is above the baseline "
+                        f"{_t(b.tco2e)} tCO2e ({b.year}); a target allows at most the baseline",
+                    )
+                )
+            elif strictest is not None and level > strictest[0] * (1 + 1e-12) + 1e-9:
+                problems.append(
+                    (
+                        ("targets", i),
+                        f"target {t.year}: allows {_t(level)} tCO2e, more than target "
+                        f"{strictest[1]} ({_t(strictest[0])} tCO2e); a later target may not be "
+                        "laxer than an earlier one",
+                    )
+                )
+            if strictest is None or level < strictest[0]:
+                strictest = (level, t.year)
+        if problems:
+            raise Problems(problems)
         return self
 
     def pathway(self) -> Pathway:
@@ -87,6 +122,10 @@ class TargetPlan(_Strict):
             years=np.array(years, dtype=np.float64),
             values=np.array([anchors[y] for y in years], dtype=np.float64),
         )
+
+
+def _t(tonnes: float) -> str:
+    return f"{tonnes:,.0f}" if abs(tonnes) >= 100 else f"{tonnes:g}"
 
 
 class Pathway:

@@ -27,6 +27,9 @@ from connectors.sdk.runner import ConnectorRunner, make_publisher
 from connectors.sdk.timespec import parse_time
 from twin.readings import now_ms
 
+# tries to open the source (the runner's backoff between them: 0.5, 1, 2, 4 s) before giving up
+OPEN_ATTEMPTS = 5
+
 
 class BackfillSource(Connector[Any]):
     """The live connector's ``history`` as a finite source the runner can drive."""
@@ -45,9 +48,18 @@ class BackfillSource(Connector[Any]):
         self.samples = 0
         self.newest = start_ms
         self.error: Exception | None = None
+        self.open_failures = 0
 
     async def open(self) -> None:
-        await self.inner.open()
+        # The runner reconnects a live source forever; a backfill against a source that
+        # cannot be reached must end, with the reason, after a few tries.
+        try:
+            await self.inner.open()
+        except Exception as exc:
+            self.open_failures += 1
+            if self.open_failures < OPEN_ATTEMPTS:
+                raise
+            self.error = exc  # stream() then yields nothing: the run ends and reports it
 
     async def close(self) -> None:
         await self.inner.close()
@@ -55,6 +67,8 @@ class BackfillSource(Connector[Any]):
     async def stream(self) -> AsyncIterator[Sequence[Item]]:
         # A backfill is finite: a source error ends it (the runner would retry a live
         # source forever) and is reported; what was published stays, and a rerun is safe.
+        if self.error is not None:
+            return
         try:
             async for batch in self.inner.history(self.start_ms, self.end_ms):
                 for item in batch:
@@ -79,10 +93,11 @@ def backfill(config: Path, start: str, end: str, bootstrap: str | None) -> None:
     Exits 2 when the connector cannot read its source's past, or Kafka refuses it.
     """
     cls, cfg, index = load_or_exit(config)
-    if not cls.reads_history:
+    refusal = cls.history_refusal(cfg)
+    if refusal is not None:
         click.echo(
             f"clustertwin backfill: the {cfg.connector} connector cannot read its source's "
-            "past (its reads_history is false); use an export (csv) or a historian connector",
+            f"past ({refusal}); use an export (csv) or a historian connector",
             err=True,
         )
         sys.exit(2)
@@ -94,7 +109,12 @@ def backfill(config: Path, start: str, end: str, bootstrap: str | None) -> None:
     if start_ms >= end_ms:
         raise click.BadParameter(f"--from {start} is not before --to {end}")
     # its own instance name: its own disk buffer, and envelopes that say where they came from
-    cfg = cfg.model_copy(update={"name": f"{cfg.name}-backfill"})
+    # (a buffer.dir set in the config is the live one's: the backfill's goes beside it)
+    update: dict[str, Any] = {"name": f"{cfg.name}-backfill"}
+    if cfg.buffer.dir is not None:
+        own = cfg.buffer.dir.with_name(f"{cfg.buffer.dir.name}-backfill")
+        update["buffer"] = cfg.buffer.model_copy(update={"dir": own})
+    cfg = cfg.model_copy(update=update)
     settings = kafka_or_exit(cfg, bootstrap, "clustertwin backfill")
 
     minutes = max(1, (end_ms - start_ms) // 60_000)

@@ -2,6 +2,10 @@
 
 Both work offline on the domain model: no Kafka or InfluxDB is needed to read a cluster, its
 factors, its reconciliation to the published baseline, or a projected pathway.
+
+A cluster, library or levers file that cannot be used is reported as the list of every
+problem the domain found, one ``<file>: <path(id)>: <why>`` each, with exit code 2 (a file to
+fix: running again will not help) and no traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from twin.emissions import SCOPES, EmissionsCalculator
 from twin.factors import FactorError
 from twin.model import Cluster, ClusterFileError, available_clusters, load_cluster
 from twin.progress import reconcile
-from twin.scenarios import ScenarioError, load_scenario, run_scenario
+from twin.scenarios import Scenario, ScenarioError, ScenarioResult, load_scenario, run_scenario
 
 gwp_option = click.option(
     "--gwp",
@@ -24,11 +28,43 @@ gwp_option = click.option(
 )
 
 
+class FileProblems(click.ClickException):
+    """Every problem of a file the twin refused, as a list; exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, exc: Exception) -> None:
+        self.lines = str(exc).splitlines() or [type(exc).__name__]
+        n = len(self.lines)
+        super().__init__(
+            f"{n} problem{'s' if n != 1 else ''}:\n" + "\n".join(f"  - {li}" for li in self.lines)
+        )
+
+
+_REFUSED = (ClusterFileError, FactorError, ScenarioError)
+
+
 def _load(cluster: str) -> Cluster:
     try:
         return load_cluster(cluster)
     except ClusterFileError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise FileProblems(exc) from None
+
+
+def _project(c: Cluster, levers: str) -> tuple[Scenario, ScenarioResult]:
+    """Load LEVERS and run them on ``c``; a lever the cluster cannot take names the file."""
+    sc = load_scenario(levers)
+    try:
+        return sc, run_scenario(c, sc)
+    except (ScenarioError, FactorError) as exc:
+        raise ScenarioError("\n".join(f"{levers}: {li}" for li in str(exc).splitlines())) from None
+
+
+def _calculator(c: Cluster, gwp: str) -> EmissionsCalculator:
+    try:
+        return EmissionsCalculator(c, gwp=gwp)
+    except FactorError as exc:
+        raise FileProblems(exc) from None
 
 
 def _t(value: float) -> str:
@@ -49,7 +85,7 @@ def twin() -> None:
 def list_clusters() -> None:
     """Shipped example clusters."""
     for cid in available_clusters():
-        c = load_cluster(cid)
+        c = _load(cid)
         click.echo(f"{cid:12} {c.country}  {c.name}")
 
 
@@ -60,10 +96,7 @@ def list_clusters() -> None:
 def show(cluster: str, gwp: str, meters: bool) -> None:
     """Print CLUSTER (id or YAML path): sites, assets, meters, annual emissions, targets."""
     c = _load(cluster)
-    try:
-        calc = EmissionsCalculator(c, gwp=gwp)
-    except FactorError as exc:
-        raise click.ClickException(str(exc)) from exc
+    calc = _calculator(c, gwp)
     totals = calc.annual()
     click.echo(
         f"{c.name} [{c.id}]  country={c.country}  grid={c.grid_zone}  "
@@ -131,7 +164,7 @@ def show(cluster: str, gwp: str, meters: bool) -> None:
 def explain(cluster: str, meter: str, gwp: str) -> None:
     """Show the factors (id, version, source) behind METER's emissions."""
     c = _load(cluster)
-    calc = EmissionsCalculator(c, gwp=gwp)
+    calc = _calculator(c, gwp)
     if meter not in c.meter_index():
         raise click.ClickException(f"no meter {meter!r} in cluster {c.id!r}")
     prov = calc.provenance(meter)
@@ -143,6 +176,31 @@ def explain(cluster: str, meter: str, gwp: str) -> None:
             f"{p.attributed_site}; factor {p.factor_id} v{p.factor_version} ({p.gwp})\n"
             f"    source: {p.factor_source}" + (f"\n    note: {p.note}" if p.note else "")
         )
+
+
+@twin.command()
+@click.argument("clusters", nargs=-1, required=True)
+@click.option(
+    "--levers",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Also check this levers file against each cluster.",
+)
+def validate(clusters: tuple[str, ...], levers: str | None) -> None:
+    """Check CLUSTERS (ids or YAML paths), their factors and optionally a levers file: every
+    problem of every file listed, exit code 2 if there is any."""
+    lines: list[str] = []
+    for cluster in clusters:
+        try:
+            c = load_cluster(cluster)
+            EmissionsCalculator(c)
+            if levers is not None:
+                _project(c, levers)
+        except _REFUSED as exc:
+            lines += [li for li in str(exc).splitlines() if li not in lines]
+            continue
+        click.echo(f"ok: {c.id} ({len(c.sites)} sites, {len(c.meter_index())} meters)")
+    if lines:
+        raise FileProblems(ValueError("\n".join(lines)))
 
 
 @twin.command()
@@ -173,10 +231,9 @@ def scenario(cluster: str, levers: str, every: int) -> None:
     """Project CLUSTER under the levers in LEVERS.yaml and say when targets are met or missed."""
     c = _load(cluster)
     try:
-        sc = load_scenario(levers)
-        result = run_scenario(c, sc)
+        sc, result = _project(c, levers)
     except (ScenarioError, FactorError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise FileProblems(exc) from None
     click.echo(f"{sc.name} on {c.name} (accounted scopes: {result.scopes}, GWP {sc.gwp})")
     click.echo(
         f"{'year':>4} {'BAU':>12} {'scenario':>12} {'pathway':>12} {'gap':>12} "

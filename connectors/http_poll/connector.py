@@ -4,22 +4,26 @@ Most site gateways answer a GET with a JSON document holding one item per channe
 time, a value). Where in the document those live differs per vendor, so it is data
 (JMESPath expressions), not code. Cumulative counters (``mode: counter``) go through the
 SDK's metering helpers, whose baselines live in the connector's state store beside the disk
-buffer: a restart of the connector neither loses nor doubles the interval it spans.
+buffer: a restart of the connector neither loses nor doubles the interval it spans. With a
+``history`` block (``history.py``) it also reads a time range of the gateway's past, for
+``clustertwin backfill``.
 
 What counts as an outage follows connectors/README.md: connection refused or reset, a
 timeout, 408, 429 and any 5xx raise ``SourceUnavailable`` (the runner backs off and
 reconnects); another 4xx (401, 403, 404) is a wrong request, raised as ``HttpRequestError``
-naming the URL and the status. One bad item of a good answer is a dead letter naming the
-rule; its neighbours go on.
+naming the URL and the status. A history request retries an outage ``history.retries``
+times, then fails the backfill; a wrong request fails it at once. One bad item of a good
+answer is a dead letter naming the rule; its neighbours go on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -30,7 +34,19 @@ import orjson
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from yarl import URL
 
+from connectors.http_poll.history import (
+    HistorySettings,
+    Reading,
+    chunks,
+    counter_intervals,
+    distinct,
+    next_url,
+    request_url,
+    value_samples,
+)
+from connectors.sdk.backoff import Backoff
 from connectors.sdk.base import (
     BadSample,
     ConnectorConfig,
@@ -116,6 +132,9 @@ class HttpPollConfig(PollingConfig):
         default=None, gt=0, description="counter: most a meter counts in an hour"
     )
     meters: dict[str, str] = Field(min_length=1, description="gateway id -> cluster meter id")
+    history: HistorySettings | None = Field(
+        default=None, description="how to ask the gateway for a time range (backfill)"
+    )
 
     @field_validator("headers")
     @classmethod
@@ -140,6 +159,13 @@ class HttpPollConfig(PollingConfig):
             raise ValueError("username and password_env: basic auth needs both")
         if self.tls is not None and not self.url.startswith("https://"):
             raise ValueError("tls: needs an https:// url")
+        if self.history is not None:
+            if self.select.time is None:
+                raise ValueError("history: needs select.time (each item's own time)")
+            if self.history.items is not None:
+                _compile(self.history.items, "history.items")
+            if self.history.next is not None:
+                _compile(self.history.next, "history.next")
         return self
 
     def auth_header(self) -> str | None:
@@ -198,8 +224,15 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
         self._id = _compile(sel.id, "select.id")
         self._time = None if sel.time is None else _compile(sel.time, "select.time")
         self._value = _compile(sel.value, "select.value")
+        hist = config.history
+        self._history_items = self._items
+        if hist is not None and hist.items is not None:
+            self._history_items = _compile(hist.items, "history.items")
+        self._next = (
+            None if hist is None or hist.next is None else _compile(hist.next, "history.next")
+        )
         self._session: aiohttp.ClientSession | None = None
-        spec = CounterSpec(config.rollover_at, config.max_increase_per_h)
+        self._spec = spec = CounterSpec(config.rollover_at, config.max_increase_per_h)
         self.metering: Metering | None = (
             Metering(StateStore.for_connector(config), default=spec)
             if config.mode == "counter"
@@ -231,8 +264,10 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
         if session is not None:
             await session.close()
 
-    async def fetch(self) -> bytes:
-        url = self.config.url
+    async def fetch(self, url: str | URL | None = None) -> bytes:
+        """One GET of ``url`` (default: the live url); outage or refusal as in the module
+        docstring, both naming the URL asked."""
+        url = self.config.url if url is None else url
         if self._session is None:
             raise SourceUnavailable(f"{url}: not open")
         try:
@@ -277,18 +312,47 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return [BadSample(f"{RULE_JSON}: answer is not JSON: {exc}", body[:_RAW_LIMIT])]
-        items = self._items.search(doc)
-        if not isinstance(items, list):
-            reason = f"{RULE_ITEMS}: select.items {self.config.select.items!r} gave no list"
-            return [BadSample(reason, body[:_RAW_LIMIT])]
         out: list[Item] = []
+        for got in self._readings(doc, body, polled_at, live=True):
+            item = got if isinstance(got, BadSample) else self._sample(got)
+            if item is not None:
+                out.append(item)
+        return out
+
+    def _readings(
+        self, doc: Any, body: bytes, polled_at: int, *, live: bool
+    ) -> list[Reading | BadSample]:
+        """The mapped items of an answer: the live poll's mapping, also for the history
+        (whose list of items may be elsewhere in its answer: ``history.items``)."""
+        hist = self.config.history
+        if live or hist is None or hist.items is None:
+            expr, where, src = self._items, "select.items", self.config.select.items
+        else:
+            expr, where, src = self._history_items, "history.items", hist.items
+        items = expr.search(doc)
+        if not isinstance(items, list):
+            reason = f"{RULE_ITEMS}: {where} {src!r} gave no list"
+            return [BadSample(reason, body[:_RAW_LIMIT])]
+        out: list[Reading | BadSample] = []
         for item in items:
             got = self._item(item, polled_at)
             if got is not None:
                 out.append(got)
         return out
 
-    def _item(self, item: Any, polled_at: int) -> Item | None:
+    def _sample(self, r: Reading) -> Item | None:
+        """A live reading as published: the value, or the counter's interval since the last
+        poll (None: a baseline or the same snapshot again)."""
+        if self.metering is None:
+            return Sample(r.meter, r.ts, r.value, self.config.unit, raw=r.raw)
+        result = self.metering.counter(r.meter, r.ts, r.value)
+        if isinstance(result, Interval):
+            return self._counter_sample(result, r.raw)
+        if isinstance(result, Refusal):
+            return result.bad_sample(r.raw)
+        return None
+
+    def _item(self, item: Any, polled_at: int) -> Reading | BadSample | None:
         raw = orjson.dumps(item)[:_RAW_LIMIT]
         sel = self.config.select
         gid = self._id.search(item)
@@ -312,12 +376,88 @@ class HttpPollConnector(PollingConnector[HttpPollConfig]):
                 ts = parse_time(found, self.config.time_format)
             except ValueError as exc:
                 return BadSample(f"{RULE_TIME}: {exc}", raw, meter)
-        value = float(value) * self.config.scale
-        if self.metering is None:
-            return Sample(meter, ts, value, self.config.unit, raw=raw)
-        result = self.metering.counter(meter, ts, value)
-        if isinstance(result, Interval):
-            return self._counter_sample(result, raw)
-        if isinstance(result, Refusal):
-            return result.bad_sample(raw)
-        return None  # the baseline, or the same snapshot again
+        return Reading(meter, ts, float(value) * self.config.scale, raw)
+
+    # -- history (clustertwin backfill) -------------------------------------------------
+
+    @classmethod
+    def history_refusal(cls, config: HttpPollConfig) -> str | None:
+        if config.history is None:
+            return (
+                "its config has no `history` block: add one to ask the gateway for a time "
+                "range, see connectors/http_poll/README.md"
+            )
+        return None
+
+    async def history(self, start_ms: int, end_ms: int) -> AsyncIterator[Sequence[Item]]:
+        """The gateway's items of ``[start_ms, end_ms)``, one batch per request range.
+        Counters: read from ``history.lookback_s`` before ``start_ms`` for the first
+        interval's baseline, in a metering of the backfill's own (the live state is not
+        touched); only intervals ending in the range are published."""
+        hist = self.config.history
+        if hist is None:
+            raise ValueError(f"{self.config.source_name()}: {self.history_refusal(self.config)}")
+        counter = self.config.mode == "counter"
+        metering = Metering(None, default=self._spec) if counter else None
+        lookback = round(hist.lookback_s * 1000) if counter else 0
+        span = max(1, round(hist.max_span_s * 1000))
+        ranges = [*chunks(start_ms - lookback, start_ms, span), *chunks(start_ms, end_ms, span)]
+        for lo, hi in ranges:
+            got = distinct(await self._history_range(lo, hi), lo, hi)
+            readings = [r for r in got if isinstance(r, Reading)]
+            batch = (
+                value_samples(readings, self.config.unit)
+                if metering is None
+                else counter_intervals(readings, metering, start_ms, end_ms, self.config.unit)
+            )
+            if lo >= start_ms:  # the lookback's unreadable items are not the range's
+                batch += [b for b in got if isinstance(b, BadSample)]
+            yield batch
+
+    async def _history_range(self, lo: int, hi: int) -> list[Reading | BadSample]:
+        """Every page of one request range, as mapped."""
+        hist = self.config.history
+        assert hist is not None
+        first = url = request_url(self.config.url, hist, lo, hi)
+        asked = {url}
+        out: list[Reading | BadSample] = []
+        for _ in range(hist.max_pages):
+            doc, page = await self._history_page(url)
+            out += page
+            if self._next is None:
+                return out
+            nxt = next_url(first, url, self._next.search(doc), hist)
+            if nxt is None:
+                return out
+            if nxt in asked:  # a gateway linking back would page for ever
+                log.warning("%s: %s links back to %s; range done", self.config.name, url, nxt)
+                return out
+            asked.add(nxt)
+            url = nxt
+        raise HttpRequestError(
+            f"{first}: more than history.max_pages={hist.max_pages} pages for one range"
+        )
+
+    async def _history_page(self, url: URL) -> tuple[Any, list[Reading | BadSample]]:
+        """One page, its outages retried ``history.retries`` times with backoff; an answer
+        that is not JSON counts as one (a page cut off), the next-page link needs it."""
+        hist = self.config.history
+        assert hist is not None
+        backoff = Backoff(initial=hist.backoff_s, maximum=max(hist.backoff_s, 30.0))
+        for attempt in range(hist.retries + 1):
+            try:
+                body = await self.fetch(url)
+                try:
+                    doc = orjson.loads(body)
+                except orjson.JSONDecodeError as exc:
+                    raise SourceUnavailable(f"{url}: answer is not JSON: {exc}") from exc
+            except SourceUnavailable as exc:
+                if attempt == hist.retries:
+                    raise SourceUnavailable(
+                        f"{exc} (gave up after {hist.retries} retries)"
+                    ) from exc
+                log.warning("%s: retrying history page: %s", self.config.source_name(), exc)
+                await asyncio.sleep(backoff.next())
+                continue
+            return doc, self._readings(doc, body, 0, live=False)
+        raise AssertionError("unreachable")

@@ -3,7 +3,9 @@
 Subscriptions deliver changes with the server's source timestamps. A server restart is
 noticed by the connection-lost callback or, for a connection that dies silently, by a probe
 of the server state every ``watchdog_s``; the SDK then reconnects with backoff and the
-subscription is created again on the new session.
+subscription is created again on the new session. ``open`` only opens the session (with its
+security): ``stream`` subscribes, ``history`` reads the server's past (``history.py``) over
+the same session, so a backfill never subscribes.
 """
 
 from __future__ import annotations
@@ -12,13 +14,20 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC
 from typing import Any, ClassVar
 
 import orjson
 from asyncua import Client, ua
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.opcua.history import (
+    HistoryUnavailable,
+    OpcUaHistory,
+    check_historized,
+    chunks,
+    read_raw,
+    stamp_ms,
+)
 from connectors.opcua.security import (
     POLICIES,
     OpcUaSecurity,
@@ -61,6 +70,9 @@ class OpcUaConfig(ConnectorConfig):
     max_batch: int = Field(default=5000, ge=1)
     security: OpcUaSecurity = Field(
         default_factory=OpcUaSecurity, description="policy, mode, certificates, trusted servers"
+    )
+    history: OpcUaHistory = Field(
+        default_factory=OpcUaHistory, description="HistoryRead for backfills: chunk, page size"
     )
 
     @model_validator(mode="after")
@@ -117,37 +129,45 @@ class OpcUaConnector(Connector[OpcUaConfig]):
         if mapping is None:
             return
         try:
-            self._queue.put_nowait(self._item(mapping, val, data))
+            dv = data.monitored_item.Value
+            ts = stamp_ms(dv)
+            self._queue.put_nowait(self._item(mapping, dv, now_ms() if ts is None else ts))
         except Exception as exc:  # never lose a notification silently in asyncua's task
             raw = orjson.dumps({"node": mapping.node_id, "value": repr(val)})
             self._queue.put_nowait(
                 BadSample(f"OPC UA {mapping.node_id}: {exc!r}", raw, mapping.meter)
             )
 
-    def _item(self, mapping: NodeMap, val: Any, data: Any) -> Item:
-        dv = data.monitored_item.Value
-        stamp = dv.SourceTimestamp or dv.ServerTimestamp
-        if stamp is None:
-            ts = now_ms()
-        else:
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
-            ts = int(stamp.timestamp() * 1000)
+    @staticmethod
+    def _item(mapping: NodeMap, dv: ua.DataValue, ts: int) -> Item:
+        """One rule for a value, live or from history: Good numbers become samples, the
+        rest dead letters that say why."""
+        val = dv.Value.Value if dv.Value is not None else None
         status = getattr(dv, "StatusCode", None)
-        raw = orjson.dumps(
-            {"node": mapping.node_id, "value": repr(val), "ts": ts, "status": str(status)}
-        )
+        name = status.name if status is not None else "Good"
+        raw = orjson.dumps({"node": mapping.node_id, "value": repr(val), "ts": ts, "status": name})
         if status is not None and not status.is_good():
-            return BadSample(f"OPC UA {mapping.node_id}: status {status}", raw, mapping.meter)
+            return BadSample(f"OPC UA {mapping.node_id}: status {name}", raw, mapping.meter)
         if isinstance(val, bool) or not isinstance(val, int | float):
             return BadSample(
                 f"OPC UA {mapping.node_id}: value {val!r} is not a number", raw, mapping.meter
             )
         return Sample(mapping.meter, ts, float(val) * mapping.scale, mapping.unit, raw=raw)
 
+    def _mappings(self) -> dict[str, NodeMap]:
+        """Node id (as the server writes it) -> its mapping; a node mapped twice: the last."""
+        by_node: dict[str, NodeMap] = {}
+        for n in self.config.nodes:
+            by_node[ua.NodeId.from_string(n.node_id).to_string()] = n
+        return by_node
+
     async def open(self) -> None:
-        cfg = self.config
         self._queue = asyncio.Queue()
+        self._client = await self._connect()
+
+    async def _connect(self) -> Client:
+        """A session with the config's user and security; SourceUnavailable says why not."""
+        cfg = self.config
         client = Client(cfg.endpoint, timeout=cfg.timeout_s)
         if cfg.username:
             client.set_user(cfg.username)
@@ -174,16 +194,17 @@ class OpcUaConnector(Connector[OpcUaConfig]):
                 await client.disconnect()
             why = await self._refusal_hint(exc) or repr(exc)
             raise SourceUnavailable(f"OPC UA server {cfg.endpoint}: {why}") from exc
-        self._client = client
+        return client
+
+    async def _subscribe(self) -> None:
+        client = self._client
+        if client is None:
+            raise SourceUnavailable("OPC UA client is closed")
+        cfg = self.config
         try:
             sub = await client.create_subscription(cfg.publishing_interval_ms, _Handler(self))
-            nodes = []
-            self._by_node = {}
-            for n in cfg.nodes:
-                node = client.get_node(n.node_id)
-                self._by_node[node.nodeid.to_string()] = n
-                nodes.append(node)
-            await sub.subscribe_data_change(nodes)
+            self._by_node = self._mappings()
+            await sub.subscribe_data_change([client.get_node(n) for n in self._by_node])
         except (OSError, TimeoutError, ua.UaError) as exc:
             raise SourceUnavailable(f"OPC UA subscribe on {cfg.endpoint}: {exc!r}") from exc
 
@@ -247,6 +268,7 @@ class OpcUaConnector(Connector[OpcUaConfig]):
             ) from exc
 
     async def stream(self) -> AsyncIterator[Sequence[Item]]:
+        await self._subscribe()
         loop = asyncio.get_running_loop()
         next_probe = loop.time() + self.config.watchdog_s
         while True:
@@ -267,3 +289,55 @@ class OpcUaConnector(Connector[OpcUaConfig]):
             if loop.time() >= next_probe:
                 await self._probe()
                 next_probe = loop.time() + self.config.watchdog_s
+
+    reads_history: ClassVar[bool] = True
+
+    async def history(self, start_ms: int, end_ms: int) -> AsyncIterator[Sequence[Item]]:
+        """Every mapped node's raw history in ``[start_ms, end_ms)``, chunk by chunk (all
+        nodes of a chunk before the next, so progress follows time), a server page per
+        batch. Uses the session ``open`` made, or its own. A node the server keeps no
+        history of ends the backfill with an error naming it, before anything is read."""
+        own = self._client is None
+        client = await self._connect() if own else self._client
+        assert client is not None
+        cfg = self.config
+        try:
+            mappings = list(self._mappings().items())
+            where = {n.node_id: f"nodes[{i}], meter {n.meter}" for i, n in enumerate(cfg.nodes)}
+            for node_id, m in mappings:
+                await check_historized(client, node_id, where[m.node_id])
+            for a, b in chunks(start_ms, end_ms, cfg.history.chunk_ms):
+                for node_id, m in mappings:
+                    pages = read_raw(
+                        client,
+                        node_id,
+                        where[m.node_id],
+                        a,
+                        b,
+                        cfg.history.max_values_per_read,
+                        cfg.timeout_s,
+                    )
+                    async with contextlib.aclosing(pages):
+                        async for page in pages:
+                            batch = self._history_items(m, page, a, b)
+                            if batch:
+                                yield batch
+        except (OSError, TimeoutError, ua.UaError) as exc:
+            raise HistoryUnavailable(f"OPC UA server {cfg.endpoint}: {exc!r}") from exc
+        finally:
+            if own:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.disconnect(), 3)
+
+    def _history_items(self, m: NodeMap, page: list[ua.DataValue], a: int, b: int) -> list[Item]:
+        out: list[Item] = []
+        for dv in page:
+            ts = stamp_ms(dv)
+            if ts is None:
+                raw = orjson.dumps({"node": m.node_id, "value": repr(dv.Value)})
+                out.append(
+                    BadSample(f"OPC UA {m.node_id}: history value has no time", raw, m.meter)
+                )
+            elif a <= ts < b:
+                out.append(self._item(m, dv, ts))
+        return out

@@ -170,6 +170,13 @@ class Connector(ABC, Generic[ConfigT]):
     #: Whether ``history`` can read the source's past (``clustertwin backfill``).
     reads_history: ClassVar[bool] = False
 
+    @classmethod
+    def history_refusal(cls, config: ConfigT) -> str | None:
+        """Why ``clustertwin backfill`` cannot read ``config``'s past (None: it can). The
+        default follows ``reads_history``; override where it depends on the config (an
+        optional history block), and say what is missing."""
+        return None if cls.reads_history else "its reads_history is false"
+
     def history(self, start_ms: int, end_ms: int) -> AsyncIterator[Sequence[Item]]:
         """Yield the samples of ``[start_ms, end_ms)`` as fast as the source gives them,
         then end. Override (and set ``reads_history``) where the source keeps its past: a

@@ -19,3 +19,14 @@ def parse_time(text: str, now: int) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+
+
+def parse_duration(text: str) -> int:
+    """A length of time in the same units as ``now-7d`` (``90s``, ``6h``, ``1d``) -> ms."""
+    m = _DURATION.match(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a duration: a number and s, m, h, d or w (6h, 1d)")
+    return int(float(m.group(1)) * _UNIT_MS[m.group(2)])

@@ -64,6 +64,7 @@ from streams.runtime import (
     stored_then_acked,
     topic_sender,
 )
+from streams.runtime.health import Readiness, install_health_views
 from streams.twinlink import catalog_from_twin
 from streams.worker import WorkerConfigError, check_servers
 from twin.targets import Pathway
@@ -93,6 +94,7 @@ class AlertingSettings(BaseSettings):
     batch_max: int = Field(2000, ge=1)
     batch_within_s: float = Field(0.2, gt=0)
     web_port: int = 6067
+    web_bind: str = Field("127.0.0.1", description="interface the views listen on (0.0.0.0: all)")
     datadir: Path | None = Field(None, description="Faust data dir [cache dir/faust/<app id>]")
 
     @property
@@ -134,6 +136,7 @@ def ensure_topic(
     partitions: int,
     security: Mapping[str, Any] | None = None,
     configs: Mapping[str, str] | None = None,
+    replication: int = 1,
 ) -> None:
     """Create the alerts topic before the first alert, not by the broker's auto-create
     defaults (whatever its partition count, key = alert id keeps each alert's events in order).
@@ -145,7 +148,7 @@ def ensure_topic(
     try:
         if name not in admin.list_topics():
             with contextlib.suppress(TopicAlreadyExistsError):
-                topic = NewTopic(name, partitions, 1, topic_configs=dict(configs or {}))
+                topic = NewTopic(name, partitions, replication, topic_configs=dict(configs or {}))
                 admin.create_topics([topic])
     finally:
         admin.close()
@@ -162,7 +165,14 @@ def create_alerting_app(
     config = AlertConfig.from_yaml(cfg.config_file) if cfg.config_file else AlertConfig()
     engine = AlertEngine(catalog, config, load_pathways(cfg), twin=cfg.twin)
     app = create_faust_app(
-        AppSpec(cfg.app_id, cfg.partitions, cfg.batch_max, cfg.web_port, datadir=cfg.datadir),
+        AppSpec(
+            cfg.app_id,
+            cfg.partitions,
+            cfg.batch_max,
+            cfg.web_port,
+            web_bind=cfg.web_bind,
+            datadir=cfg.datadir,
+        ),
         settings,
     )
     # what the site detectors read (its end offsets judge the wall-clock silence too)
@@ -204,11 +214,14 @@ def ensure_alerting_topics(
     """The alerts topic, and the cluster-buckets and priced topics before Faust subscribes
     to them (the stream worker creates the priced topic too: whichever starts first)."""
     security = client_security(settings)
-    ensure_topic(settings.kafka_bootstrap, cfg.alerts_topic, cfg.alerts_partitions, security)
-    ensure_topic(settings.kafka_bootstrap, priced, cfg.partitions, security, TOPIC_CONFIG)
+    rf = settings.kafka_replication_factor
+    ensure_topic(
+        settings.kafka_bootstrap, cfg.alerts_topic, cfg.alerts_partitions, security, None, rf
+    )
+    ensure_topic(settings.kafka_bootstrap, priced, cfg.partitions, security, TOPIC_CONFIG, rf)
     # Faust's own creation of internal topics races the first subscription on a new cluster:
     # the agent then ignores the "missing" topic for good and cluster alerts never fire.
-    ensure_topic(settings.kafka_bootstrap, buckets, cfg.partitions, security)
+    ensure_topic(settings.kafka_bootstrap, buckets, cfg.partitions, security, None, rf)
 
 
 def site_alerts(stage: AlertStage, lock: asyncio.Lock, liveness: Liveness) -> BatchHandler:
@@ -267,6 +280,8 @@ def wall_clock_silence(
 def install_counters_page(
     app: faust.App, stage: AlertStage, notifier: WebhookNotifier | None
 ) -> None:
+    install_health_views(app, Readiness(app))
+
     @app.page("/alerts/")
     async def counters(web: Any, request: Any) -> Any:
         return web.json(

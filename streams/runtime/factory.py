@@ -34,6 +34,9 @@ class AppSpec:
     web_port: int
     # the host in the URLs Faust routes table requests to; None: Faust's default
     web_host: str | None = None
+    # the interface the web server listens on: Faust's default is every interface, and the
+    # views have no sign-in, so the workers default to loopback and deployments open it
+    web_bind: str = "127.0.0.1"
     datadir: Path | None = None
 
 
@@ -85,9 +88,10 @@ def create_faust_app(spec: AppSpec, settings: Settings) -> faust.App:
         broker_credentials=faust_credentials(settings),
         store="memory://",
         topic_partitions=spec.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.kafka_replication_factor,
         web_enabled=True,
         web_port=spec.web_port,
+        web_bind=spec.web_bind,
         web_in_thread=False,
         producer_acks=-1,
         producer_compression_type=None,

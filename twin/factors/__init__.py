@@ -7,6 +7,10 @@ calculation time (AR5 or AR6), not baked into the data.
 
 Quantities are normalised at load time to tonnes of gas per canonical unit of the carrier
 (MWh, or t for process CO2) with pint; nothing downstream converts units again.
+
+A factor is the tonnes a unit emits, so no gas amount may be negative: carbon that leaves a
+site (exports, capture) is a boundary of the meter, not a negative factor. A bad library file
+lists every problem of every entry, each as ``<file>: factors[i](id): <field>: <why>``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from importlib import resources
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from twin.carriers import (
     Carrier,
@@ -26,6 +37,8 @@ from twin.carriers import (
     scale_to_canonical,
     ureg,
 )
+from twin.uncertainty import Uncertain, total
+from twin.validation import Problems, error_lines
 from twin.yaml_loader import load_yaml
 
 __all__ = [
@@ -87,11 +100,62 @@ class Factor(BaseModel):
     gases: dict[str, float] = Field(default_factory=dict)  # t gas / canonical unit
     # For routes powered by electricity (electrolysis): MWh of electricity per canonical unit,
     # valued at the local grid factor when the calculator resolves it.
-    electricity_per_unit: float = 0.0
+    electricity_per_unit: float = Field(default=0.0, ge=0)
     biogenic: bool = False
     route: HydrogenRoute | None = None
     category: str | None = None  # combustion: energy_industries | manufacturing
     note: str = ""
+    # per gas, the half-width of the 95 % interval in percent of the value (IPCC tables,
+    # Open Emission Factors DB); a gas left out has an undeclared uncertainty (twin.uncertainty)
+    uncertainty_pct: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("uncertainty_pct")
+    @classmethod
+    def _uncertainty_of_known_gases(cls, u: dict[str, float]) -> dict[str, float]:
+        bad = [(g, "must be a percentage >= 0") for g, v in u.items() if not v >= 0]
+        if bad:
+            raise Problems([((g,), why) for g, why in bad])
+        return u
+
+    @model_validator(mode="after")
+    def _uncertainty_gases_are_factor_gases(self) -> Factor:
+        extra = sorted(set(self.uncertainty_pct) - set(self.gases))
+        if extra:
+            raise ValueError(
+                f"uncertainty_pct: {', '.join(extra)} not among the factor's gases "
+                f"({', '.join(sorted(self.gases)) or 'none'})"
+            )
+        return self
+
+    def co2e_uncertain(self, gwp: GwpSet) -> Uncertain:
+        """tCO2e per unit with its uncertainty: each gas's tonnes x its GWP, summed by
+        IPCC Approach 1. GWPs are conventions of the reporting rules, taken as exact."""
+        terms = [
+            Uncertain(
+                gwp.co2e({gas: amount}, self.biogenic),
+                self.uncertainty_pct.get(gas),
+            )
+            for gas, amount in self.gases.items()
+        ]
+        return total(terms)
+
+    @field_validator("gases")
+    @classmethod
+    def _not_negative(cls, gases: dict[str, float]) -> dict[str, float]:
+        bad = [g for g, v in gases.items() if v < 0]
+        if bad:
+            raise Problems(
+                [
+                    (
+                        (g,),
+                        "must not be negative: a factor is what a unit "
+                        "emits; carbon leaving a site is the meter's boundary (export), not a "
+                        "negative factor",
+                    )
+                    for g in bad
+                ]
+            )
+        return gases
 
     def co2e(self, gwp: GwpSet) -> float:
         return gwp.co2e(self.gases, self.biogenic)
@@ -137,14 +201,30 @@ class FactorLibrary:
         """Build from (origin, parsed YAML) pairs; see the files in this folder for the shape."""
         factors: list[Factor] = []
         pending_derived: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        problems: list[str] = []
+        first_at: dict[str, str] = {}
         for origin, doc in docs:
             defaults = {k: v for k, v in doc.items() if k != "factors"}
             for i, entry in enumerate(doc.get("factors", [])):
                 merged = {**defaults, **entry}
-                if "derived_from" in merged:
-                    pending_derived.append((f"{origin}: factors[{i}]", merged, {}))
+                fid = merged.get("id")
+                where = f"{origin}: factors[{i}]" + (f"({fid})" if isinstance(fid, str) else "")
+                if isinstance(fid, str) and fid in first_at:
+                    problems.append(
+                        f"{where}: id: duplicate factor id {fid!r} (first at {first_at[fid]})"
+                    )
                     continue
-                factors.append(_build(f"{origin}: factors[{i}]", merged))
+                if isinstance(fid, str):
+                    first_at[fid] = where
+                if "derived_from" in merged:
+                    pending_derived.append((where, merged, {}))
+                    continue
+                try:
+                    factors.append(_build(where, merged))
+                except FactorError as e:
+                    problems.extend(str(e).splitlines())
+        if problems:
+            raise FactorError("\n".join(problems))
         lib = cls(factors)
         for where, merged, _ in pending_derived:
             base = lib._by_id.get(merged["derived_from"])
@@ -232,6 +312,7 @@ class FactorLibrary:
 
 def _build(where: str, body: dict[str, Any], normalised: bool = False) -> Factor:
     body = dict(body)
+    raw_keys = set(body)
     body.pop("file_version", None)
     try:
         carrier = Carrier(body["carrier"])
@@ -253,9 +334,12 @@ def _build(where: str, body: dict[str, Any], normalised: bool = False) -> Factor
     try:
         return Factor.model_validate(body)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise FactorError(f"{where}: {loc}: {first['msg']}") from None
+        # Errors in the amounts point at ``values`` when that is what the file wrote.
+        shown = {**body, "values": body["gases"]} if "values" in raw_keys else body
+        lines = error_lines(e, shown, where)
+        if "values" in raw_keys:
+            lines = [li.replace(f"{where}: gases", f"{where}: values", 1) for li in lines]
+        raise FactorError("\n".join(lines)) from None
 
 
 _FILES = (

@@ -103,7 +103,7 @@ def test_library_rejects_bad_factor_documents() -> None:
         "source": "s",
     }
     FactorLibrary.from_documents(_doc(**base, unit="g/kWh", values={"CO2": 100}))
-    with pytest.raises(FactorError, match=r"x.yaml: factors\[0\]: carrier"):
+    with pytest.raises(FactorError, match=r"x.yaml: factors\[0\]\(f\): carrier"):
         FactorLibrary.from_documents(_doc(**{**base, "carrier": "plutonium"}))
     with pytest.raises(FactorError, match="unit"):
         FactorLibrary.from_documents(_doc(**base, unit="g/s", values={"CO2": 1}))

@@ -70,11 +70,11 @@ def test_load_by_path(tmp_path: Path) -> None:
         ),
         (
             [meter("m1", "natural_gas"), meter("m1", "diesel")],
-            r"meters\[1\]\.id: duplicate meter id 'm1' \(first at sites\[0\]",
+            r"meters\[1\]\(m1\)\.id: duplicate meter id 'm1' in cluster 'x' \(first at site 's1'",
         ),
         (
             [meter("m1", "electricity", boundary="transfer", to_site="nowhere")],
-            r"meters\[0\]\.to_site: no site 'nowhere'",
+            r"meters\[0\]\(m1\)\.to_site: no site 'nowhere' in cluster 'x'",
         ),
         (
             [meter("m1", "electricity", boundary="transfer", to_site="s1")],
@@ -87,7 +87,7 @@ def test_load_by_path(tmp_path: Path) -> None:
         ),
         (
             [meter("m1", "electricity", factor_id="grid:XX:1999")],
-            r"meters\[0\]\.factor_id: unknown factor 'grid:XX:1999'",
+            r"meters\[0\]\(m1\)\.factor_id: unknown factor 'grid:XX:1999'",
         ),
         (
             [meter("m1", "natural_gas", route="smr")],
@@ -117,7 +117,9 @@ def test_bad_files_name_file_path_and_reason(
 def test_duplicate_site_and_missing_fields(tmp_path: Path) -> None:
     raw = _raw()
     raw["sites"] = [site("s1"), site("s1")]
-    with pytest.raises(ClusterFileError, match=r"sites\[1\]\.id: duplicate site id 's1'"):
+    with pytest.raises(
+        ClusterFileError, match=r"sites\[1\]\(s1\)\.id: duplicate site id 's1' in cluster 'x'"
+    ):
         load_cluster(_write(tmp_path, raw))
     del raw["grid_zone"]
     with pytest.raises(ClusterFileError, match=r"grid_zone: Field required"):

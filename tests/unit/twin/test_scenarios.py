@@ -208,3 +208,166 @@ def test_shipped_dunkirk_levers_run() -> None:
     assert r.years[0].scenario == pytest.approx(r.years[0].bau)
     assert r.years[-1].scenario < 0.5 * r.years[0].bau
     assert r.targets and r.targets[0].year == 2050
+
+
+# ---- issue 16, defect 4: BAU, overlapping levers, double capture, grid points -------------
+
+GRID_FR = 0.036  # tCO2/MWh, the library's FR grid factor for 2021 (RTE)
+
+
+def _cluster_1_2(el_mwh: float) -> Cluster:
+    """The plant also buys ``el_mwh`` of electricity; its targets cover scopes 1+2."""
+    return make_cluster(
+        [
+            site(
+                "plant",
+                meter("gas", "natural_gas", annual_quantity=1000),
+                meter("el", "electricity", annual_quantity=el_mwh),
+            )
+        ],
+        plan={
+            "baseline": {"year": 2021, "tco2e": BASE + el_mwh * GRID_FR, "scopes": "1+2"},
+            "targets": [{"year": 2030, "reduction_pct": 40}],
+        },
+    )
+
+
+def test_bau_has_no_lever_at_all_not_even_the_grid() -> None:
+    """A cleaner grid is a lever: BAU stays at the starting grid factor, so the lever's
+    effect shows as the gap between BAU and the scenario."""
+    sc = scenario_from_mapping(
+        {
+            "start_year": 2025,
+            "horizon": 2030,
+            "levers": [
+                {"type": "grid_factor", "zone": "FR", "start_year": 2026, "points": {2030: 0.0}}
+            ],
+        }
+    )
+    r = run_scenario(_cluster_1_2(1000), sc)
+    for y in r.years:
+        # Offline: the grid goes linearly from the library value (2025) to 0 (2030).
+        grid = GRID_FR * (2030 - max(y.year, 2025)) / 5
+        assert y.bau == pytest.approx(BASE + 1000 * GRID_FR), y.year
+        assert y.scenario == pytest.approx(BASE + 1000 * grid), y.year
+    assert r.years[-1].bau - r.years[-1].scenario == pytest.approx(1000 * GRID_FR)
+
+
+@pytest.mark.parametrize(
+    "levers",
+    [
+        [("electrify", 0.5, 2025, None), ("electrify", 0.8, 2025, None)],
+        [("electrify", 0.8, 2025, None), ("hydrogen_switch", 0.5, 2025, None)],
+        [("hydrogen_switch", 1.0, 2026, 2030), ("electrify", 0.7, 2025, 2027)],
+        [("electrify", 1.0, 2025, None), ("electrify", 1.0, 2025, None)],
+        [
+            ("electrify", 0.3, 2025, 2029),
+            ("electrify", 0.6, 2027, None),
+            ("hydrogen_switch", 0.9, 2028, 2030),
+        ],
+    ],
+)
+def test_overlapping_levers_take_their_share_of_what_is_left(
+    levers: list[tuple[str, float, int, int | None]],
+) -> None:
+    """Shares of one meter compose on the remaining quantity, in file order: 0.5 then 0.8
+    moves 0.5 + 0.8 x 0.5 = 90%, never more than the 100% there is."""
+    docs: list[dict[str, Any]] = []
+    for kind, share, start, full in levers:
+        doc: dict[str, Any] = {
+            "type": kind,
+            "meters": ["gas"],
+            "share": share,
+            "start_year": start,
+            "full_year": full,
+        }
+        if kind == "electrify":
+            doc["electric_mwh_per_fuel_mwh"] = 1.0
+        else:
+            doc["route"] = "electrolysis_renewable"
+        docs.append(doc)
+    r = _run(docs)
+    for y in r.years:
+        left, electrified = 1000.0, 0.0
+        for kind, share, start, full in levers:  # offline: the rule, by hand
+            ramp = (
+                0.0
+                if y.year < start
+                else (
+                    1.0
+                    if full is None or y.year >= full
+                    else (y.year - start + 1) / (full - start + 1)
+                )
+            )
+            moved = left * share * ramp
+            left -= moved
+            electrified += moved if kind == "electrify" else 0.0
+        assert y.scope1 == pytest.approx(left * GAS, abs=1e-9), y.year
+        assert y.scope1 >= 0.0
+        assert y.scope2_location == pytest.approx(electrified * GRID_FR, abs=1e-9), y.year
+
+
+def test_two_ccs_levers_capture_what_the_first_left() -> None:
+    r = _run(
+        [
+            {"type": "ccs", "site": "plant", "capture_rate": 0.9, "start_year": 2025},
+            {"type": "ccs", "site": "plant", "capture_rate": 0.9, "start_year": 2027},
+        ]
+    )
+    y = {x.year: x for x in r.years}
+    assert y[2026].captured == pytest.approx(0.9 * BASE)
+    assert y[2027].captured == pytest.approx(BASE * (1 - 0.1 * 0.1))  # 0.9, then 0.9 of 0.1
+    assert all(0 <= x.captured <= BASE + 1e-9 and x.scenario >= -1e-9 for x in r.years)
+
+
+def test_capture_never_exceeds_the_capturing_sites_emissions() -> None:
+    """Capture at one site of two is bounded by that site's scope 1, not the cluster's."""
+    c = make_cluster(
+        [
+            site("plant", meter("gas", "natural_gas", annual_quantity=1000)),
+            site("other", meter("gas2", "natural_gas", annual_quantity=3000)),
+        ]
+    )
+    sc = scenario_from_mapping(
+        {
+            "start_year": 2025,
+            "horizon": 2026,
+            "levers": [
+                {"type": "ccs", "site": "plant", "capture_rate": 1.0, "start_year": 2025},
+                {"type": "ccs", "site": "plant", "capture_rate": 0.5, "start_year": 2025},
+            ],
+        }
+    )
+    r = run_scenario(c, sc)
+    assert r.years[0].captured == pytest.approx(BASE)
+    assert r.years[0].scenario == pytest.approx(3 * BASE)
+
+
+def test_grid_point_before_start_year_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "levers.yaml"
+    p.write_text(
+        "levers:\n"
+        "  - {type: grid_factor, name: cleaner grid, zone: FR, start_year: 2030,\n"
+        "     points: {2025: 0.01, 2040: 0.0}}\n"
+    )
+    with pytest.raises(
+        ScenarioError,
+        match=r"levers\.0\.grid_factor: grid_factor lever 'cleaner grid': point 2025 is before "
+        r"start_year 2030",
+    ):
+        load_scenario(p)
+    p.write_text(
+        "levers:\n  - {type: grid_factor, zone: FR, start_year: 2030, points: {2030: 0}}\n"
+    )
+    load_scenario(p)  # a point at start_year is the lever's first value
+
+
+def test_one_grid_lever_per_zone(tmp_path: Path) -> None:
+    p = tmp_path / "levers.yaml"
+    p.write_text(
+        "levers:\n"
+        "  - {type: grid_factor, zone: FR, start_year: 2026, points: {2030: 0.02}}\n"
+        "  - {type: grid_factor, zone: FR, start_year: 2031, points: {2040: 0.0}}\n"
+    )
+    with pytest.raises(ScenarioError, match=r"levers\[1\]: a second grid_factor lever for zone"):
+        load_scenario(p)
