@@ -41,6 +41,7 @@ from twin.contract import (
     SCHEMA_V2,
     TS_LIMIT,
     envelope_problem,
+    is_rate_unit,
     malformed,
     message_problem,
     reading_fault,
@@ -383,12 +384,13 @@ def _judge(
     ``code`` indexes the (meter, unit, carrier, quality) combinations seen valid before: one
     lookup stands for "known meter, accepted unit, its carrier, a known quality".
     """
-    meter, row, quality = lookup.arrays()
+    meter, row, quality, rate_of = lookup.arrays()
     good = code >= 0
     safe = np.where(good, code, 0)
     out.meter = meter[safe]
     out.row = row[safe]
     out.quality = quality[safe]
+    rate = rate_of[safe]
     site_code = {key: k for k, key in enumerate(catalog.sites)}
     env_site = np.array(
         [site_code[(env.cluster, env.site)] for env in out.envelopes], dtype=np.int64
@@ -405,7 +407,12 @@ def _judge(
     has = start != NO_START
     interval_ok = ~has | ((start >= 0) & (start < ts) & (ts - start <= MAX_INTERVAL_MS))
     ts_ok = (ts >= 0) & (ts <= ref + limits.max_future_ms) & (np.where(has, start, ts) >= oldest)
-    good &= site_ok & finite & sign_ok & size_ok & ts_ok & interval_ok
+    rate_ok = ~rate | has  # RATE_RULE: a rate needs its interval
+    good &= site_ok & finite & sign_ok & size_ok & ts_ok & interval_ok & rate_ok
+    if rate.any():
+        # a rate's quantity: its value times the interval's hours (``contract.rate_hours``)
+        hours = np.where(has & rate, ts - np.where(has, start, ts), 0) / 3_600_000
+        out.value = np.where(rate, value * hours, value)
     if not good.all():
         for i in np.flatnonzero(~good).tolist():
             out.reject_reading(i, _reason(catalog, out, i, int(ref[i]), int(oldest[i]), limits))
@@ -588,8 +595,14 @@ class _Lookup:
         self.meters: list[int] = []
         self.rows: list[int] = []
         self.qualities: list[int] = []
+        self.rates: list[bool] = []  # the unit is a rate (integrated over the interval)
         # index 0 is a placeholder gathered for readings without a valid code (masked out)
-        self._arrays = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int8))
+        self._arrays = (
+            np.zeros(1, np.int64),
+            np.zeros(1, np.int64),
+            np.zeros(1, np.int8),
+            np.zeros(1, bool),
+        )
         # how many combinations ``_arrays`` holds: its length cannot tell, since the
         # placeholder has the length of one learnt combination (that mix-up refused a
         # meter's first unit in a fresh process until a second combination was learnt)
@@ -616,17 +629,19 @@ class _Lookup:
         self.meters.append(m)
         self.rows.append(row)
         self.qualities.append(q)
+        self.rates.append(is_rate_unit(unit))
         self.codes[key] = k
         return k
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(meter index, factor row, quality code) per combination code, as arrays."""
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(meter index, factor row, quality code, is a rate) per combination code."""
         if self._built != len(self.meters):
             self._built = len(self.meters)
             self._arrays = (
                 np.array(self.meters, np.int64),
                 np.array(self.rows, np.int64),
                 np.array(self.qualities, np.int8),
+                np.array(self.rates, bool),
             )
         return self._arrays
 

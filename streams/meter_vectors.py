@@ -55,6 +55,9 @@ class MeterSpec:
     # Each factor behind the figures, (scope, id, version, source, note, tCO2e per canonical
     # unit): the answer a live view gives when a figure is asked where it came from.
     factors: tuple[tuple[str, str, str, str, str, float], ...] = ()
+    #: the calorific basis of the meter's energy units ("net" or "gross"): a reading in
+    #: another energy unit than the declared one is converted on the same basis
+    calorific_basis: str = "net"
 
     def __post_init__(self) -> None:
         if not self.units:
@@ -74,7 +77,8 @@ class MeterVectors:
     """All meters of the clusters a worker serves, indexed for vectorised lookups."""
 
     specs: list[MeterSpec]
-    unit_scale: Callable[[str, str], float | None] | None = None
+    #: (carrier, unit, calorific basis) -> canonical units per unit, None when not convertible
+    unit_scale: Callable[..., float | None] | None = None
     # (meter index) -> primary unit; (meter, unit) -> row in the factor matrix
     index: dict[str, int] = field(init=False)
     sites: dict[tuple[str, str], list[int]] = field(init=False)
@@ -146,7 +150,10 @@ class MeterVectors:
         spec = self.specs[meter]
         if self.unit_scale is None or spec.canonical is None:
             return None
-        scale = self.unit_scale(spec.carrier, unit)
+        if spec.calorific_basis == "net":
+            scale = self.unit_scale(spec.carrier, unit)
+        else:
+            scale = self.unit_scale(spec.carrier, unit, spec.calorific_basis)
         if scale is None:
             return None
         mwh, factors = spec.canonical
@@ -176,6 +183,7 @@ class MeterVectors:
                     "max_value": s.max_value,
                     "provenance": s.provenance,
                     "factors": [list(f) for f in s.factors],
+                    "calorific_basis": s.calorific_basis,
                 }
                 for s in self.specs
             ],
@@ -201,6 +209,7 @@ class MeterVectors:
                         allow_negative=bool(rec.get("allow_negative", False)),
                         max_value=float(rec.get("max_value", DEFAULT_MAX_VALUE)),
                         provenance=str(rec.get("provenance", "")),
+                        calorific_basis=str(rec.get("calorific_basis", "net")),
                         factors=tuple(
                             (str(a), str(b), str(c), str(d), str(e), float(v))
                             for a, b, c, d, e, v in rec.get("factors", ())

@@ -18,17 +18,17 @@ from typing import Any
 
 from streams.meter_vectors import CatalogError, MeterSpec, MeterVectors
 from streams.progress_series import Plan
-from twin.contract import SCOPES
+from twin.contract import SCOPES, allows_negative
 from twin.contract import TWIN_SCOPES as _TWIN_SCOPES
 
 
-def _unit_scale(carrier: str, unit: str) -> float | None:
+def _unit_scale(carrier: str, unit: str, basis: str = "net") -> float | None:
     # The twin is imported when used: a worker started from a compiled catalog file
     # (``catalog_file``) never loads it (pint and the cluster models cost 0.4 s CPU per start).
     from twin.carriers import Carrier, UnitError, scale_to_canonical
 
     try:
-        return float(scale_to_canonical(Carrier(carrier), unit))
+        return float(scale_to_canonical(Carrier(carrier), unit, basis))
     except (UnitError, ValueError):
         return None
 
@@ -82,7 +82,8 @@ def catalog_from_clusters(clusters: Sequence[Any]) -> MeterVectors:
                     cluster=str(cluster.id),
                     carrier=carrier,
                     units={str(meter.unit): (mwh, per_unit)},
-                    allow_negative=_allows_negative(meter),
+                    allow_negative=allows_negative(meter),
+                    calorific_basis=str(getattr(meter, "calorific_basis", "net")),
                     factors=explained[i],
                     provenance=("transfer (netted at cluster level);" if transfer else "")
                     + provenance,
@@ -95,16 +96,6 @@ def catalog_from_clusters(clusters: Sequence[Any]) -> MeterVectors:
                 )
             )
     return MeterVectors(specs, unit_scale=_unit_scale)
-
-
-def _allows_negative(meter: object) -> bool:
-    """Bidirectional meters (grid export, on-site generation) may read below zero; the same
-    attributes the connectors' edge validation looks at."""
-    for attr in ("allow_negative", "bidirectional", "allows_negative"):
-        value = getattr(meter, attr, None)
-        if isinstance(value, bool):
-            return value
-    return False
 
 
 def plans_from_twin(names: Sequence[str]) -> dict[tuple[str, str], Plan]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
-import yaml
 from pydantic import BaseModel, ConfigDict
+
+from twin.yaml_loader import load_yaml
 
 __all__ = ["Catalogue", "CatalogueEntry", "NetworkTotals", "PublishedBaseline", "load_catalogue"]
 
@@ -72,4 +73,4 @@ class Catalogue(_Strict):
 @functools.cache
 def load_catalogue() -> Catalogue:
     text = resources.files("twin").joinpath("catalogue.yaml").read_text(encoding="utf-8")
-    return Catalogue.model_validate(yaml.safe_load(text))
+    return Catalogue.model_validate(load_yaml(text))

@@ -34,6 +34,13 @@ How the two former rule sets were made one, and why (a plant's data is the measu
   than the worker accepts would only refuse good data earlier.
 * **Faults are reported one at a time, in the worker's order**, with the worker's wording
   (the texts operators already search dead letters for).
+* **A rate is a quantity per hour of its interval.** A reading in a power or flow unit (kW,
+  Nm3/h, t/h: ``is_rate_unit``) is the mean rate over ``start..ts``; its quantity is the
+  value times the interval in hours (``rate_hours``), and a rate reading without an interval
+  (readings/1, or no ``start``) is refused (``RATE_RULE``): an instant has no quantity.
+* **Only a bidirectional meter reads below zero** (``allows_negative``): a meter declared
+  ``bidirectional: true`` in the cluster YAML (a grid connection that also exports) may; any
+  other negative value is a wiring or sign error.
 
 Plain typed Python: no pydantic, no JSON library, no I/O, and nothing heavy to import (the
 stream worker loads it at start-up; the carriers and their unit conversions, which only the
@@ -83,6 +90,45 @@ DEFAULT_MAX_VALUE: Final = 1e12
 #: exact on them); an integer value lies strictly within +-2**63 (it must fit an int64).
 TS_LIMIT: Final = 2**62
 INT_LIMIT: Final = 2**63
+#: A reading in one of these units is a power (kW): a rate of energy.
+POWER_UNITS: Final = frozenset({"W", "kW", "MW", "GW", "TW"})
+#: ... and one in ``<quantity>/<one of these>`` a flow (Nm3/h, t/h, kg/s).
+RATE_TIME_UNITS: Final = frozenset({"s", "min", "h", "hr", "d", "day"})
+_MS_PER_HOUR: Final = 3_600_000
+RATE_RULE: Final = (
+    "is a rate (a power or a flow): it must give the interval it was measured over "
+    "(readings/2 'start') to be integrated into a quantity [rule rate.needs_interval]"
+)
+
+
+def is_rate_unit(unit: str) -> bool:
+    """Whether ``unit`` is a rate (kW, Nm3/h, t/h), judged by its spelling alone.
+
+    Syntactic, so the worker decides it without pint; ``twin.carriers`` converts only the
+    rates this names, so both sides agree on which units are rates.
+    """
+    text = unit.strip()
+    if text in POWER_UNITS:
+        return True
+    num, sep, den = text.rpartition("/")
+    return bool(sep and num.strip() and den.strip() in RATE_TIME_UNITS)
+
+
+def rate_hours(start: int, ts: int) -> float:
+    """The hours of an interval: a rate reading's value times this is its quantity (the
+    worker's vectorised form computes ``(ts - start) / 3_600_000`` in float64 alike)."""
+    return (ts - start) / _MS_PER_HOUR
+
+
+def allows_negative(meter: object) -> bool:
+    """Whether a meter may read below zero: declared ``bidirectional`` (the cluster YAML's
+    word), or ``allow_negative`` (the indexes' field). The one rule, for the edge's and the
+    worker's index alike."""
+    for attr in ("allow_negative", "bidirectional"):
+        value = getattr(meter, attr, None)
+        if isinstance(value, bool) and value:
+            return True
+    return False
 
 
 _YEAR_STARTS: dict[int, int] = {}
@@ -289,7 +335,10 @@ def reading_fault(
     """
     why = _fault(r, meter, site, cluster)
     if why is None:
-        why = _time_fault(r, ref_ms, oldest_ms, limits, intervals)
+        if is_rate_unit(r["unit"]) and not (intervals and "start" in r):
+            why = f"unit {r['unit']!r} {RATE_RULE}"
+        else:
+            why = _time_fault(r, ref_ms, oldest_ms, limits, intervals)
         if why is None:
             return None
     return f"reading {position} (meter {r['meter']!r}): {why}"

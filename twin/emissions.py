@@ -11,6 +11,10 @@ Scopes (rows of the matrix and of every result):
     2 ``scope2_market``    the same at the supplier (contract) factor
     3 ``scope3_upstream``  production of hydrogen brought in, by route
 
+A negative quantity (only a meter declared ``bidirectional`` reads one) is priced at the same
+coefficient: an electricity import meter running backwards is an export credited as negative
+scope 2 (location and market) at the factor its imports pay, i.e. net metering.
+
 Transfers between sites of one cluster (metered at the sender, ``to_site`` = receiver):
   * fuels and process CO2 MOVE: the receiver is attributed the scope-1 tonnes (it burns the
     gas / holds the CO2), the sender is credited the same tonnes. Net zero at cluster level.

@@ -26,10 +26,11 @@ from typing import Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from twin.carriers import Carrier, HydrogenRoute, UnitError, scale_to_canonical
+from twin.carriers import CalorificBasis, Carrier, HydrogenRoute, UnitError, scale_to_canonical
 from twin.factors import default_library
 from twin.targets import TargetPlan
 from twin.validation import Loc, Problems, error_lines
+from twin.yaml_loader import load_yaml
 
 __all__ = [
     "Asset",
@@ -142,10 +143,22 @@ class FactorDecl(_Strict):
 
 
 class Meter(_Strict):
+    """One meter. Its unit follows ``twin.carriers``' rules (a gas volume in Nm3 or Sm3, a
+    CO2 mass only on process_co2, a rate such as kW integrated over each reading's interval).
+
+    ``calorific_basis``: whether the meter's energy units count gross (GCV, as gas is usually
+    billed) or net (NCV, the default: the twin's and the IPCC's basis) calorific value.
+    ``bidirectional``: the meter may read below zero (a grid connection that also exports);
+    a negative reading is a flow the other way and is priced as such (an import meter's
+    negative electricity is exported: negative scope 2, see ``twin.emissions``).
+    """
+
     id: str = Field(pattern=_ID)
     carrier: Carrier
     unit: str
     boundary: Boundary
+    calorific_basis: CalorificBasis = CalorificBasis.NET
+    bidirectional: bool = False
     to_site: str | None = None
     scope: ScopeNo | None = None
     factor_id: str | None = None
@@ -157,9 +170,14 @@ class Meter(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Meter:
         try:
-            scale_to_canonical(self.carrier, self.unit)
+            scale_to_canonical(self.carrier, self.unit, self.calorific_basis)
         except UnitError as e:
             raise ValueError(f"unit incompatible with carrier {self.carrier.value}: {e}") from e
+        if self.bidirectional and self.boundary not in (Boundary.IMPORT, Boundary.EXPORT):
+            raise ValueError(
+                "bidirectional applies to a meter at the cluster's boundary (import or export); "
+                f"a {self.boundary.value} meter's direction is fixed"
+            )
         if (self.boundary is Boundary.TRANSFER) != (self.to_site is not None):
             raise ValueError("to_site is required for, and only for, boundary 'transfer'")
         if self.route is not None and self.carrier is not Carrier.HYDROGEN:
@@ -351,7 +369,9 @@ class Cluster(_Strict):
                             unit=meter.unit,
                             boundary=meter.boundary,
                             to_site=meter.to_site,
-                            scale=scale_to_canonical(meter.carrier, meter.unit),
+                            scale=scale_to_canonical(
+                                meter.carrier, meter.unit, meter.calorific_basis
+                            ),
                         )
             self._index = index
         return self._index
@@ -424,7 +444,7 @@ def load_cluster(path_or_id: str | Path) -> Cluster:
             )
         path = packaged
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ClusterFileError(f"{path}: <root>: not valid YAML: {e}") from None
     return parse_cluster(raw, str(path))

@@ -156,7 +156,10 @@ class Reading(BaseModel):
     # Strict: "12.5" in a JSON payload means the producer stringified numbers; reject, not guess.
     value: StrictFloat = Field(description="Quantity in `unit`; finite.")
     unit: Unit = Field(
-        description="Unit of `value`, compatible with the carrier (e.g. kW, MWh, Nm3/h, t/h)."
+        description="Unit of `value`, compatible with the carrier (e.g. MWh, Nm3, t, or a rate: "
+        "kW, Nm3/h, t/h). A rate is the mean over the reading's interval (readings/2 `start` "
+        "to `ts`) and is refused without one. A CO2 mass (tCO2) only measures process_co2; a "
+        "gas volume is Nm3 (0 degC) or Sm3 (15 degC), never a plain m3."
     )
     carrier: Carrier = Field(description="Energy carrier metered.")
     quality: Quality = Field(description="measured, estimated or gap_filled.")
@@ -284,7 +287,7 @@ class MeterIndex:
                             site=str(site.id),
                             carrier=str(_enum_value(meter.carrier)),
                             unit=_opt_str(getattr(meter, "unit", None)),
-                            allow_negative=_allows_negative(meter),
+                            allow_negative=contract.allows_negative(meter),
                         )
                     )
         return cls(str(cluster.id), infos)
@@ -296,14 +299,6 @@ def _enum_value(v: Any) -> Any:
 
 def _opt_str(v: Any) -> str | None:
     return None if v is None else str(v)
-
-
-def _allows_negative(meter: Any) -> bool:
-    for attr in ("allow_negative", "bidirectional", "allows_negative"):
-        v = getattr(meter, attr, None)
-        if isinstance(v, bool):
-            return v
-    return False
 
 
 class Rejection(NamedTuple):

@@ -40,6 +40,7 @@ from twin.emissions import S1, S2L, S2M, S3, EmissionsCalculator
 from twin.factors import FactorLibrary
 from twin.model import FUELS, Cluster
 from twin.targets import Pathway, TargetPlan
+from twin.yaml_loader import load_yaml
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -182,7 +183,7 @@ class Scenario(BaseModel):
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = load_yaml(p.read_text(encoding="utf-8"))
     except OSError as e:
         raise ScenarioError(f"{p}: cannot read: {e}") from None
     except yaml.YAMLError as e:

@@ -33,6 +33,7 @@ from connectors.sdk.base import (
 )
 from connectors.sdk.metering import CounterSpec, Metering, Refusal, StateStore
 from twin.readings import MeterIndex, now_ms
+from twin.yaml_loader import load_yaml
 
 _WIDTH = {
     "int16": 1,
@@ -107,7 +108,7 @@ class ModbusConfig(PollingConfig):
     def all_registers(self) -> list[Register]:
         regs = list(self.registers)
         if self.register_map is not None:
-            regs += REGISTER_LIST.validate_python(yaml.safe_load(self.register_map.read_text()))
+            regs += REGISTER_LIST.validate_python(load_yaml(self.register_map.read_text()))
         return regs
 
 

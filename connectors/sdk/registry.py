@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from connectors.sdk.base import Connector, ConnectorConfig, MeterMapping
 from twin.carriers import UnitError, unit_dimension, unit_is_compatible
 from twin.readings import MeterIndex
+from twin.yaml_loader import load_yaml
 
 ENTRY_POINT_GROUP = "clustertwin.connectors"
 
@@ -96,7 +97,7 @@ def parse_config(
 def load_config(path: str | Path) -> tuple[type[Connector[Any]], ConnectorConfig]:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
     except yaml.YAMLError as exc:

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from twin.drift import ShiftConfig
+from twin.yaml_loader import load_yaml
 
 
 class AlertConfigError(ValueError):
@@ -77,7 +78,7 @@ class AlertConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: Path) -> AlertConfig:
         try:
-            data: Any = yaml.safe_load(path.read_text()) or {}
+            data: Any = load_yaml(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise AlertConfigError(f"{path}: cannot read: {exc}") from exc
         try:

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -40,6 +39,7 @@ from twin.carriers import (
 )
 from twin.uncertainty import Uncertain, total
 from twin.validation import Problems, error_lines
+from twin.yaml_loader import load_yaml
 
 __all__ = [
     "Factor",
@@ -176,7 +176,7 @@ def _per_unit(value: float, unit: str, carrier: Carrier) -> float:
 
 @functools.cache
 def load_gwp_sets() -> dict[str, GwpSet]:
-    raw = yaml.safe_load(resources.files("twin.factors").joinpath("gwp.yaml").read_text())
+    raw = load_yaml(resources.files("twin.factors").joinpath("gwp.yaml").read_text())
     return {
         name: GwpSet(name=name, source=body["source"], values=body["values"])
         for name, body in raw["sets"].items()
@@ -358,7 +358,7 @@ def default_library() -> FactorLibrary:
     base = resources.files("twin.factors")
     docs = []
     for name in _FILES:
-        docs.append((name, yaml.safe_load(base.joinpath(name).read_text())))
+        docs.append((name, load_yaml(base.joinpath(name).read_text())))
     # Sanity: properties used for per-mass factors must exist.
     carrier_properties()
     return FactorLibrary.from_documents(docs)

@@ -231,7 +231,7 @@ def test_rates_integrate_with_the_stated_rule() -> None:
     assert left.rate("f", t0 + 30 * MIN, 100.0, "t/h") == Interval("f", t0, t0 + 30 * MIN, 6.0, "t")
     gas = Metering()
     gas.rate("g", t0, 3600.0, "Nm3/h")
-    assert gas.rate("g", t0 + 1000, 3600.0, "Nm3/h") == Interval("g", t0, t0 + 1000, 1.0, "m3")
+    assert gas.rate("g", t0 + 1000, 3600.0, "Nm3/h") == Interval("g", t0, t0 + 1000, 1.0, "Nm3")
     gas.rate("g", t0 + 2000, 1.0, "MW")
     changed = gas.rate("g", t0 + 3000, 1.0, "MW")
     assert changed == Interval("g", t0 + 2000, t0 + 3000, 1.0 / 3600, "MWh")

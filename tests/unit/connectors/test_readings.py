@@ -76,7 +76,9 @@ def test_good_envelope_is_accepted_whole(mini_index: MeterIndex) -> None:
             good("mill-power", carrier="electricity", unit="t"),
             "unit 't' not accepted",
         ),
-        (good(unit="kW"), "unit 'kW' not accepted"),
+        (good(unit="kW"), "unit 'kW' is a rate (a power or a flow): it must give the interval"),
+        (good(unit="tCO2"), "unit 'tCO2' not accepted"),  # a CO2 mass is no fuel quantity
+        (good(unit="m3"), "unit 'm3' not accepted"),  # a gas volume states its conditions
         (good(unit="  "), "unit '  ' not accepted"),
         (good(value=None), "field 'value' must be a number"),
         (good(value="12.5"), "field 'value' must be a number"),

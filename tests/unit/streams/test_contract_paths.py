@@ -20,10 +20,20 @@ import pytest
 
 from streams.envelope import Record, decode_batch
 from streams.meter_vectors import MeterVectors
+from streams.twinlink import catalog_from_clusters
 from tests.reliability.badinput import Outgoing
 from tests.unit.streams.conftest import BadPlan
 from twin.carriers import UnitError, scale_to_canonical
-from twin.contract import MAX_FUTURE_MS, MAX_INTERVAL_MS, SCHEMA_V1, SCHEMA_V2, horizon_start
+from twin.contract import (
+    MAX_FUTURE_MS,
+    MAX_INTERVAL_MS,
+    SCHEMA_V1,
+    SCHEMA_V2,
+    horizon_start,
+    is_rate_unit,
+    rate_hours,
+)
+from twin.model import parse_cluster
 from twin.readings import KAFKA_HEADERS, MeterIndex, MeterInfo, validate_envelope
 
 #: (reading index or None for the whole message, reason); accepted: (index, ts, value)
@@ -88,10 +98,17 @@ def _edge(record: Record, index: MeterIndex) -> Verdict:
     refused = [(r.position, r.reason) for r in result.rejected]
     positions = {r.position for r in result.rejected}
     kept = (p for p in range(len(result.accepted) + len(refused)) if p not in positions)
-    accepted = [
-        (p, r["ts"], float(r["value"])) for p, r in zip(kept, result.accepted, strict=False)
-    ]
+    accepted = [(p, r["ts"], _quantity(r)) for p, r in zip(kept, result.accepted, strict=False)]
     return refused, accepted
+
+
+def _quantity(r: Any) -> float:
+    """The quantity of an accepted reading: the edge passes a rate on as it came, the worker
+    integrates it over the interval (the contract's ``rate_hours``)."""
+    value = float(r["value"])
+    if is_rate_unit(r["unit"]):
+        return value * rate_hours(r["start"], r["ts"])
+    return value
 
 
 def _differences(records: list[Record], catalog: MeterVectors, index: MeterIndex) -> list[str]:
@@ -169,6 +186,10 @@ def _borderline(catalog: MeterVectors, cluster: str, now: int) -> list[Outgoing]
         r(carrier="steam"),
     ]
     interval = [
+        r(unit="kW", start=ts - 900_000),  # a rate over its interval
+        r(unit="MW", start=ts - 1, value=-2.5),
+        r(unit="kW"),  # a rate without an interval
+        r(unit="t/h", start=ts - 900_000),
         r(start=ts - 900_000),
         r(start=ts - MAX_INTERVAL_MS),
         r(start=ts - MAX_INTERVAL_MS - 1),
@@ -232,3 +253,89 @@ def test_the_horizon_is_the_same_for_both(bad_plan: BadPlan, when: str) -> None:
     records = _records(_borderline(catalog, bad_plan.cluster, now), now)
     diffs = _differences(records, catalog, _edge_index(catalog, bad_plan.cluster))
     assert not diffs, "\n".join(diffs)
+
+
+_TWIN_CLUSTER = {
+    "id": "bidi",
+    "name": "bidirectional and rate meters",
+    "country": "FR",
+    "grid_zone": "FR",
+    "reference_year": 2026,
+    "sites": [
+        {
+            "id": "works",
+            "name": "works",
+            "assets": [
+                {
+                    "id": "a",
+                    "meters": [
+                        # a grid connection that also exports
+                        {"id": "grid", "carrier": "electricity", "unit": "kW",
+                         "boundary": "import", "bidirectional": True},
+                        {"id": "mill", "carrier": "electricity", "unit": "MWh",
+                         "boundary": "import"},
+                        {"id": "gas", "carrier": "natural_gas", "unit": "Nm3/h",
+                         "boundary": "import", "calorific_basis": "gross"},
+                    ],
+                }
+            ],
+        }
+    ],
+}  # fmt: skip
+
+
+def test_both_paths_built_from_the_twin_judge_bidirectional_and_rate_meters_alike() -> None:
+    """The edge's index (``MeterIndex.from_cluster``) and the worker's
+    (``catalog_from_clusters``) come from one cluster YAML declaring a bidirectional meter
+    and rate units: both take the sign and rate rules from ``twin.contract``."""
+    cluster = parse_cluster(_TWIN_CLUSTER, "inline")
+    catalog = catalog_from_clusters([cluster])
+    index = MeterIndex.from_cluster(cluster)
+    now = int(__import__("time").time() * 1000)
+    ts = now - 60_000
+
+    def r(meter: str, value: float, unit: str, **over: Any) -> dict[str, Any]:
+        carrier = "natural_gas" if meter == "gas" else "electricity"
+        return {"meter": meter, "ts": ts, "value": value, "unit": unit, "carrier": carrier,
+                "quality": "measured", **over}  # fmt: skip
+
+    quarter = ts - 900_000
+    readings = [
+        r("grid", 2000.0, "kW", start=quarter),  # 0: 0.5 MWh imported
+        r("grid", -800.0, "kW", start=quarter),  # 1: 0.2 MWh exported: accepted
+        r("grid", -0.2, "MWh"),  # 2: bidirectional in a quantity unit too
+        r("mill", -0.2, "MWh"),  # 3: refused: cannot run backwards
+        r("grid", 2000.0, "kW"),  # 4: refused: a rate needs its interval
+        r("gas", 3600.0, "Nm3/h", start=quarter),  # 5: 900 Nm3
+        r("gas", 900.0, "Nm3"),  # 6: the same quantity as a quantity
+        r("gas", 900.0, "m3"),  # 7: refused: a gas volume states its conditions
+        r("gas", 9.0, "tCO2"),  # 8: refused: a CO2 mass is no gas quantity
+        r("gas", -1.0, "Nm3"),  # 9: refused: not bidirectional
+        r("gas", 1000.0, "kWh"),  # 10: energy on the meter's gross basis: 0.9 MWh NCV
+    ]
+    body = {"schema": SCHEMA_V2, "cluster": "bidi", "site": "works", "source": "t",
+            "sent_at": now, "readings": readings}  # fmt: skip
+    v2 = [("content-type", b"application/json"), ("clustertwin-schema", SCHEMA_V2.encode())]
+    records = [Record("readings", 0, 0, now, b"works", orjson.dumps(body), v2)]
+    assert not _differences(records, catalog, index), _differences(records, catalog, index)
+    refused, accepted = _stream(records, catalog)[0]
+    assert sorted(i for i, _ in refused) == [3, 4, 7, 8, 9]
+    assert "rule rate.needs_interval" in dict(refused)[4]
+    assert "cannot run backwards" in dict(refused)[3] and "cannot run backwards" in dict(refused)[9]
+    quantities = {i: v for i, _, v in accepted}
+    assert quantities == {0: 500.0, 1: -200.0, 2: -0.2, 5: 900.0, 6: 900.0, 10: 1000.0}
+    # priced: the grid's export is a negative scope 2; the gas rate and quantity agree (a
+    # volume is converted with the NCV), and its energy units are gross (0.90 to NCV)
+    batch = decode_batch(records, catalog)
+    priced = catalog.price(batch.row, batch.value) / 1e9
+    by_index = dict(zip(batch.reading_index.tolist(), priced.tolist(), strict=True))
+    assert by_index[0][0] == pytest.approx(0.5, rel=1e-9)  # MWh
+    assert by_index[1][0] == pytest.approx(-0.2, rel=1e-9)
+    assert by_index[1][2] < 0  # s2_location credited for the export
+    assert by_index[1][2] == pytest.approx(-0.4 * by_index[0][2], rel=1e-6)
+    assert by_index[5][0] == pytest.approx(900 * 0.75e-3 * 48.0 / 3.6, rel=1e-9)
+    assert by_index[6] == by_index[5]
+    assert by_index[10][0] == pytest.approx(0.9, rel=1e-9)
+    # a compiled catalog file keeps the basis
+    again = MeterVectors.from_records(orjson.loads(catalog.to_json()))
+    assert [s.calorific_basis for s in again.specs] == ["net", "net", "gross"]
