@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from streams.runtime.health import READY_PATH
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -121,4 +123,5 @@ def test_alerting_worker_runs_beside_the_stream_worker_on_the_same_clusters() ->
         alerting["environment"]["CLUSTERTWIN_ALERTS_CLUSTERS"]
         == worker["environment"]["CLUSTERTWIN_STREAMS_CLUSTERS"]
     )
-    assert "/alerts/" in " ".join(alerting["healthcheck"]["test"])  # a page the worker serves
+    for service in (alerting, worker):  # the workers' own readiness (streams/runtime/health.py)
+        assert READY_PATH in " ".join(service["healthcheck"]["test"])
