@@ -42,7 +42,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from clustertwin.stack import kafka_security
+import clustertwin.stack.kafka_security as kafka_security
 from clustertwin.stack.base import (
     FILES,
     Progress,
