@@ -337,6 +337,17 @@ def test_second_stack_up_changes_nothing(tls_stack: TlsStack, tmp_path: Path) ->
     assert "started: kafka" not in up.stdout and "applied" not in up.stdout
     assert (tls_stack.kafka_dir / "tls" / "ca.pem").read_bytes() == ca_before
     assert tls_stack.values("connector") == env_before
+    # `stack env --kafka-role connector` prints the role file's settings (to eval before
+    # `clustertwin connector run`)
+    shown = _cli(
+        ["stack", "env", "--kafka-role", "connector", "--show-secrets"], tls_stack.env(), tmp_path
+    )
+    assert shown.returncode == 0, shown.stderr
+    exported = dict(
+        line.removeprefix("export ").replace("'", "").split("=", 1)
+        for line in shown.stdout.splitlines()
+    )
+    assert {k: exported[k] for k in env_before} == env_before
 
 
 # -- the real parts, as the operator runs them ---------------------------------------------------
