@@ -30,6 +30,22 @@ Binding = tuple[str, str, str, str, str]
 _RESOURCE_TYPES = {"topic": "TOPIC", "group": "GROUP", "cluster": "CLUSTER"}
 _RESOURCE_TYPES["transactionalId"] = "TRANSACTIONAL_ID"
 _PATTERNS = {"literal": "LITERAL", "prefix": "PREFIXED"}
+#: Every operation of Kafka's ACLs, as the table (and Kafka's docs) spell them.
+_OPERATIONS = (
+    "All",
+    "Read",
+    "Write",
+    "Create",
+    "Delete",
+    "Alter",
+    "Describe",
+    "ClusterAction",
+    "DescribeConfigs",
+    "AlterConfigs",
+    "IdempotentWrite",
+    "CreateTokens",
+    "DescribeTokens",
+)
 
 
 def principal(user: str) -> str:
@@ -81,9 +97,7 @@ def from_kafka(acls: Iterable[ACL]) -> set[Binding]:
     """The broker's ACLs in the table's vocabulary (a DENY or a host rule would show as such)."""
     kinds = {v: k for k, v in _RESOURCE_TYPES.items()}
     patterns = {v: k for k, v in _PATTERNS.items()}
-    operations = {
-        _enum_name(op): op for acls_ in acl_table().values() for a in acls_ for op in a.operations
-    }
+    operations = {_enum_name(op): op for op in _OPERATIONS}
     out: set[Binding] = set()
     for acl in acls:
         pattern = acl.resource_pattern

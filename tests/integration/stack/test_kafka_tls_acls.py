@@ -224,6 +224,17 @@ def test_controller_listener_wants_the_brokers_certificate(tls_stack: TlsStack) 
         tls.sendall(len(api_versions).to_bytes(4, "big") + api_versions)
         if not tls.recv(4):
             raise ConnectionError("closed by the controller")
+    # with the broker's own certificate the same request is answered: the refusal above was
+    # the missing certificate, not a dead port
+    tls_dir = tls_stack.kafka_dir / "tls"
+    context.load_cert_chain(tls_dir / "broker.pem", tls_dir / "broker.key")
+    with (
+        socket.create_connection((host, port + 1), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        tls.sendall(len(api_versions).to_bytes(4, "big") + api_versions)
+        size = int.from_bytes(tls.recv(4), "big")
+        assert size > 4 and int.from_bytes(tls.recv(4), "big") == 1  # our correlation id
 
 
 # -- ACLs --------------------------------------------------------------------------------------
