@@ -68,19 +68,31 @@ def client_security(settings: Settings) -> dict[str, Any]:
         "sasl_plain_username": user,
         "sasl_plain_password": password,
     }
-    if protocol == "SASL_SSL" and settings.kafka_ssl_cafile is not None:
-        config["ssl_cafile"] = str(settings.kafka_ssl_cafile)
+    if protocol == "SASL_SSL":
+        # the broker's certificate must name the host we dialled (kafka-python's default,
+        # stated so no one turns it off by accident); without a CA file: the system's CAs
+        config["ssl_check_hostname"] = True
+        if settings.kafka_ssl_cafile is not None:
+            config["ssl_cafile"] = str(settings.kafka_ssl_cafile)
     return config
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    """Verifying context (certificate chain and host name) for aiokafka, Faust and the check."""
     cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-    return ssl.create_default_context(cafile=cafile)
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise KafkaAuthError(
+            f"CLUSTERTWIN_KAFKA_SSL_CAFILE={cafile}: cannot load it as a PEM CA certificate: "
+            f"{getattr(exc, 'strerror', None) or exc}"
+        ) from exc
 
 
 def aiokafka_security(settings: Settings) -> dict[str, Any]:
     """Security keyword arguments for aiokafka clients (it wants an SSL context, not a file)."""
     config = client_security(settings)
+    config.pop("ssl_check_hostname", None)  # the context checks host names itself
     if config.pop("ssl_cafile", None) is not None or config["security_protocol"] == "SASL_SSL":
         config["ssl_context"] = _ssl_context(settings)
     return config
@@ -218,6 +230,20 @@ def _addresses(bootstrap: str) -> list[tuple[str, int]]:
     return out
 
 
+def _tls(settings: Settings, sock: socket.socket, host: str, where: str) -> ssl.SSLSocket:
+    """TLS to the broker; a certificate we do not trust is a refusal, not an outage."""
+    try:
+        return _ssl_context(settings).wrap_socket(sock, server_hostname=host)
+    except ssl.SSLCertVerificationError as exc:
+        cafile = settings.kafka_ssl_cafile or "the system's CAs"
+        raise KafkaAuthError(
+            f"Kafka at {where}: its TLS certificate is not trusted ({exc.verify_message}) "
+            f"with CA {cafile}: set CLUSTERTWIN_KAFKA_SSL_CAFILE to the CA that signed the "
+            "broker's certificate (the local stack's: `clustertwin stack env`) and dial a "
+            "host name the certificate names."
+        ) from exc
+
+
 def check_credentials(
     settings: Settings, bootstrap: str | None = None, timeout: float = 10.0
 ) -> None:
@@ -244,7 +270,7 @@ def check_credentials(
         try:
             sock.settimeout(timeout)
             if protocol == "SASL_SSL":
-                sock = _ssl_context(settings).wrap_socket(sock, server_hostname=host)
+                sock = _tls(settings, sock, host, where)
             wire = _Wire(sock)
             error, enabled = _handshake(wire, mechanism)
             if not sasl:

@@ -8,6 +8,8 @@ import time
 import click
 
 from clustertwin.stack import SERVICE_NAMES, LocalStack, StackError
+from clustertwin.stack.kafka import SECURITY_MODES, Kafka
+from clustertwin_base.kafka_acls import ROLES
 
 
 def _stack(influxdb: str | None, kafka_security: str | None = None) -> LocalStack:
@@ -34,11 +36,12 @@ def stack() -> None:
 @influxdb_option
 @click.option(
     "--kafka-security",
-    type=click.Choice(["none", "scram"]),
+    type=click.Choice(SECURITY_MODES),
     default=None,
     help="scram: Kafka's client listener requires SASL/SCRAM-SHA-512 (users and random "
-    "passwords created at first start). Default: CLUSTERTWIN_KAFKA_SECURITY, else the mode "
-    "this stack last ran with, else none.",
+    "passwords created at first start). scram-tls: SASL_SSL with a generated CA, one user "
+    "per role and the ACLs of clustertwin_base/kafka_acls.py. Default: "
+    "CLUSTERTWIN_KAFKA_SECURITY, else the mode this stack last ran with, else none.",
 )
 def up(services: tuple[str, ...], influxdb: str | None, kafka_security: str | None) -> None:
     """Start SERVICES (default: all), building them into ~/.cache/clustertwin first if needed."""
@@ -92,13 +95,30 @@ def logs(service: str, lines: int, influxdb: str | None) -> None:
 
 @stack.command()
 @click.option("--show-secrets", is_flag=True, help="Print tokens instead of masking them.")
+@click.option(
+    "--kafka-role",
+    type=click.Choice(ROLES),
+    default=None,
+    help="scram-tls stack: this role's Kafka user instead of the worker's (e.g. connector, "
+    "before `clustertwin connector run`).",
+)
 @influxdb_option
-def env(show_secrets: bool, influxdb: str | None) -> None:
+def env(show_secrets: bool, kafka_role: str | None, influxdb: str | None) -> None:
     """Print the settings clients use as `export` lines.
 
     Use: eval "$(clustertwin stack env --show-secrets)"
     """
-    for key, value in sorted(_stack(influxdb).settings().items()):
+    local = _stack(influxdb)
+    values = local.settings()
+    if kafka_role is not None:
+        kafka = local.services["kafka"]
+        if not isinstance(kafka, Kafka) or not kafka.tls:
+            raise click.ClickException(
+                "--kafka-role needs the stack's Kafka in scram-tls mode "
+                "(`clustertwin stack up --kafka-security scram-tls`); other modes have one user"
+            )
+        values.update(kafka.settings(kafka_role))
+    for key, value in sorted(values.items()):
         if not show_secrets and ("TOKEN" in key or "PASSWORD" in key):
             value = "****"
         click.echo(f"export {key}='{value}'")

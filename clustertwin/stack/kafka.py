@@ -11,11 +11,28 @@ inter-broker connections and one for ClusterTwin's clients, are written into the
 metadata when the storage is formatted (``kafka-storage format --add-scram``). Their random
 passwords live in a 0600 file under the run directory and reach clients through the stack's
 settings file, never through code. The controller listener stays PLAINTEXT on loopback.
+
+With ``CLUSTERTWIN_KAFKA_SECURITY=scram-tls`` the client listener is SASL_SSL (SCRAM over TLS)
+and the broker authorizes every request (KRaft's ``StandardAuthorizer``):
+
+* a CA and a broker certificate (SAN 127.0.0.1, localhost) are generated on first start with
+  ``pki.LocalTls`` under ``<run>/kafka/tls`` (keys 0600) and handed to Kafka as inline PEM
+  (``ssl.keystore.type=PEM``: no keytool, no keystore password);
+* the controller listener is SSL with a required client certificate: only the broker itself
+  (its certificate, mapped to the broker's user) reaches it, so no anonymous super user;
+* one SCRAM user per role of ``clustertwin_base.kafka_acls`` (``clustertwin-connector``,
+  ``clustertwin-worker``, ``clustertwin-alerting``) is added at format; the broker's user is
+  the only super user; at every ``stack up`` the table's ACLs are applied (missing ones
+  created) and the topics the roles use but may not create are made;
+* ``stack.env`` carries the worker role (the CLI and the stream worker use it) and
+  ``<run>/kafka/roles/<role>.env`` each role's complete client settings: a connector or the
+  alerting worker of the local stack is run with its file's variables exported.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +42,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import clustertwin.stack.kafka_security as kafka_security
 from clustertwin.stack.base import (
     FILES,
     Progress,
@@ -34,10 +52,11 @@ from clustertwin.stack.base import (
     require_tool,
     run_logged,
 )
+from clustertwin.stack.pki import LocalTls
 
 KAFKA_VERSION = "3.9.1"
 SECURITY_ENV = "CLUSTERTWIN_KAFKA_SECURITY"
-SECURITY_MODES = ("none", "scram")
+SECURITY_MODES = ("none", "scram", "scram-tls")
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 BROKER_USER = "clustertwin-broker"
 CLIENT_USER = "clustertwin"
@@ -69,8 +88,9 @@ class Kafka(Service):
         self.libs = self.home / "libs"
         self.security = self._resolve_security(security)
         # Each mode formats its own storage: a plaintext log has no SCRAM users, and a
-        # secured one must not be opened without them.
-        self.data_dir = self.run_dir / ("data-scram" if self.scram else "data")
+        # secured one must not be opened without them (nor a TLS one's role users).
+        suffix = {"none": "", "scram": "-scram", "scram-tls": "-scram-tls"}[self.security]
+        self.data_dir = self.run_dir / f"data{suffix}"
 
     def _resolve_security(self, explicit: str | None) -> str:
         """Explicit argument, else CLUSTERTWIN_KAFKA_SECURITY, else the mode this run dir last
@@ -97,11 +117,25 @@ class Kafka(Service):
         return self.run_dir / "credentials.json"
 
     @property
+    def tls_dir(self) -> LocalTls:
+        return LocalTls(self.run_dir / "tls")
+
+    @property
+    def roles_dir(self) -> Path:
+        return self.run_dir / "roles"
+
+    @property
     def scram(self) -> bool:
-        return self.security == "scram"
+        return self.security in ("scram", "scram-tls")
+
+    @property
+    def tls(self) -> bool:
+        return self.security == "scram-tls"
 
     @property
     def listener(self) -> str:
+        if self.tls:
+            return "SASL_SSL"
         return "SASL_PLAINTEXT" if self.scram else "PLAINTEXT"
 
     # -- credentials (secured mode) --------------------------------------------------------
@@ -127,23 +161,38 @@ class Kafka(Service):
                 "user": CLIENT_USER,
                 "password": secrets.token_urlsafe(24),
             }
+            if self.tls:  # the role users replace the all-powerful client user
+                user = kafka_security.ROLE_USERS[kafka_security.DEFAULT_ROLE]
+                creds.update(user=user, password=secrets.token_urlsafe(24))
+                for role, name in kafka_security.ROLE_USERS.items():
+                    creds[f"{role}_user"] = name
+                    creds[f"{role}_password"] = (
+                        creds["password"]
+                        if role == kafka_security.DEFAULT_ROLE
+                        else secrets.token_urlsafe(24)
+                    )
             _write_private(self.credentials_file, json.dumps(creds))
         return creds
 
-    def client_config(self) -> dict[str, Any]:
-        """kafka-python settings for the stack's own clients (health check)."""
+    def client_config(self, admin: bool = False) -> dict[str, Any]:
+        """kafka-python settings for the stack's own clients (health check; ``admin``: the
+        broker's super user, which applies the ACLs of a TLS stack)."""
         if not self.scram:
             return {"security_protocol": "PLAINTEXT"}
         creds = self._credentials()
         # kafka-python warns of "credentials in the clear" for any SASL without TLS; SCRAM
         # sends only a salted proof, so on the health check's every poll it is only noise.
         logging.getLogger("kafka.net.sasl.scram").setLevel(logging.ERROR)
-        return {
-            "security_protocol": "SASL_PLAINTEXT",
+        user = "broker_user" if admin else "user"
+        config: dict[str, Any] = {
+            "security_protocol": self.listener,
             "sasl_mechanism": SCRAM_MECHANISM,
-            "sasl_plain_username": creds["user"],
-            "sasl_plain_password": creds["password"],
+            "sasl_plain_username": creds[user],
+            "sasl_plain_password": creds[user.replace("user", "password")],
         }
+        if self.tls:
+            config.update(ssl_cafile=str(self.tls_dir.ca_file), ssl_check_hostname=True)
+        return config
 
     def installed(self) -> bool:
         return (self.libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists()
@@ -200,13 +249,40 @@ class Kafka(Service):
         return [
             f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
             f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
-            f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={jaas}",
+            f"listener.name.{self.listener.lower()}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+            f"{jaas}",
+            *self._tls_lines(),
+        ]
+
+    def _tls_lines(self) -> list[str]:
+        """TLS on both listeners and the authorizer (scram-tls only)."""
+        if not self.tls:
+            return []
+        tls = self.tls_dir
+        tls.ensure(hosts=(self.host, "localhost"), leaves=(("broker", "both"),))
+        pem = kafka_security.properties_value
+        return [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.certificate.chain={pem(tls.cert('broker').read_text())}",
+            f"ssl.keystore.key={pem(tls.key('broker').read_text())}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.certificates={pem(tls.ca_file.read_text())}",
+            "ssl.endpoint.identification.algorithm=https",
+            "ssl.enabled.protocols=TLSv1.3,TLSv1.2",
+            # the controller listener takes only the broker's own certificate ...
+            "listener.name.controller.ssl.client.auth=required",
+            # ... whose subject is the broker's user, the one super user
+            f"ssl.principal.mapping.rules=RULE:^CN=clustertwin-local-broker,.*$/{BROKER_USER}/",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{BROKER_USER}",
+            "allow.everyone.if.no.acl.found=false",
         ]
 
     def _write_config(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self.run_dir / "server.properties"
         listener = self.listener
+        controller = "SSL" if self.tls else "PLAINTEXT"
         listeners = (
             f"{listener}://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}"
         )
@@ -222,7 +298,7 @@ class Kafka(Service):
                     f"advertised.listeners={listener}://{self.host}:{self.port}",
                     "controller.listener.names=CONTROLLER",
                     f"inter.broker.listener.name={listener}",
-                    f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{listener}:{listener}",
+                    f"listener.security.protocol.map=CONTROLLER:{controller},{listener}:{listener}",
                     *self._security_lines(),
                     f"log.dirs={self.data_dir}",
                     "num.partitions=4",
@@ -295,10 +371,13 @@ class Kafka(Service):
         args.append("--ignore-formatted")
         if self.scram:
             creds = self._credentials()
-            for user, password in (
-                (creds["broker_user"], creds["broker_password"]),
-                (creds["user"], creds["password"]),
-            ):
+            users = {
+                creds["broker_user"]: creds["broker_password"],
+                creds["user"]: creds["password"],
+            }
+            for role in kafka_security.ROLE_USERS if self.tls else ():
+                users[creds[f"{role}_user"]] = creds[f"{role}_password"]
+            for user, password in users.items():
                 args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
         argfile = self.run_dir / "format.args"
         _write_private(argfile, "\n".join(f'"{a}"' for a in args) + "\n")
@@ -345,20 +424,58 @@ class Kafka(Service):
         finally:
             admin.close()
 
-    def settings(self) -> dict[str, str]:
+    def settings(self, role: str | None = None) -> dict[str, str]:
+        """Client settings; in scram-tls mode those of ``role`` (default: the worker's)."""
         values = {
             "CLUSTERTWIN_KAFKA_BOOTSTRAP": f"{self.host}:{self.port}",
             "CLUSTERTWIN_KAFKA_SECURITY_PROTOCOL": self.listener,
         }
+        if self.tls:
+            values["CLUSTERTWIN_KAFKA_SSL_CAFILE"] = str(self.tls_dir.ca_file)
         if self.scram:
             creds = self._load_credentials()
             if creds is None:
                 return values  # not formatted yet: no password is invented here
+            user = f"{role}_user" if self.tls and role else "user"
             values.update(
                 {
                     "CLUSTERTWIN_KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
-                    "CLUSTERTWIN_KAFKA_SASL_USERNAME": creds["user"],
-                    "CLUSTERTWIN_KAFKA_SASL_PASSWORD": creds["password"],
+                    "CLUSTERTWIN_KAFKA_SASL_USERNAME": creds[user],
+                    "CLUSTERTWIN_KAFKA_SASL_PASSWORD": creds[user.replace("user", "password")],
                 }
             )
         return values
+
+    def role_file(self, role: str) -> Path:
+        return self.roles_dir / f"{role}.env"
+
+    def first_start(self, progress: Progress) -> None:
+        """scram-tls: the topics the roles may not create, the ACL table, the role files."""
+        if not self.tls:
+            return
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        admin = KafkaAdminClient(
+            bootstrap_servers=f"{self.host}:{self.port}",
+            request_timeout_ms=15000,
+            client_id="clustertwin-stack-acls",
+            **self.client_config(admin=True),
+        )
+        try:
+            existing = set(admin.list_topics())
+            wanted = [t for t in kafka_security.topics() if t not in existing]
+            if wanted:
+                # made meanwhile (a client's auto-create) is what we wanted
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics([NewTopic(t, 4, 1) for t in wanted])
+                progress(f"kafka: created topics {', '.join(wanted)}")
+            created = kafka_security.apply_acls(admin)
+            if created:
+                progress(f"kafka: applied {created} ACLs of clustertwin_base.kafka_acls")
+        finally:
+            admin.close()
+        for role in kafka_security.ROLE_USERS:
+            lines = [f"{k}={v}" for k, v in sorted(self.settings(role).items())]
+            _write_private(self.role_file(role), "\n".join(lines) + "\n")

@@ -217,8 +217,13 @@ class LocalTls:
     def key(self, stem: str) -> Path:
         return self.directory / f"{stem}.key"
 
-    def ensure(self, hosts: Sequence[str] = ("127.0.0.1", "localhost")) -> bool:
-        """Create the CA, a ``server`` and a ``client`` certificate unless valid ones exist.
+    def ensure(
+        self,
+        hosts: Sequence[str] = ("127.0.0.1", "localhost"),
+        leaves: Sequence[tuple[str, Usage]] = (("server", "server"), ("client", "client")),
+    ) -> bool:
+        """Create the CA and the ``leaves`` (stem, usage) unless valid ones exist: by default a
+        ``server`` and a ``client`` certificate, each named ``clustertwin-local-<stem>``.
 
         True if anything was (re)made. Idempotent: a running broker's files are kept, so a
         second ``stack up`` changes nothing; a certificate that nears its end is reissued.
@@ -232,7 +237,6 @@ class LocalTls:
             ca = Authority.create()
             ca.credential.write(self.directory, "ca")
             made = True
-        leaves: tuple[tuple[str, Usage], ...] = (("server", "server"), ("client", "client"))
         for stem, usage in leaves:
             try:
                 current = Credential.read(self.cert(stem), self.key(stem))
