@@ -10,7 +10,7 @@ lays out the PEM values Kafka 3.9 reads inline from ``server.properties``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from clustertwin_base.kafka_acls import ROLES, Acl, Names, Role, acl_table
@@ -57,10 +57,10 @@ def _enum_name(operation: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).upper()
 
 
-def bindings(table: dict[Role, tuple[Acl, ...]]) -> set[Binding]:
+def bindings(table: Mapping[str, tuple[Acl, ...]]) -> set[Binding]:
     """Every allow-ACL of the table, one per principal, resource and operation."""
     return {
-        (principal(ROLE_USERS[role]), acl.resource_type, acl.name, acl.pattern, operation)
+        (principal(f"clustertwin-{role}"), acl.resource_type, acl.name, acl.pattern, operation)
         for role, acls in table.items()
         for acl in acls
         for operation in acl.operations
