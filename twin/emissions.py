@@ -18,6 +18,12 @@ Transfers between sites of one cluster (metered at the sender, ``to_site`` = rec
     them as scope 2 (or 3 for hydrogen) in its site view; at cluster level they are eliminated
     because the sender's scope 1 already holds those tonnes.
 So ``sum(site views) - eliminations == cluster view``, and no tonne is counted twice.
+
+A fuel transferred between sites is valued with the COMBUSTING (receiving) site's table:
+coal a steelworks (Table 2.3, manufacturing) sends to a power plant is burned under Table 2.2
+(energy industries), because CH4 and N2O depend on the combustion technology, which is the
+receiver's. The sender is credited the same tonnes, so the cluster total does not depend on
+the rule; the site views do.
 """
 
 from __future__ import annotations
@@ -203,12 +209,15 @@ class EmissionsCalculator:
         self._kind_of: list[int] = [0] * n
         site_of = [0] * n
         credit = [0] * n
+        category_of = {s.id: s.combustion_category for s in cluster.sites}
         for i, (site, _asset, meter) in enumerate(cluster.meters()):
             zone = site.grid_zone or cluster.grid_zone
+            # the combusting site's table (module docstring): the receiver's for a transfer
+            category = category_of.get(meter.to_site or site.id, site.combustion_category)
             key = (
                 meter.carrier,
                 meter.boundary,
-                site.combustion_category,
+                category,
                 zone,
                 meter.factor_id,
                 meter.supplier_factor_id,
@@ -217,7 +226,7 @@ class EmissionsCalculator:
             k = kind_pos.get(key)
             if k is None:
                 try:
-                    res = self._resolve(meter, site.combustion_category, zone)
+                    res = self._resolve(meter, category, zone)
                 except FactorError as e:
                     raise FactorError(f"meter {meter.id!r} (site {site.id!r}): {e}") from None
                 k = kind_pos[key] = len(self._kinds)

@@ -279,3 +279,25 @@ def test_errors_name_the_meter() -> None:
     bad = make_cluster([site("s", meter("m", "electricity", factor_id="steam:natural_gas_boiler"))])
     with pytest.raises(FactorError, match="is for steam, meter measures electricity"):
         EmissionsCalculator(bad)
+
+
+def test_transferred_fuel_takes_the_combusting_sites_table() -> None:
+    """Defect 3 (issue 16): coal a steelworks (Table 2.3, manufacturing) sends to a power
+    plant (Table 2.2, energy industries) is burned by the plant: 1 CH4 kg/TJ, not 10."""
+    c = make_cluster(
+        [
+            site(
+                "steel",
+                meter("s-coal", "coal", unit="TJ", boundary="transfer", to_site="power"),
+                combustion_category="manufacturing",
+            ),
+            site("power", meter("p-gas", "natural_gas"), combustion_category="energy_industries"),
+        ]
+    )
+    calc = EmissionsCalculator(c)
+    (prov,) = calc.provenance("s-coal")
+    assert prov.factor_id == "ipcc2006:energy_industries:coal"
+    t = calc.annual(np.array([1.0, 0.0]))
+    # 1 TJ: 94.6 t CO2 + 0.001 t CH4 + 0.0015 t N2O (Table 2.2), AR6 GWPs
+    assert t.site("power")["scope1"] == pytest.approx(94.6 + 0.001 * 29.8 + 0.0015 * 273, rel=1e-9)
+    assert t.site("steel")["scope1"] == pytest.approx(-t.site("power")["scope1"], rel=1e-12)
