@@ -19,6 +19,7 @@ from streams.delivery import Counters, StateTable, Write, settle
 from streams.meter_vectors import MeterVectors
 from streams.sink import window_line, ytd_line
 from streams.stored import ReadingStore, SiteWindows
+from streams.transfers import attributed, cluster_view
 from streams.windows import (
     NFIG,
     RESOLUTIONS,
@@ -151,7 +152,7 @@ class ClusterStage:
         for key in folded.touched:
             cluster, res, start = parse_cluster_key(key)
             _, value = folded.entries[key]
-            for carrier, sites in value.items():
+            for carrier, sites in cluster_view(value).items():
                 total = sum_vecs(sites.values())
                 if res == "ytd":
                     ts = max(self._wm.get(cluster, 0) - 1, 0)
@@ -190,7 +191,7 @@ class ClusterStage:
                         if raw is None:
                             continue
                         value = orjson.loads(raw)
-                    for carrier, sites in value.items():
+                    for carrier, sites in cluster_view(value).items():
                         lines.append(
                             window_line(
                                 self.twin,
@@ -239,8 +240,9 @@ class ClusterStage:
                 merged = stored.get(start, {})
                 for carrier, sites in carriers.items():
                     merged.setdefault(carrier, {}).update(sites)
-                for carrier, sites in merged.items():
-                    if carrier not in carriers:
+                wanted = set(cluster_view(carriers))
+                for carrier, sites in cluster_view(merged).items():
+                    if carrier not in wanted:
                         continue
                     total = sum_vecs(sites.values())
                     u = WindowUpdate("cluster", cluster, "", "", carrier, res, start, total, True)
@@ -273,10 +275,11 @@ class ClusterStage:
             if raw is None:
                 continue
             value = orjson.loads(raw)
+            counted = cluster_view(value)
             out["windows"][res] = {
                 "start": start,
-                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in value.items()},
-                "total": figures(sum_vecs(v for s in value.values() for v in s.values())),
+                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in counted.items()},
+                "total": figures(sum_vecs(v for s in counted.values() for v in s.values())),
                 "sites_reporting": sorted({site for s in value.values() for site in s}),
             }
         for key in self._keys_of(cluster):
@@ -287,12 +290,14 @@ class ClusterStage:
             if raw is None:
                 continue
             value = orjson.loads(raw)
+            counted, views = cluster_view(value), attributed(value)
             out["year_to_date"][str(year)] = {
-                "total": figures(sum_vecs(v for s in value.values() for v in s.values())),
-                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in value.items()},
+                "total": figures(sum_vecs(v for s in counted.values() for v in s.values())),
+                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in counted.items()},
+                # each site's own view: transfers credit the sender, charge the receiver
                 "by_site": {
-                    site: figures(sum_vecs(s[site] for s in value.values() if site in s))
-                    for site in sorted({x for s in value.values() for x in s})
+                    site: figures(sum_vecs(s[site] for s in views.values() if site in s))
+                    for site in sorted({x for s in views.values() for x in s})
                 },
             }
         return out

@@ -36,6 +36,10 @@ METER: Final = "meter"
 CARRIER: Final = "carrier"
 RES: Final = "res"  # window resolution: one of RESOLUTIONS
 YEAR: Final = "year"
+# site_window and twin_ytd of a transfer between sites (``streams.transfers``): on the
+# sender's point "<mode>><receiver>" (its energy and, for fuel that moves, the credit), on
+# the receiver's "<mode><<sender>" (the tonnes it is attributed); absent on other points.
+TRANSFER: Final = "transfer"
 
 RESOLUTIONS: Final = ("1m", "15m", "1h")
 

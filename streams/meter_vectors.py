@@ -55,6 +55,9 @@ class MeterSpec:
     # Each factor behind the figures, (scope, id, version, source, note, tCO2e per canonical
     # unit): the answer a live view gives when a figure is asked where it came from.
     factors: tuple[tuple[str, str, str, str, str, float], ...] = ()
+    # the key its site windows are kept under: its carrier, or for a transfer between sites
+    # ``streams.transfers.transfer_key`` (whose tonnes they are is decided from it)
+    window_key: str = ""
 
     def __post_init__(self) -> None:
         if not self.units:
@@ -176,6 +179,7 @@ class MeterVectors:
                     "max_value": s.max_value,
                     "provenance": s.provenance,
                     "factors": [list(f) for f in s.factors],
+                    "window_key": s.window_key,
                 }
                 for s in self.specs
             ],
@@ -205,6 +209,7 @@ class MeterVectors:
                             (str(a), str(b), str(c), str(d), str(e), float(v))
                             for a, b, c, d, e, v in rec.get("factors", ())
                         ),
+                        window_key=str(rec.get("window_key", "")),
                     )
                 )
             except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -22,13 +22,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 
 from streams import influx_schema as schema
 from streams.meter_vectors import NANO, SCOPES
+from streams.transfers import site_views
 from streams.windows import NFIG, WindowUpdate
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ _CLUSTER = f",{schema.CLUSTER}="
 _SITE = f",{schema.SITE}="
 _METER = f",{schema.METER}="
 _CARRIER = f",{schema.CARRIER}="
+_TRANSFER = f",{schema.TRANSFER}="
 _YEAR = f",{schema.YEAR}="
 _VALUE = f" {schema.VALUE}="  # the first field: after the space that ends the tags
 _QUALITY = f",{schema.QUALITY}="
@@ -135,6 +137,31 @@ def window_line(twin: str, u: WindowUpdate) -> str:
     return f"{tags} {_figure_fields(u.vec)}{complete} {u.start}"
 
 
+def window_lines(twin: str, updates: Iterable[WindowUpdate]) -> Iterator[str]:
+    """The points of window updates: a transfer's site window is two, the sender's and the
+    receiver's view (``streams.transfers.site_views``), each tagged with the transfer."""
+    for u in updates:
+        if u.level != "site" or ">" not in u.carrier:
+            yield window_line(twin, u)
+            continue
+        complete = _COMPLETE if u.complete else _INCOMPLETE
+        for site, carrier, tag, vec in site_views(u.site, u.carrier, u.vec):
+            tags = _window_tags(twin, "site", u.cluster, site, "", carrier, u.res)
+            yield f"{tags}{_TRANSFER}{_esc(tag)} {_figure_fields(vec)}{complete} {u.start}"
+
+
+def ytd_lines(
+    twin: str, cluster: str, site: str, key: str, year: int, vec: Sequence[int], ts: int
+) -> list[str]:
+    """A site's year-to-date point(s) of one window key (two for a transfer, as windows)."""
+    if ">" not in key:
+        return [ytd_line(twin, cluster, site, key, year, vec, ts)]
+    return [
+        ytd_line(twin, cluster, s, carrier, year, v, ts, tag)
+        for s, carrier, tag, v in site_views(site, key, vec)
+    ]
+
+
 def latest_line(
     twin: str, cluster: str, site: str, meter: str, ts: int, value: float, quality: str
 ) -> str:
@@ -143,12 +170,20 @@ def latest_line(
 
 
 def ytd_line(
-    twin: str, cluster: str, site: str, carrier: str, year: int, vec: Sequence[int], ts: int
+    twin: str,
+    cluster: str,
+    site: str,
+    carrier: str,
+    year: int,
+    vec: Sequence[int],
+    ts: int,
+    transfer: str = "",
 ) -> str:
     scope = f"{_SITE}{_esc(site)}" if site else ""
+    tag = f"{_TRANSFER}{_esc(transfer)}" if transfer else ""
     return (
         f"{schema.TWIN_YTD}{_TWIN}{_esc(twin)}{_CLUSTER}{_esc(cluster)}{scope}"
-        f"{_CARRIER}{_esc(carrier)}{_YEAR}{year} {_figure_fields(vec)} {ts}"
+        f"{_CARRIER}{_esc(carrier)}{_YEAR}{year}{tag} {_figure_fields(vec)} {ts}"
     )
 
 
@@ -192,10 +227,18 @@ def restatement_line(
 ) -> str:
     """A restated hour: old and new figures, how many readings came late, why. Stamped with
     the time of the record that restated it (``at``: when it changed, so a board's range shows
-    the restatements made in it), the hour in the tag ``hour`` (epoch ms)."""
+    the restatements made in it), the hour in the tag ``hour`` (epoch ms). A transfer's
+    hour is recorded in the sender's view, with its transfer tag."""
+    tag = ""
+    if ">" in carrier:
+        (_, base, transfer, old), (_, _, _, new) = (
+            site_views(site, carrier, old)[0],
+            site_views(site, carrier, new)[0],
+        )
+        carrier, tag = base, f"{_TRANSFER}{_esc(transfer)}"
     return (
         f"{schema.RESTATEMENT}{_TWIN}{_esc(twin)}{_CLUSTER}{_esc(cluster)}{_SITE}{_esc(site)}"
-        f"{_CARRIER}{_esc(carrier)},{schema.RES}=1h,{schema.HOUR}={start} "
+        f"{_CARRIER}{_esc(carrier)},{schema.RES}=1h,{schema.HOUR}={start}{tag} "
         f"{schema.OLD_TCO2E}={_nano(old[1] + old[2])},{schema.NEW_TCO2E}={_nano(new[1] + new[2])},"
         f"{schema.OLD_ENERGY_MWH}={_nano(old[0])},{schema.NEW_ENERGY_MWH}={_nano(new[0])},"
         f"{schema.READINGS_ADDED}={added}i,{schema.REASON}={_str_field(reason)} {at}"

@@ -19,6 +19,7 @@ from streams import influx_schema as schema
 from streams.meter_vectors import NANO
 from streams.restate import StoredReading
 from streams.sink import InfluxSink
+from streams.transfers import key_of_tag
 from streams.windows import RESOLUTIONS
 
 #: site_windows: start -> carrier -> site -> figure vector (nano-units, then readings)
@@ -139,7 +140,9 @@ class InfluxStore:
         wanted = set(starts)
         names = (*_WINDOW_FIELDS, schema.READINGS)
         fields = " or ".join(f'r._field == "{f}"' for f in names)
-        columns = ", ".join(f'"{f}"' for f in ("t", schema.SITE, schema.CARRIER, *names))
+        columns = ", ".join(
+            f'"{f}"' for f in ("t", schema.SITE, schema.CARRIER, schema.TRANSFER, *names)
+        )
         flux = (
             self._range(min(starts), max(starts) + width)
             + f" |> filter(fn: (r) => r._measurement == {flux_string(schema.SITE_WINDOW)}"
@@ -166,6 +169,11 @@ class InfluxStore:
                     "site window %s %s %s: incomplete stored point %r", res, start, cluster, row
                 )
                 continue
-            carrier, site = row[schema.CARRIER], row[schema.SITE]
-            out.setdefault(start, {}).setdefault(carrier, {})[site] = vec
+            site = row[schema.SITE]
+            # a transfer is held under its key, as the sender's summary sends it; its
+            # receiver's point is the same window seen from the other side
+            key = key_of_tag(row[schema.CARRIER], row.get(schema.TRANSFER) or "")
+            if key is None:
+                continue
+            out.setdefault(start, {}).setdefault(key, {})[site] = vec
         return out

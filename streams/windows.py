@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 
 from streams.meter_vectors import NANO, QUALITIES, SCOPES, MeterVectors
+from streams.transfers import site_views
 
 QUALITY_NAMES = sorted(QUALITIES)
 RESOLUTIONS: dict[str, int] = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000}
@@ -126,14 +127,25 @@ class SiteState:
                 m: {"ts": v[0], "value": v[1], "quality": v[2]}
                 for m, v in sorted(self.last.items())
             },
+            # a transfer's windows as the site's InfluxDB points hold them: the sender's
+            # side here, the receiver's in the receiving site's (``streams.transfers``)
             "open_windows": [
-                {"carrier": c, "res": r, "start": s, **figures(v)}
-                for (c, r, s), v in sorted(self.sw.items())
+                {"carrier": c, "res": r, "start": s, **_transfer(t), **figures(v)}
+                for (k, r, s), vec in sorted(self.sw.items())
+                for site, c, t, v in site_views(self.site, k, vec)
+                if site == self.site
             ],
             "year_to_date": [
-                {"year": y, "carrier": c, **figures(v)} for (y, c), v in sorted(self.ytd.items())
+                {"year": y, "carrier": c, **_transfer(t), **figures(v)}
+                for (y, k), vec in sorted(self.ytd.items())
+                for site, c, t, v in site_views(self.site, k, vec)
+                if site == self.site
             ],
         }
+
+
+def _transfer(tag: str) -> dict[str, str]:
+    return {"transfer": tag} if tag else {}
 
 
 def sum_vecs(vecs: Iterable[Sequence[int]]) -> list[int]:
@@ -472,7 +484,8 @@ def _meter_columns(
     )
     if cached is None or len(cached[0]) != len(catalog.specs):
         codes: dict[str, int] = {}
-        by_meter = [codes.setdefault(c, len(codes)) for c in catalog.carrier]
+        # site windows are kept per carrier, a transfer's apart (``streams.transfers``)
+        by_meter = [codes.setdefault(s.window_key or s.carrier, len(codes)) for s in catalog.specs]
         cached = (
             [s.meter for s in catalog.specs],
             list(catalog.carrier),

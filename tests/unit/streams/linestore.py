@@ -15,6 +15,7 @@ from streams.influx_schema import READING_FIGURES
 from streams.meter_vectors import NANO
 from streams.restate import StoredReading
 from streams.stored import SiteWindows
+from streams.transfers import key_of_tag
 from streams.windows import RESOLUTIONS
 
 _FIGURES = ("energy_mwh", "tco2e_s1", "tco2e_s2_location", "tco2e_s2_market", "tco2e_s3_upstream")
@@ -100,5 +101,7 @@ class LineStore:
                 continue
             if ts in wanted:
                 vec = [nano(f[k]) for k in _FIGURES] + [int(f["readings"].rstrip("i"))]
-                out.setdefault(ts, {}).setdefault(tags["carrier"], {})[tags["site"]] = vec
+                key = key_of_tag(tags["carrier"], tags.get("transfer", ""))
+                if key is not None:
+                    out.setdefault(ts, {}).setdefault(key, {})[tags["site"]] = vec
         return out
