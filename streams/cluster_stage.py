@@ -26,9 +26,17 @@ from streams.windows import (
     WindowUpdate,
     cluster_key,
     figures,
+    padded,
     parse_cluster_key,
     sum_vecs,
 )
+
+
+def _held(raw: bytes) -> dict[str, dict[str, list[int]]]:
+    """A window as the table holds it (carrier -> site -> figures); one stored before the
+    gases were kept reads with gases of 0."""
+    value: dict[str, dict[str, list[int]]] = orjson.loads(raw)
+    return {c: {s: padded(v) for s, v in sites.items()} for c, sites in value.items()}
 
 
 @dataclass
@@ -48,7 +56,7 @@ class _Folded:
         if key in self.entries:
             return self.entries[key][1]
         raw = self.table.get(key)
-        value: dict[str, Any] = orjson.loads(raw) if raw else {}
+        value: dict[str, Any] = _held(raw) if raw else {}
         self.entries[key] = (partition, value)
         return value
 
@@ -132,17 +140,17 @@ class ClusterStage:
                         self.on_late(cluster, res, start)
                     folded.late.setdefault((cluster, res), {}).setdefault(start, {}).setdefault(
                         carrier, {}
-                    )[site] = row[3 : 3 + NFIG + 1]
+                    )[site] = padded(row[3 : 3 + NFIG + 1])
                     continue
                 e = folded.entry(key, partition)
-                e.setdefault(carrier, {})[site] = row[3 : 3 + NFIG + 1]
+                e.setdefault(carrier, {})[site] = padded(row[3 : 3 + NFIG + 1])
                 folded.touched.add(key)
                 wm = max(wm, end)
             for row in data.get("ytd", []):
                 year, carrier = int(row[0]), row[1]
                 key = cluster_key(cluster, "ytd", year)
                 e = folded.entry(key, partition)
-                e.setdefault(carrier, {})[site] = row[2 : 2 + NFIG + 1]
+                e.setdefault(carrier, {})[site] = padded(row[2 : 2 + NFIG + 1])
                 folded.touched.add(key)
         self._wm[cluster] = wm
 
@@ -190,7 +198,7 @@ class ClusterStage:
                         raw = self.table.get(key)
                         if raw is None:
                             continue
-                        value = orjson.loads(raw)
+                        value = _held(raw)
                     for carrier, sites in cluster_view(value).items():
                         lines.append(
                             window_line(
@@ -259,7 +267,7 @@ class ClusterStage:
                 continue
             raw = self.table.get(key)
             if raw is not None:
-                out[start] = orjson.loads(raw)
+                out[start] = _held(raw)
         return out
 
     def twin_json(self, cluster: str) -> dict[str, Any]:
@@ -274,7 +282,7 @@ class ClusterStage:
             raw = self.table.get(cluster_key(cluster, res, start))
             if raw is None:
                 continue
-            value = orjson.loads(raw)
+            value = _held(raw)
             counted = cluster_view(value)
             out["windows"][res] = {
                 "start": start,
@@ -289,7 +297,7 @@ class ClusterStage:
             raw = self.table.get(key)
             if raw is None:
                 continue
-            value = orjson.loads(raw)
+            value = _held(raw)
             counted, views = cluster_view(value), attributed(value)
             out["year_to_date"][str(year)] = {
                 "total": figures(sum_vecs(v for s in counted.values() for v in s.values())),

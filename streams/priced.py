@@ -40,7 +40,7 @@ import numpy as np
 import orjson
 
 from streams.envelope import DecodedBatch, Limits, Record
-from streams.meter_vectors import NANO, SCOPES, MeterVectors
+from streams.meter_vectors import NANO, MeterVectors
 
 if TYPE_CHECKING:
     from streams.restate import RestateResult
@@ -196,7 +196,9 @@ def groups_from_readings(
     stage's ``process``, for tests, the bench, or running inside the twin worker)."""
     n = len(decoded.env)
     figures = (
-        catalog.price(decoded.row, decoded.value) if n else np.zeros((0, 1 + len(SCOPES)), np.int64)
+        catalog.price(decoded.row, decoded.value)
+        if n
+        else np.zeros((0, catalog.factors.shape[1]), np.int64)
     )
     tco2e = tco2e_of(figures)
     by_site: dict[str, list[int]] = {}

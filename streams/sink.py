@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from streams import influx_schema as schema
-from streams.meter_vectors import NANO, SCOPES
+from streams.meter_vectors import GASES, NANO, SCOPES
 from streams.transfers import site_views
 from streams.windows import NFIG, WindowUpdate
 
@@ -65,9 +65,14 @@ def _nano(value: int) -> str:
 
 
 _EXACT = 2**53
-if len(SCOPES) != 4 or len(schema.SCOPE_FIELDS) != 4:
-    # the fast path of _figure_fields writes the four scopes out
-    raise ImportError("streams.sink: _figure_fields must follow meter_vectors.SCOPES")
+if (
+    len(SCOPES) != 4
+    or len(schema.SCOPE_FIELDS) != 4
+    or len(schema.GAS_FIELDS) != len(GASES)
+    or len(schema.READING_FIGURES) != NFIG
+):
+    # the fast path of _figure_fields writes the four scopes out, then the gases
+    raise ImportError("streams.sink: _figure_fields must follow meter_vectors.SCOPES, GASES")
 
 # Line-protocol pieces, built once from the schema's names. The line functions run once per
 # reading and window: a piece that already holds its separators and name costs them next to
@@ -84,28 +89,44 @@ _QUALITY = f",{schema.QUALITY}="
 _F_ENERGY = f"{schema.ENERGY_MWH}="
 _F_S1, _F_S2L, _F_S2M, _F_S3 = (f",{name}=" for name in schema.SCOPE_FIELDS)
 _F_TCO2E = f",{schema.TCO2E}="
+_F_GASES = tuple(f",{name}=" for name in schema.GAS_FIELDS)
+_F_GROSS = f",{schema.TCO2E_S1_GROSS}="
+_NSCOPE1 = 1 + len(SCOPES)  # where the gases start in a figure vector
+_CAPTURED = _NSCOPE1 + GASES.index("co2_captured")
 _F_READINGS = f",{schema.READINGS}="
 _COMPLETE = f",{schema.COMPLETE}=true"
 _INCOMPLETE = f",{schema.COMPLETE}=false"
-_R_E, _R_S1, _R_S2L, _R_S2M, _R_S3 = (f",{name}=" for name in schema.READING_FIGURES)
+_R_E, _R_S1, _R_S2L, _R_S2M, _R_S3 = (f",{name}=" for name in schema.READING_FIGURES[:5])
+_R_GASES = tuple(f",{name}=" for name in schema.READING_FIGURES[5:])
 _R_PARTITION = f",{schema.KAFKA_PARTITION}="
 _R_OFFSET = f",{schema.KAFKA_OFFSET}="
 _R_START = f",{schema.INTERVAL_START}="
 
 
 def _figure_fields(vec: Sequence[int]) -> str:
-    v0, v1, v2, v3, v4 = vec[0], vec[1], vec[2], vec[3], vec[4]
-    t = v1 + v2
-    if min(v0, v1, v2, v3, v4, t) > -_EXACT and max(v0, v1, v2, v3, v4, t) < _EXACT:
+    """Every figure of a window or year to date: energy, tCO2e per scope, the headline
+    tCO2e, scope 1 by gas, gross scope 1, the reading count. All are written every time
+    (a window's point is overwritten as it grows, so a figure back at 0 must say so)."""
+    t = vec[1] + vec[2]
+    gross = vec[1] + vec[_CAPTURED]
+    head = vec[:_NSCOPE1]
+    if (
+        min(*head, *vec[_NSCOPE1:NFIG], t, gross) > -_EXACT
+        and max(*head, *vec[_NSCOPE1:NFIG], t, gross) < _EXACT
+    ):
         return (
-            f"{_F_ENERGY}{v0}e-9{_F_S1}{v1}e-9{_F_S2L}{v2}e-9"
-            f"{_F_S2M}{v3}e-9{_F_S3}{v4}e-9{_F_TCO2E}{t}e-9"
-            f"{_F_READINGS}{vec[NFIG]}i"
+            f"{_F_ENERGY}{vec[0]}e-9{_F_S1}{vec[1]}e-9{_F_S2L}{vec[2]}e-9"
+            f"{_F_S2M}{vec[3]}e-9{_F_S3}{vec[4]}e-9{_F_TCO2E}{t}e-9"
+            + "".join(f"{n}{v}e-9" for n, v in zip(_F_GASES, vec[_NSCOPE1:NFIG], strict=True))
+            + f"{_F_GROSS}{gross}e-9{_F_READINGS}{vec[NFIG]}i"
         )
-    parts = [f"{schema.ENERGY_MWH}={_nano(v0)}"]
+    parts = [f"{schema.ENERGY_MWH}={_nano(vec[0])}"]
     for k, name in enumerate(schema.SCOPE_FIELDS):
         parts.append(f"{name}={_nano(vec[1 + k])}")
     parts.append(f"{schema.TCO2E}={_nano(t)}")
+    for k, name in enumerate(schema.GAS_FIELDS):
+        parts.append(f"{name}={_nano(vec[_NSCOPE1 + k])}")
+    parts.append(f"{schema.TCO2E_S1_GROSS}={_nano(gross)}")
     parts.append(f"{schema.READINGS}={vec[NFIG]}i")
     return ",".join(parts)
 
@@ -203,13 +224,15 @@ def reading_line(
     """One accepted reading as stored: its value, its priced figures in nano-units (what it
     added to its windows, so a restatement can recompute them exactly), its interval start
     if it has one, and the record that brought it (so a replay after a crash can tell its
-    own unstored effect from a duplicate)."""
+    own unstored effect from a duplicate). Its gases are written where not 0 (a reading's
+    figures never change; an absent one reads back as 0)."""
     interval = f"{_R_START}{start}i" if start >= 0 else ""
     tags = _meter_tags(schema.METER_READING, twin, cluster, site, meter)
+    gases = "".join(f"{n}{v}i" for n, v in zip(_R_GASES, vec[5:NFIG], strict=True) if v)
     return (
         f"{tags}{_VALUE}{float(value)!r}{_QUALITY}{_str_field(quality)}"
         f"{_R_E}{vec[0]}i{_R_S1}{vec[1]}i{_R_S2L}{vec[2]}i{_R_S2M}{vec[3]}i{_R_S3}{vec[4]}i"
-        f"{_R_PARTITION}{partition}i{_R_OFFSET}{offset}i{interval} {ts}"
+        f"{gases}{_R_PARTITION}{partition}i{_R_OFFSET}{offset}i{interval} {ts}"
     )
 
 

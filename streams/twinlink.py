@@ -1,7 +1,8 @@
 """Build the worker's meter index and target plans from the twin (``twin/``).
 
 The twin's ``EmissionsCalculator`` resolves, per meter, every factor (IPCC combustion, grid,
-supplier, hydrogen route, GWP set) into tCO2e per canonical unit; ``scale_to_canonical``
+supplier, hydrogen route, GWP set) into tCO2e per canonical unit (and scope 1 into t of each
+gas); ``scale_to_canonical``
 turns a meter's unit into that canonical unit. Their product is the one coefficient per
 (meter, unit, scope) that the worker multiplies a reading by.
 
@@ -68,7 +69,10 @@ def catalog_from_clusters(clusters: Sequence[Any]) -> MeterVectors:
         for i, (site, _asset, meter) in enumerate(cluster.meters()):
             scale = float(calc.scale[i])
             transfer = bool(calc.internal[i] or calc.moves[i])
-            per_unit = tuple(float(calc.coef[k, i]) * scale for k in range(len(SCOPES)))
+            # tCO2e per scope, then scope 1 by gas (t), per canonical unit: one row of the
+            # twin's figure matrix
+            canonical = tuple(float(x) for x in calc.figure_coef[:, i])
+            per_unit = tuple(x * scale for x in canonical)
             carrier = str(getattr(meter.carrier, "value", meter.carrier))
             mode = MOVES if calc.moves[i] else INTERNAL
             key = transfer_key(carrier, mode, str(meter.to_site)) if transfer else ""
@@ -90,7 +94,7 @@ def catalog_from_clusters(clusters: Sequence[Any]) -> MeterVectors:
                     + provenance,
                     canonical=(
                         1.0 if carrier != "process_co2" else 0.0,
-                        tuple(float(calc.coef[k, i]) for k in range(len(SCOPES))),
+                        canonical,
                     ),
                     window_key=key,
                 )

@@ -46,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from twin.carriers import CANONICAL_UNIT, Carrier, HydrogenRoute
+from twin.contract import GASES as _CONTRACT_GASES
 from twin.factors import (
     Factor,
     FactorError,
@@ -68,7 +69,7 @@ __all__ = [
 
 SCOPES: tuple[str, ...] = ("scope1", "scope2_location", "scope2_market", "scope3_upstream")
 S1, S2L, S2M, S3 = 0, 1, 2, 3
-GASES: tuple[str, ...] = ("co2", "ch4", "n2o", "co2e_other", "co2_biogenic", "co2_captured")
+GASES: tuple[str, ...] = _CONTRACT_GASES  # named once, in twin.contract
 G_CO2, G_CH4, G_N2O, G_OTHER, G_BIO, G_CAPTURED = range(len(GASES))
 
 FloatArray = npt.NDArray[np.float64]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from streams import influx_schema as schema
 from streams.meter_vectors import QUALITIES, MeterVectors
 from streams.progress_series import Plan, progress_fields
 from streams.transfers import attributed, cluster_view
@@ -21,6 +22,8 @@ from streams.windows import QUALITY_NAMES, SiteState, figures, sum_vecs
 from twin.drift import hours_in_year as year_hours
 
 HOUR_MS = 3_600_000
+#: The per-gas keys of ``streams.windows.figures`` (scope 1 by gas and its memo lines).
+_GAS_KEYS = frozenset({*schema.GAS_FIELDS, schema.TCO2E_S1_GROSS})
 #: A meter whose newest reading is older than this (by the cluster's event-time clock) is not
 #: current: the completeness figure counts it as missing.
 CURRENT_MS = 15 * 60_000
@@ -171,6 +174,8 @@ def by_site(facts: ClusterFacts, catalog: MeterVectors) -> list[dict[str, Any]]:
                 "watermark": state.wm if state else None,
                 "behind_s": (facts.clock_ms - state.wm) / 1000 if state and state.wm >= 0 else None,
                 "ytd_tco2e": ytd["tco2e"],
+                # scope 1 by gas (t), the biogenic CO2 memo, CO2 captured, gross scope 1
+                "ytd_by_gas": {k: v for k, v in ytd.items() if k in _GAS_KEYS},
                 "now_tco2e_per_h": now["tco2e"] if now else None,
                 "late": state.late if state else 0,
                 "duplicates": state.duplicates if state else 0,
@@ -200,6 +205,7 @@ def cluster_summary(facts: ClusterFacts, catalog: MeterVectors, twin: str) -> di
         "now": now_figure(facts),
         "ytd": ytd,
         "by_scope": {k: v for k, v in ytd.get("figures", {}).items() if k.startswith("tco2e_")},
+        "by_gas": {k: v for k, v in ytd.get("figures", {}).items() if k in _GAS_KEYS},
         "completeness": completeness(facts, catalog),
         "by_site": by_site(facts, catalog),
         "by_carrier": by_carrier(facts),

@@ -19,6 +19,7 @@ import pytest
 
 from streams.cluster_stage import ClusterStage
 from streams.delivery import Topics
+from streams.influx_schema import GAS_FIELDS, TCO2E_S1_GROSS
 from streams.site_stage import SiteStage
 from streams.twinlink import catalog_from_clusters
 from streams.webview.figures import ClusterFacts, by_site
@@ -26,10 +27,17 @@ from streams.windows import NFIG, SiteState
 from tests.unit.streams.dict_table import DictTable
 from tests.unit.streams.linestore import LineStore, nano
 from tests.unit.streams.test_pipeline_units import T0, reading, record
-from twin.emissions import SCOPES, EmissionsCalculator
+from twin.emissions import GASES, SCOPES, EmissionsCalculator
 from twin.model import load_cluster
 
-FIGS = ("energy_mwh", "tco2e_s1", "tco2e_s2_location", "tco2e_s2_market", "tco2e_s3_upstream")
+FIGS = (
+    "energy_mwh",
+    "tco2e_s1",
+    "tco2e_s2_location",
+    "tco2e_s2_market",
+    "tco2e_s3_upstream",
+    *GAS_FIELDS,
+)
 
 
 class _Live:
@@ -106,9 +114,19 @@ def test_live_site_views_equal_the_twins_site_figures(cluster: str, transfers_la
                 site,
                 scope,
             )
+        for gas, name in zip(GASES, GAS_FIELDS, strict=True):  # and gas by gas
+            assert got.get(name, 0.0) == pytest.approx(want.site_gases(site)[gas], abs=tol), (
+                site,
+                gas,
+            )
+        assert got.get(TCO2E_S1_GROSS, 0.0) == pytest.approx(
+            want.site(site)["scope1"] + want.site_gases(site)["co2_captured"], abs=tol
+        )
     # the cluster total is the twin's cluster view (transfers netted, energy eliminated)
     for k, scope in enumerate(SCOPES):
         assert ytd["total"][FIGS[1 + k]] == pytest.approx(want.cluster_dict()[scope], abs=tol)
+    for gas, name in zip(GASES, GAS_FIELDS, strict=True):
+        assert ytd["total"][name] == pytest.approx(want.cluster_gases()[gas], abs=tol)
 
     # the web view's site rows (scope 1 + 2 location-based)
     held = live.clusters.held(cluster, "ytd")
@@ -116,6 +134,10 @@ def test_live_site_views_equal_the_twins_site_figures(cluster: str, transfers_la
     for row in by_site(facts, live.catalog):
         w = want.site(row["site"])
         assert row["ytd_tco2e"] == pytest.approx(w["scope1"] + w["scope2_location"], abs=tol)
+        for gas, name in zip(GASES, GAS_FIELDS, strict=True):
+            assert row["ytd_by_gas"][name] == pytest.approx(
+                want.site_gases(row["site"])[gas], abs=tol
+            )
 
     # InfluxDB: the site windows of a site, summed over carriers (and transfers), are its view
     per_site: dict[str, list[int]] = defaultdict(lambda: [0] * NFIG)
@@ -124,6 +146,10 @@ def test_live_site_views_equal_the_twins_site_figures(cluster: str, transfers_la
             for k, name in enumerate(FIGS):
                 per_site[tags["site"]][k] += nano(f[name])
     for site in calc.site_ids:
+        for k, gas in enumerate(GASES):
+            assert per_site[site][1 + len(SCOPES) + k] / 1e9 == pytest.approx(
+                want.site_gases(site)[gas], abs=tol
+            ), (site, gas)
         for k, scope in enumerate(SCOPES):
             assert per_site[site][1 + k] / 1e9 == pytest.approx(want.site(site)[scope], abs=tol), (
                 site,
