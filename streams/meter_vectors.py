@@ -102,6 +102,7 @@ class MeterVectors:
     factors: np.ndarray = field(init=False)
     unit_rows: dict[tuple[int, str], int] = field(init=False)
     allow_negative: np.ndarray = field(init=False)
+    is_transfer: np.ndarray = field(init=False)
     max_value: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +145,8 @@ class MeterVectors:
                     rows.append([mwh, *full_figures(f)])
         self.factors = np.array(rows, dtype=np.float64).reshape(-1, 1 + EMISSION_FIGURES)
         self.allow_negative = np.array([s.allow_negative for s in self.specs], dtype=bool)
+        # meters of a transfer between sites (their site windows are kept apart)
+        self.is_transfer = np.array([bool(s.window_key) for s in self.specs], dtype=bool)
         self.max_value = np.array([s.max_value for s in self.specs], dtype=np.float64)
 
     def __len__(self) -> int:

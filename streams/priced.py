@@ -201,6 +201,9 @@ def groups_from_readings(
         else np.zeros((0, catalog.factors.shape[1]), np.int64)
     )
     tco2e = tco2e_of(figures)
+    # a transfer between sites adds nothing to the cluster, and its tonnes are another
+    # site's (``streams.transfers``): the detectors see what they always did, none
+    tco2e[catalog.is_transfer[decoded.meter]] = 0.0
     by_site: dict[str, list[int]] = {}
     for i, e in enumerate(decoded.envelopes):
         by_site.setdefault(e.site, []).append(i)
@@ -256,6 +259,7 @@ class PricedMessages:
         tco2e = np.concatenate([tco2e_of(p[1]) for p in parts])
         order = np.argsort(idx, kind="stable")  # arrival order, as the batch had them
         idx, tco2e = idx[order], tco2e[order]
+        tco2e[self.catalog.is_transfer[batch.meter[idx]]] = 0.0  # see groups_from_readings
         records = list(records)
         seen_at = max(r.timestamp for r in records)
         offset = batch.offset[idx]
