@@ -44,12 +44,13 @@ def base_carrier(key: str) -> str:
     return key.split(_SEP, 1)[0]
 
 
-def _tonnes(vec: Sequence[int], sign: int, energy: bool) -> list[int]:
+def _tonnes(vec: Sequence[int], sign: int, metered: bool) -> list[int]:
     """The vector with its tonnes (every figure between the energy and the count) times
-    ``sign``, its energy kept or zeroed."""
+    ``sign``; its energy and reading count kept where the flow is ``metered``, else 0 (so
+    summing any view's counts counts each reading once)."""
     out = [int(v) * sign for v in vec]
-    out[0] = int(vec[0]) if energy else 0
-    out[-1] = int(vec[-1])
+    out[0] = int(vec[0]) if metered else 0
+    out[-1] = int(vec[-1]) if metered else 0
     return out
 
 
@@ -64,9 +65,9 @@ def site_views(site: str, key: str, vec: Sequence[int]) -> list[tuple[str, str, 
     """(site, carrier, transfer tag, vector) of each site view a window of ``site`` counts in.
 
     A plain carrier's window is its site's, tag ``""``. A transfer's is, for the sender,
-    its energy and (moves) the credit, tag ``"<mode>><receiver>"``; for the receiver, the
-    tonnes it is attributed (no energy: that is windowed where it is metered), tag
-    ``"<mode><<sender>"``.
+    its energy, its readings and (moves) the credit, tag ``"<mode>><receiver>"``; for the
+    receiver, the tonnes it is attributed (no energy, no readings: those are counted where
+    they are metered), tag ``"<mode><<sender>"``.
     """
     parsed = parse_key(key)
     if parsed is None:

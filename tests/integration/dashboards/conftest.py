@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from streams.meter_vectors import NANO, MeterVectors, offline_price
+from streams.transfers import cluster_share, site_views
 from streams.twinlink import catalog_from_twin
 from tests.integration.streams.harness import HEADERS, WorkerProc, producer
 
@@ -91,12 +92,17 @@ def _simulated_envelopes(data: ProofData, k0: int, n: int) -> list[tuple[str, by
                     "quality": sample.quality,
                 }
             )
-            figures = offline_price(data.catalog, sample.meter, sample.unit, sample.value)
+            figures = [*offline_price(data.catalog, sample.meter, sample.unit, sample.value), 1]
             spec = data.catalog.specs[data.catalog.index[sample.meter]]
-            tco2e = (figures[1] + figures[2]) / NANO
-            data.tco2e_by_site[site] += tco2e
-            data.tco2e_by_scope["s1"] += figures[1] / NANO
-            data.tco2e_by_scope["s2_location"] += figures[2] / NANO
+            # a transfer between sites: the receiver's tonnes and the sender's credit in the
+            # site views, nothing at cluster level (streams.transfers, the twin's rule)
+            key = spec.window_key or spec.carrier
+            for view_site, _carrier, _tag, view in site_views(site, key, figures):
+                data.tco2e_by_site[view_site] += (view[1] + view[2]) / NANO
+            counted = cluster_share(key, figures)
+            tco2e = (counted[1] + counted[2]) / NANO
+            data.tco2e_by_scope["s1"] += counted[1] / NANO
+            data.tco2e_by_scope["s2_location"] += counted[2] / NANO
             data.mwh_by_carrier[spec.carrier] += figures[0] / NANO
             data.readings_by_site[site] += 1
             data.meters_by_site[site].add(sample.meter)

@@ -141,10 +141,13 @@ def test_live_site_views_equal_the_twins_site_figures(cluster: str, transfers_la
 
     # InfluxDB: the site windows of a site, summed over carriers (and transfers), are its view
     per_site: dict[str, list[int]] = defaultdict(lambda: [0] * NFIG)
+    counted = 0
     for tags, _ts, f in live.store.series("site_window"):
         if tags["res"] == "1h":
             for k, name in enumerate(FIGS):
                 per_site[tags["site"]][k] += nano(f[name])
+            counted += int(f["readings"].rstrip("i"))
+    assert counted == len(q)  # each reading counted once, transfers too
     for site in calc.site_ids:
         for k, gas in enumerate(GASES):
             assert per_site[site][1 + len(SCOPES) + k] / 1e9 == pytest.approx(
