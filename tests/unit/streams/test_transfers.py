@@ -41,7 +41,7 @@ FIGS = (
 
 
 class _Live:
-    def __init__(self, cluster: str) -> None:
+    def __init__(self, cluster: str, retention_ms: int) -> None:
         self.model = load_cluster(cluster)
         self.catalog = catalog_from_clusters([self.model])
         self.store = LineStore()
@@ -56,9 +56,18 @@ class _Live:
                 self.updates.append((0, value))
 
         self.sites = SiteStage(
-            self.catalog, self.site_table, write, send, Topics("dl", "late", "cu"), "t", 60_000
+            self.catalog,
+            self.site_table,
+            write,
+            send,
+            Topics("dl", "late", "cu"),
+            "t",
+            60_000,
+            store=self.store,
         )
-        self.clusters = ClusterStage(self.catalog, DictTable(), write, "t", 6 * 3_600_000)
+        self.clusters = ClusterStage(
+            self.catalog, DictTable(), write, "t", retention_ms, store=self.store
+        )
 
     async def play(self, quantities: np.ndarray, transfers_late: bool) -> None:
         """Each meter's reading at half past; with ``transfers_late``, the transfers' readings
@@ -91,10 +100,17 @@ def _readings(calc: EmissionsCalculator) -> np.ndarray:
     return np.array(q, dtype=np.float64)
 
 
-@pytest.mark.parametrize("transfers_late", [False, True])
+@pytest.mark.parametrize(
+    ("transfers_late", "retention_ms"),
+    # late transfers restate their site windows, and, past the cluster stage's retention,
+    # the cluster windows from the stored site windows
+    [(False, 6 * 3_600_000), (True, 6 * 3_600_000), (True, 60_000)],
+)
 @pytest.mark.parametrize("cluster", ["dunkirk", "rotterdam", "teda"])
-def test_live_site_views_equal_the_twins_site_figures(cluster: str, transfers_late: bool) -> None:
-    live = _Live(cluster)
+def test_live_site_views_equal_the_twins_site_figures(
+    cluster: str, transfers_late: bool, retention_ms: int
+) -> None:
+    live = _Live(cluster, retention_ms)
     calc = EmissionsCalculator(live.model)
     q = _readings(calc)
     asyncio.run(live.play(q, transfers_late))
@@ -159,10 +175,17 @@ def test_live_site_views_equal_the_twins_site_figures(cluster: str, transfers_la
                 scope,
             )
     # ... and the cluster windows still hold the cluster view
-    total = [0] * NFIG
-    for tags, _ts, f in live.store.series("cluster_window"):
-        if tags["res"] == "1h":
-            for k, name in enumerate(FIGS):
-                total[k] += nano(f[name])
-    for k, scope in enumerate(SCOPES):
-        assert total[1 + k] / 1e9 == pytest.approx(want.cluster_dict()[scope], abs=tol)
+    for res in ("1m", "1h"):  # 1m: past retention in the late case, from the stored windows
+        total = [0] * NFIG
+        for tags, _ts, f in live.store.series("cluster_window"):
+            if tags["res"] == res:
+                for k, name in enumerate(FIGS):
+                    total[k] += nano(f[name])
+        for k, scope in enumerate(SCOPES):
+            assert total[1 + k] / 1e9 == pytest.approx(want.cluster_dict()[scope], abs=tol)
+        for k, gas in enumerate(GASES):
+            assert total[1 + len(SCOPES) + k] / 1e9 == pytest.approx(
+                want.cluster_gases()[gas], abs=tol
+            )
+    if retention_ms < 3_600_000 and transfers_late:
+        assert live.clusters.counters.cluster_late_updates > 0
