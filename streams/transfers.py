@@ -24,6 +24,9 @@ from typing import Final
 MOVES: Final = "moves"
 INTERNAL: Final = "internal"
 _SEP: Final = ">"
+#: The transfer tag of a receiver's point of energy a neighbour already counted as scope 1:
+#: a cluster total summed from site windows leaves these out (the eliminations).
+ELIMINATED_TAG_PREFIX: Final = f"{INTERNAL}<"
 
 
 def transfer_key(carrier: str, mode: str, to_site: str) -> str:
