@@ -26,6 +26,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.influx_schema import CO2_CAPTURED_T, GAS_FIELDS, TCO2E_S1_GROSS
 from streams.meter_vectors import NANO, MeterSpec, MeterVectors, offline_price
+from streams.transfers import cluster_share, site_views
 from streams.windows import NFIG, RESOLUTIONS
 from tests.unit.streams.test_intervals import reference_parts
 
@@ -72,6 +73,12 @@ def make_catalog(cluster: str, sites: int, meters_per_site: int) -> MeterVectors
     return MeterVectors(specs)
 
 
+def _carrier_key(carrier: str, transfer: str) -> str:
+    """A site window's identity in the comparisons: its carrier, and the transfer side its
+    point stands for (``streams.transfers.site_views``), since a site may hold both."""
+    return f"{carrier}|{transfer}" if transfer else carrier
+
+
 @dataclass
 class Expected:
     """Offline totals: (level, id, carrier, res, start) -> [mwh, s1, s2l, s2m, s3, *gases, n]
@@ -101,22 +108,40 @@ class Expected:
         for minute, part in reference_parts(start, ts, figures).items():
             for res, width in RESOLUTIONS.items():
                 w = minute - minute % width
-                for key in (
-                    ("meter", meter, spec.carrier, res, w),
-                    ("site", spec.site, spec.carrier, res, w),
-                    ("cluster", spec.cluster, spec.carrier, res, w),
-                ):
+                key = spec.window_key or spec.carrier
+                keyed = [
+                    (("meter", meter, spec.carrier, res, w), part),
+                    # a transfer counts its energy only at cluster level
+                    (("cluster", spec.cluster, spec.carrier, res, w), cluster_share(key, part)),
+                ]
+                # a transfer's site window is the sender's and the receiver's view
+                keyed += [
+                    (("site", site, _carrier_key(carrier, tag), res, w), view)
+                    for site, carrier, tag, view in site_views(
+                        spec.site, spec.window_key or spec.carrier, part
+                    )
+                ]
+                for key, add in keyed:
                     vec = self.windows[key]
                     for k in range(NFIG + 1):
-                        vec[k] += part[k]
+                        vec[k] += add[k]
             year = datetime.fromtimestamp(minute / 1000, tz=UTC).year
-            for ykey in (
-                ("site", spec.site, spec.carrier, year),
-                ("cluster", spec.cluster, spec.carrier, year),
-            ):
+            ykeyed = [
+                (
+                    ("cluster", spec.cluster, spec.carrier, year),
+                    cluster_share(spec.window_key or spec.carrier, part),
+                )
+            ]
+            ykeyed += [
+                (("site", site, _carrier_key(carrier, tag), year), view)
+                for site, carrier, tag, view in site_views(
+                    spec.site, spec.window_key or spec.carrier, part
+                )
+            ]
+            for ykey, add in ykeyed:
                 yvec = self.ytd[ykey]
                 for k in range(NFIG + 1):
-                    yvec[k] += part[k]
+                    yvec[k] += add[k]
         if ts > self.latest.get(meter, (-1, 0.0))[0]:
             self.latest[meter] = (ts, value)
 
@@ -293,7 +318,8 @@ from(bucket: "{bucket}")
                 "cluster": rec.values.get("cluster"),
             }[level]
             ts = int(rec.get_time().timestamp() * 1000)
-            key = (level, ident, rec.values["carrier"], rec.values["res"], ts)
+            carrier = _carrier_key(rec.values["carrier"], rec.values.get("transfer") or "")
+            key = (level, ident, carrier, rec.values["res"], ts)
             out[key][rec.get_field()] = rec.get_value()
     return out
 
@@ -352,7 +378,7 @@ from(bucket: "{bucket}")
                 key = (
                     "site" if site else "cluster",
                     site or v["cluster"],
-                    v["carrier"],
+                    _carrier_key(v["carrier"], v.get("transfer") or ""),
                     int(v["year"]),
                 )
                 ytd[key][rec.get_field()] = rec.get_value()
