@@ -125,7 +125,7 @@ class Reject:
             ("clustertwin-dl-time", str(int(time.time() * 1000)).encode()),
         ]
         if self.index is not None:
-            hs.append(("clustertwin-dl-reading-index", str(self.index).encode()))
+            hs.append((deadletter.READING_INDEX_HEADER, str(self.index).encode()))
         size = len(self._full_payload())
         if size > MAX_DEADLETTER_BYTES:
             # the payload is the first MAX_DEADLETTER_BYTES bytes; this is the whole size

@@ -12,7 +12,8 @@ what was refused and whose headers say why. Three shapes, told apart by their he
   readings already counted (same meter and time) and count once;
 * **one refused sample at the edge** (a connector): the sample's own bytes and its reason. A
   connector judges samples one at a time as devices deliver them, so there is no envelope to
-  group; ``read`` takes any of the three.
+  group; ``read`` takes any of the three (and the envelopes of one that workers wrote per
+  rejected reading before the grouped format).
 
 The grouped header is bounded (``MAX_REJECTED_BYTES``): past it, index lists are cut and
 whole groups only counted, so a 100,000-reading envelope never makes a record Kafka refuses.
@@ -32,6 +33,9 @@ REASON_HEADER: Final = "clustertwin-reason"
 KIND_HEADER: Final = "clustertwin-dl-kind"
 REJECTED_HEADER: Final = "clustertwin-dl-rejected"
 TRUNCATED_HEADER: Final = "clustertwin-dl-truncated"
+#: One rejected reading's position: the per-reading dead letters workers wrote before the
+#: grouped format (an envelope of one); still read, so a topic holding both reads as one.
+READING_INDEX_HEADER: Final = "clustertwin-dl-reading-index"
 #: Longest ``clustertwin-reason`` (bytes): a header, not a document.
 MAX_REASON_BYTES: Final = 2000
 #: Largest ``clustertwin-dl-rejected`` value: far below the 64 KiB the dead-letter payload
@@ -172,6 +176,9 @@ def read(headers: Iterable[tuple[str, bytes]]) -> DeadLetter:
     truncated = int(h[TRUNCATED_HEADER]) if TRUNCATED_HEADER in h else None
     raw = h.get(REJECTED_HEADER)
     if raw is None:
+        if READING_INDEX_HEADER in h:  # an envelope of one (before the grouped format)
+            index = int(h[READING_INDEX_HEADER])
+            return DeadLetter(reason, {reason_group(reason): [index]}, 1, 1, True, truncated)
         return DeadLetter(reason, {}, 0, 0, True, truncated)
     body = orjson.loads(raw)
     groups = {g["reason"]: _expand(g["indices"]) for g in body["groups"]}

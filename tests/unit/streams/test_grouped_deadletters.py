@@ -151,3 +151,16 @@ def test_a_grouped_dead_letter_too_big_for_the_topic_keeps_its_head_and_says_so(
     assert got.rejected == 1 and got.groups == {
         "meter 'nope': unknown meter 'nope' in cluster 'c'": [0]
     }
+
+
+def test_every_shape_of_dead_letter_reads_alike():
+    rec = record("a", [reading("gas-a", T0, 1.0), reading("nope", T0, 1.0)], 0)
+    batch = decode_batch([rec], catalog())
+    (one,) = batch.rejects  # the per-reading reject, as written one by one before grouping
+    (letter,) = batch.deadletters()
+    old, new = deadletter.read(one.headers()), deadletter.read(letter.headers())
+    assert old.groups == new.groups == {"meter 'nope': unknown meter 'nope' in cluster 'c'": [1]}
+    assert (old.rejected, new.rejected, new.readings) == (1, 1, 2)
+    # an edge sample's dead letter: its reason, no readings listed
+    edge = deadletter.read([(deadletter.REASON_HEADER, b"unknown meter 'x' in cluster 'c'")])
+    assert (edge.reason, edge.groups, edge.rejected) == ("unknown meter 'x' in cluster 'c'", {}, 0)
