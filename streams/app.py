@@ -242,6 +242,11 @@ class SiteDelivery:
         self._twin = twin
 
     async def take(self, batch: Batch) -> None:
+        # cut by bytes: each part is prepared, stored and acknowledged on its own (in order)
+        for part in batch.split(self._twin.cfg.batch_max_bytes):
+            await self._take(part)
+
+    async def _take(self, batch: Batch) -> None:
         twin = self._twin
         records = batch.records
 

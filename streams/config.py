@@ -47,6 +47,13 @@ class StreamSettings(BaseSettings):
     )
     batch_max: int = Field(2000, ge=1, description="records per processing batch")
     batch_within_s: float = Field(0.2, gt=0, description="max wait to fill a batch")
+    batch_max_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1,
+        description="bytes of record values per stored batch (a batch taken is cut into "
+        "runs of at most this much; a bigger record alone): bounds a batch's work on a burst "
+        "of huge envelopes well below the stall watchdog",
+    )
     overlap_commits: bool = Field(
         True,
         description="compute the next batch while the previous one is being stored; off: "

@@ -276,8 +276,8 @@ class SiteStage:
             self.counters.first_batch_wall = time.time()
             self.counters.first_batch_cpu = time.process_time()
         decoded = decode_batch(records, self.catalog, self.limits)
-        c.readings += len(decoded.env) + sum(1 for r in decoded.rejects if r.index is not None)
-        deadletters: list[Reject] = list(decoded.rejects)
+        c.readings += len(decoded.env) + decoded.rejected_readings()
+        deadletters: list[Reject] = decoded.deadletters()  # one per record (grouped)
         late: list[Reject] = []
         states: dict[str, SiteState] = {}
         updates: list[WindowUpdate] = []

@@ -38,6 +38,7 @@ from connectors.sdk.base import (
 from connectors.sdk.buffer import BufferFull, DiskBuffer, Record
 from connectors.sdk.metrics import ConnectorMetrics
 from connectors.sdk.publisher import KafkaPublisher, producer_config
+from twin import deadletter
 from twin.contract import unknown_meter
 from twin.readings import (
     SCHEMA_VERSION,
@@ -53,7 +54,7 @@ from twin.readings import (
 
 log = logging.getLogger(__name__)
 
-REASON_HEADER = "clustertwin-reason"
+REASON_HEADER = deadletter.REASON_HEADER  # one sample, one dead letter: twin/deadletter.py
 SOURCE_HEADER = "clustertwin-source"
 
 

@@ -6,8 +6,9 @@ Two kinds, each with what the worker must do with it:
   dead letter's value (malformed JSON, NaN/Infinity literals, non-UTF-8, wrong envelope types,
   unknown cluster or site, key not the site, wrong schema header, too many readings, too big).
 * ``BadReading``: one reading slipped into an otherwise good envelope of a site; it must be
-  dead-lettered alone (an envelope of one, ``clustertwin-dl-reading-index`` = its position)
-  while the good readings beside it are counted (wrong types, missing fields, unknown or
+  listed, at its position and with its reason, in the one dead letter of its envelope (the
+  envelope's bytes, ``clustertwin-dl-rejected``: ``twin.deadletter``) while the good readings
+  beside it are counted (wrong types, missing fields, unknown or
   foreign meter, wrong unit/carrier/quality, negative, huge, out-of-range numbers, far past
   and far future timestamps).
 
