@@ -32,12 +32,15 @@ import numpy as np
 
 from streams.meter_vectors import MeterVectors
 from streams.windows import (
+    GAP_FILLED,
     NFIG,
     RESOLUTIONS,
     SiteBatch,
     SiteState,
     WindowUpdate,
     _meter_columns,
+    add_quality,
+    count_quality,
     split_intervals,
     window_sums,
     year_of,
@@ -127,11 +130,67 @@ def _unstored(
         known.append((m, r.ts, r.start, r.vec))
     keys = (batch.meter[late].astype(np.int64) << np.int64(42)) + batch.ts[late]
     new_mask = np.ones(late.size, dtype=bool)
+    replacing = _replacing(state, batch, late, catalog)
     for i, k in enumerate(keys.tolist()):
         got = before.get(k)
+        if replacing[i]:
+            continue  # the stored one is the fill it replaces (the state still counts it)
         if got is not None and not (got[0] == state.partition and got[1] > prev_offset):
             new_mask[i] = False
     return known, new_mask
+
+
+def _replacing(
+    state: SiteState, batch: SiteBatch, sel: np.ndarray, catalog: MeterVectors
+) -> np.ndarray:
+    """Which of ``sel`` are real readings of a counted fill's meter and ts (the replace
+    rule, ``streams.windows.replaces_fill``)."""
+    out = np.zeros(sel.size, dtype=bool)
+    names = catalog.specs
+    for i, j in enumerate(sel.tolist()):
+        if int(batch.quality[j]) == GAP_FILLED:
+            continue
+        by = state.fills.get(names[int(batch.meter[j])].meter)
+        out[i] = by is not None and int(batch.ts[j]) in by
+    return out
+
+
+def _take_out_fills(
+    state: SiteState, batch: SiteBatch, added: np.ndarray, catalog: MeterVectors
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fills the added readings replace, out of the state (fills, year to date by
+    quality, latest reading; the real reading's time is remembered while its 1-min window
+    is open, so a repeat of it is a duplicate): their meter, ts, start and figures."""
+    meters: list[int] = []
+    stamps: list[int] = []
+    starts: list[int] = []
+    vecs: list[list[int]] = []
+    names = catalog.specs
+    for j in np.flatnonzero(_replacing(state, batch, added, catalog)).tolist():
+        i = int(added[j])
+        m, t = int(batch.meter[i]), int(batch.ts[i])
+        name = names[m].meter
+        by = state.fills[name]
+        fill = by.pop(t)
+        if not by:
+            del state.fills[name]
+        meters.append(m)
+        stamps.append(t)
+        starts.append(fill[0])
+        vecs.append(fill[1:])
+        add_quality(state, t, GAP_FILLED, fill[1:], -1)
+        last = state.last.get(name)
+        if last is not None and last[0] == t:
+            state.last[name] = [t, float(batch.value[i]), int(batch.quality[i])]
+        if t >= state.closed["1m"]:
+            state.seen.setdefault(name, []).append(t)
+    state.replaced += len(meters)
+    return (
+        np.array(meters, np.int64),
+        np.array(stamps, np.int64),
+        np.array(starts, np.int64),
+        np.array(vecs, np.int64).reshape(-1, NFIG),
+    )
 
 
 def restate(
@@ -161,13 +220,25 @@ def restate(
         return out
     priced = catalog.price(batch.row[added], batch.value[added])
     out.added, out.priced = added, priced
-    state.late += int(added.size)
+    removed = split_intervals(*_take_out_fills(state, batch, added, catalog))
+    state.late += int(added.size) - int(removed[2][:, NFIG].sum())
     state.accepted += int(added.size)
+    count_quality(state, batch, added, priced, catalog)
     starts = batch.starts()
     new_parts = split_intervals(batch.meter[added], batch.ts[added], starts[added], priced)
+    # a replaced fill's parts count negatively: what the readings add is the difference
+    new_parts = (
+        np.concatenate([new_parts[0], removed[0]]),
+        np.concatenate([new_parts[1], removed[1]]),
+        np.concatenate([new_parts[2], -removed[2]]),
+    )
     hours = set(np.unique(new_parts[1] - new_parts[1] % HOUR).tolist())
 
     meter, ts, figs_all = _hour_parts(known, batch, ((live, live_priced), (added, priced)), hours)
+    if removed[0].size:  # the windows a replaced fill leaves empty are written again, as 0
+        meter = np.concatenate([meter, removed[0]])
+        ts = np.concatenate([ts, removed[1]])
+        figs_all = np.concatenate([figs_all, np.zeros_like(removed[2])])
 
     meter_names, carriers, carrier_code, carrier_names = _meter_columns(catalog)
     touched_meters = set(batch.meter[added].tolist())

@@ -164,12 +164,15 @@ def reading_line(
     partition: int,
     offset: int,
     start: int = -1,
+    explicit_start: bool = False,
 ) -> str:
     """One accepted reading as stored: its value, its priced figures in nano-units (what it
     added to its windows, so a restatement can recompute them exactly), its interval start
     if it has one, and the record that brought it (so a replay after a crash can tell its
     own unstored effect from a duplicate)."""
-    interval = f"{_R_START}{start}i" if start >= 0 else ""
+    # ``explicit_start``: a reading that may overwrite a stored gap fill (the same series and
+    # time) writes its start even when it has none (-1), or the fill's would stay on the point
+    interval = f"{_R_START}{start}i" if start >= 0 or explicit_start else ""
     tags = _meter_tags(schema.METER_READING, twin, cluster, site, meter)
     return (
         f"{tags}{_VALUE}{float(value)!r}{_QUALITY}{_str_field(quality)}"

@@ -47,6 +47,7 @@ from streams.windows import (
     WindowUpdate,
     apply_batch,
     close_windows,
+    read_back_extent,
 )
 
 
@@ -321,7 +322,11 @@ class SiteStage:
             late_result = None
             if result.late.size:
                 # readings that end up to the longest interval later reach into these hours
-                stored = yield (state.cluster, site, _read_back_spans(state, batch, result))
+                stored = yield (
+                    state.cluster,
+                    site,
+                    _read_back_spans(state, batch, result, self.catalog),
+                )
                 at = max(decoded.envelopes[i].record.timestamp for i in env_ids)
                 late_result = self._restate(state, batch, result, stored or [], at, updates, lines)
                 c.late += int(late_result.added.size)
@@ -439,7 +444,7 @@ class SiteStage:
             )
             for r in out.restatements
         )
-        lines.extend(self._reading_lines(state, batch, out.added, out.priced))
+        lines.extend(self._reading_lines(state, batch, out.added, out.priced, explicit_start=True))
         return out
 
     def _note_latest(self, state: SiteState, batch: SiteBatch, sel: np.ndarray) -> None:
@@ -453,7 +458,12 @@ class SiteStage:
                 state.last[name] = [t, float(batch.value[i]), int(batch.quality[i])]
 
     def _reading_lines(
-        self, state: SiteState, batch: SiteBatch, sel: np.ndarray, priced: np.ndarray
+        self,
+        state: SiteState,
+        batch: SiteBatch,
+        sel: np.ndarray,
+        priced: np.ndarray,
+        explicit_start: bool = False,
     ) -> list[str]:
         """The stored form of accepted readings (what a later restatement reads back)."""
         names = self.catalog.specs
@@ -470,6 +480,7 @@ class SiteStage:
                 state.partition,
                 off,
                 st,
+                explicit_start,
             )
             for m, t, v, q, off, vec, st in zip(
                 batch.meter[sel].tolist(),
@@ -593,7 +604,7 @@ def _closes_any(state: SiteState, now_ms: int, stage: SiteStage) -> bool:
 
 
 def _read_back_spans(
-    state: SiteState, batch: SiteBatch, result: ApplyResult
+    state: SiteState, batch: SiteBatch, result: ApplyResult, catalog: MeterVectors
 ) -> list[tuple[int, int]]:
     """The time ranges of stored readings a restatement of ``result.late`` needs: their
     hours, and as much after them as the site's longest interval reaches back."""
@@ -601,7 +612,8 @@ def _read_back_spans(
     if late_start.size and late_start.max() >= 0:
         spans = batch.ts[result.late] - late_start
         state.max_interval = max(state.max_interval, int(spans.max()))
-    return [(a, b + state.max_interval) for a, b in hour_spans(batch.ts[result.late], late_start)]
+    ts, start = read_back_extent(state, batch, result.late, catalog)  # and replaced fills
+    return [(a, b + state.max_interval) for a, b in hour_spans(ts, start)]
 
 
 def _year_end(year: int) -> int:
