@@ -66,7 +66,7 @@ from streams.stored import InfluxStore, SettledReads
 from streams.twinlink import plans_from_twin
 from streams.webview import ViewSource
 from streams.webview import install as install_view
-from streams.windows import SiteState
+from streams.windows import SiteState, completeness
 
 log = logging.getLogger("streams")
 
@@ -366,6 +366,7 @@ def install_twin_views(app: faust.App, twin: Twin) -> None:
             return _json({"error": f"unknown cluster {cluster!r}"}, status=404)
         body = twin.cluster_stage.twin_json(cluster)
         body["sites"] = catalog.clusters[cluster]
+        body["completeness"] = cluster_completeness(twin, catalog.clusters[cluster])
         return _json(body)
 
     async def site_view(view: Any, request: Any, **match: Any) -> Any:
@@ -388,6 +389,23 @@ def install_twin_views(app: faust.App, twin: Twin) -> None:
     site_get = when_ready(readiness, route(table=twin.sites_table, match_info="site")(site_view))
     app.page("/twin/{cluster}/")(type("ClusterView", (faust.web.View,), {"get": cluster_get}))
     app.page("/twin/{cluster}/{site}/")(type("SiteView", (faust.web.View,), {"get": site_get}))
+
+
+def cluster_completeness(twin: Twin, sites: Any) -> dict[str, Any]:
+    """The cluster's measured, estimated and gap-filled figures and shares: the sums of its
+    sites' (``streams.windows.completeness``), of the sites this worker holds
+    (``sites_counted``; with several workers, the others hold the rest)."""
+    qytd: dict[tuple[int, str, int], list[int]] = {}
+    counted = []
+    for site in sites:
+        state = twin.site_state(site)
+        if state is None:
+            continue
+        counted.append(site)
+        for key, vec in state.qytd.items():
+            acc = qytd.setdefault(key, [0] * len(vec))
+            acc[:] = [a + b for a, b in zip(acc, vec, strict=True)]
+    return {"sites_counted": counted, "by_year": completeness(qytd)}
 
 
 def install_live_view(app: faust.App, twin: Twin) -> None:

@@ -178,7 +178,7 @@ def _take_out_fills(
         stamps.append(t)
         starts.append(fill[0])
         vecs.append(fill[1:])
-        add_quality(state, t, GAP_FILLED, fill[1:], -1)
+        add_quality(state, t, catalog.carrier[m], GAP_FILLED, fill[1:], -1)
         last = state.last.get(name)
         if last is not None and last[0] == t:
             state.last[name] = [t, float(batch.value[i]), int(batch.quality[i])]

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -143,13 +143,36 @@ def latest_line(
 
 
 def ytd_line(
-    twin: str, cluster: str, site: str, carrier: str, year: int, vec: Sequence[int], ts: int
+    twin: str,
+    cluster: str,
+    site: str,
+    carrier: str,
+    year: int,
+    vec: Sequence[int],
+    ts: int,
+    extra: str = "",
 ) -> str:
+    """``extra``: more fields of the same point (``quality_fields``), comma first."""
     scope = f"{_SITE}{_esc(site)}" if site else ""
     return (
         f"{schema.TWIN_YTD}{_TWIN}{_esc(twin)}{_CLUSTER}{_esc(cluster)}{scope}"
-        f"{_CARRIER}{_esc(carrier)}{_YEAR}{year} {_figure_fields(vec)} {ts}"
+        f"{_CARRIER}{_esc(carrier)}{_YEAR}{year} {_figure_fields(vec)}{extra} {ts}"
     )
+
+
+def quality_fields(by_quality: Mapping[str, Sequence[int]]) -> str:
+    """The completeness fields of a twin_ytd point (``schema.quality_field``), comma first,
+    from figure vectors per quality name (nano-units, the count last)."""
+    tco2e = sum(int(v[1]) + int(v[2]) for v in by_quality.values())
+    out = []
+    for q, v in by_quality.items():
+        out.append(f",{schema.quality_field(q, schema.TCO2E)}={int(v[1]) + int(v[2])}e-9")
+        out.append(f",{schema.quality_field(q, schema.ENERGY_MWH)}={int(v[0])}e-9")
+        out.append(f",{schema.quality_field(q, schema.READINGS)}={int(v[-1])}i")
+        if tco2e:
+            share = (int(v[1]) + int(v[2])) / tco2e
+            out.append(f",{schema.quality_field(q, schema.QUALITY_SHARE)}={share!r}")
+    return "".join(out)
 
 
 def reading_line(

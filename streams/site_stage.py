@@ -37,7 +37,14 @@ from streams.eventtime import cluster_clocks
 from streams.meter_vectors import MeterVectors
 from streams.priced import PricedMessages
 from streams.restate import RestateResult, StoredReading, hour_spans, restate
-from streams.sink import latest_line, reading_line, restatement_line, window_line, ytd_line
+from streams.sink import (
+    latest_line,
+    quality_fields,
+    reading_line,
+    restatement_line,
+    window_line,
+    ytd_line,
+)
 from streams.stored import ReadingStore
 from streams.windows import (
     RESOLUTIONS,
@@ -46,6 +53,7 @@ from streams.windows import (
     SiteState,
     WindowUpdate,
     apply_batch,
+    by_quality,
     close_windows,
     read_back_extent,
 )
@@ -508,6 +516,7 @@ class SiteStage:
                 year,
                 vec,
                 min(ts, _year_end(year) - hour),
+                quality_fields(by_quality(state.qytd, year, carrier)),
             )
             for (year, carrier), vec in state.ytd.items()
         ]

@@ -78,8 +78,8 @@ class SiteState:
     # meter -> {ts: [start, *figures]}: the gap fills counted and not yet replaced (the
     # replace rule below); what a real reading of the same meter and ts takes out
     fills: dict[str, dict[int, list[int]]] = field(default_factory=dict)
-    # (year, quality code) -> vec: the year to date by data quality (completeness)
-    qytd: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    # (year, carrier, quality code) -> vec: the year to date by data quality (completeness)
+    qytd: dict[tuple[int, str, int], list[int]] = field(default_factory=dict)
     replaced: int = 0  # fills replaced by real readings
 
     # -- (de)serialisation: the changelog value ------------------------------------------
@@ -120,7 +120,7 @@ class SiteState:
         s.accepted, s.late, s.duplicates = d["n"]
         for r in d.get("gf", ()):
             s.fills.setdefault(r[0], {})[r[1]] = r[2:]
-        s.qytd = {(r[0], r[1]): r[2:] for r in d.get("q", ())}
+        s.qytd = {(r[0], r[1], r[2]): r[3:] for r in d.get("q", ())}
         s.replaced = d.get("rp", 0)
         return s
 
@@ -410,7 +410,7 @@ def count_quality(
     ``ts``), and counted fills into ``state.fills`` (what a real reading would take out)."""
     if sel.size == 0:
         return
-    names = _meter_columns(catalog)[0]
+    names, carriers = _meter_columns(catalog)[:2]
     starts = batch.starts()
     for m, t, q, st, vec in zip(
         batch.meter[sel].tolist(),
@@ -420,13 +420,16 @@ def count_quality(
         priced.tolist(),
         strict=True,
     ):
-        add_quality(state, t, q, vec, sign)
+        add_quality(state, t, carriers[m], q, vec, sign)
         if q == GAP_FILLED:
             state.fills.setdefault(names[m], {})[t] = [st, *vec]
 
 
-def add_quality(state: SiteState, ts: int, quality: int, vec: Sequence[int], sign: int) -> None:
-    key = (year_of(ts - ts % 3_600_000), quality)
+def add_quality(
+    state: SiteState, ts: int, carrier: str, quality: int, vec: Sequence[int], sign: int
+) -> None:
+    """A reading's figures (``sign`` -1: taken out) into the year to date by quality."""
+    key = (year_of(ts - ts % 3_600_000), carrier, quality)
     got = state.qytd.get(key)
     if got is None:
         got = state.qytd[key] = [0] * (NFIG + 1)
@@ -435,13 +438,26 @@ def add_quality(state: SiteState, ts: int, quality: int, vec: Sequence[int], sig
     got[NFIG] += sign
 
 
-def completeness(qytd: dict[tuple[int, int], list[int]]) -> dict[str, dict[str, Any]]:
+def by_quality(
+    qytd: dict[tuple[int, str, int], list[int]], year: int, carrier: str | None = None
+) -> dict[str, list[int]]:
+    """A year's figures per quality name, of one carrier or (None) all of them."""
+    out = {q: [0] * (NFIG + 1) for q in QUALITY_NAMES}
+    for (y, c, code), vec in qytd.items():
+        if y == year and (carrier is None or c == carrier):
+            acc = out[QUALITY_NAMES[code]]
+            for k in range(NFIG + 1):
+                acc[k] += vec[k]
+    return out
+
+
+def completeness(qytd: dict[tuple[int, str, int], list[int]]) -> dict[str, dict[str, Any]]:
     """Per year: the figures of measured, estimated and gap-filled readings, and each one's
     share of the year's tCO2e (scope 1 + scope 2 location) and of its MWh (None when the
     total is zero)."""
     out: dict[str, dict[str, Any]] = {}
-    for year in sorted({y for y, _ in qytd}):
-        by = {q: qytd.get((year, code), [0] * (NFIG + 1)) for code, q in enumerate(QUALITY_NAMES)}
+    for year in sorted({y for y, _, _ in qytd}):
+        by = by_quality(qytd, year)
         tco2e = sum(v[1] + v[2] for v in by.values())
         mwh = sum(v[0] for v in by.values())
         out[str(year)] = {

@@ -93,9 +93,10 @@ def quality_ytd(w: Any) -> dict[tuple[str, int, str], list[int]]:
         if key.startswith(b"\x00") or raw is None:
             continue
         state = SiteState.loads(raw)
-        for (year, q), vec in state.qytd.items():
+        for (year, _, q), vec in state.qytd.items():
             if any(vec):
-                out[(state.site, year, QUALITY_NAMES[q])] = vec
+                acc = out.setdefault((state.site, year, QUALITY_NAMES[q]), [0] * len(vec))
+                acc[:] = [a + b for a, b in zip(acc, vec, strict=True)]
     return out
 
 

@@ -99,6 +99,10 @@ def test_a_silent_meter_is_filled_by_mrr_then_replaced_by_its_recovered_readings
     asyncio.run(w.deliver([("a", sent)]))
     share = _state(w).twin()["completeness"]
     assert sum(y["gap_filled"]["readings"] for y in share.values()) == 3
+    assert _ytd_field(w, "gap_filled_readings") == "3i"
+    gf = sum(float(y["gap_filled"]["tco2e"]) for y in share.values())
+    total = gf + sum(float(y["measured"]["tco2e"]) for y in share.values())
+    assert abs(float(_ytd_field(w, "gap_filled_share")) - gf / total) < 1e-12
     # the meter's data is recovered, out of order, hours late
     recovered = list(missing)
     random.Random(3).shuffle(recovered)
@@ -110,3 +114,11 @@ def test_a_silent_meter_is_filled_by_mrr_then_replaced_by_its_recovered_readings
     final = _state(w)
     assert not final.fills and final.replaced == 3
     assert sum(y["gap_filled"]["readings"] for y in final.twin()["completeness"].values()) == 0
+    assert _ytd_field(w, "gap_filled_readings") == "0i"
+    assert _ytd_field(w, "measured_readings") == "33i"
+
+
+def _ytd_field(w: Worker, name: str) -> str:
+    """A field of the newest site twin_ytd point (a year-boundary-free stream: one year)."""
+    points = [(ts, f) for tags, ts, f in w.store.series("twin_ytd") if tags.get("site") == "a"]
+    return max(points, key=lambda p: p[0])[1][name]
