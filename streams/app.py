@@ -37,7 +37,12 @@ from streams.config import StreamSettings
 from streams.delivery import OverlappedCommits, PreparedBatch, Topics
 from streams.end_offsets import EndOffsets
 from streams.envelope import Limits
-from streams.gapfill import GapFiller, InfluxReference, declarations_from_twin
+from streams.gapfill import (
+    GapFiller,
+    InfluxReference,
+    declarations_from_file,
+    declarations_from_twin,
+)
 from streams.meter_vectors import MeterVectors
 from streams.priced import priced_topic
 from streams.progress_series import ProgressWriter
@@ -116,7 +121,7 @@ def create_app(
     batch_agent(app, updates, "cluster-stage", batching, cluster_batch)
 
     twin.gapfill = GapFiller(
-        _fill_declarations(cfg),
+        _fill_declarations(cfg, catalog),
         InfluxReference(sink),
         topic_sender([readings]),
         readings.get_topic_name(),
@@ -427,8 +432,12 @@ def install_live_view(app: faust.App, twin: Twin) -> None:
     app.on_webserver_init = _on_webserver_init  # type: ignore[method-assign]
 
 
-def _fill_declarations(cfg: StreamSettings) -> dict[str, Any]:
-    """The gap-fill declarations of the twin's cluster files (none with a compiled catalog)."""
+def _fill_declarations(cfg: StreamSettings, catalog: MeterVectors) -> dict[str, Any]:
+    """The gap-fill declarations: of the gap-fill file if set (a bad one stops the start:
+    its error names the meter), else of the twin's cluster files (none with a compiled
+    catalog)."""
+    if cfg.gapfill_file is not None:
+        return declarations_from_file(cfg.gapfill_file, catalog)
     if cfg.catalog_file is not None:
         return {}
     try:

@@ -32,12 +32,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+import yaml
 
 from streams import influx_schema as schema
 from streams.eventtime import cluster_clocks
+from streams.meter_vectors import MeterVectors
 from streams.sink import InfluxSink
 from streams.stored import _flux_time, flux_string
 from streams.windows import SiteState
@@ -113,6 +116,47 @@ def declarations_from_twin(names: Sequence[str]) -> dict[str, list[FillDecl]]:
                         out.setdefault(site.id, []).append(
                             FillDecl(cluster.id, site.id, m.id, m.carrier.value, m.unit, m.gap_fill)
                         )
+    return out
+
+
+class GapFillFileError(ValueError):
+    """A gap-fill file that cannot be used, naming the meter and the rule."""
+
+
+def declarations_from_file(path: Path, catalog: MeterVectors) -> dict[str, list[FillDecl]]:
+    """Per site, the declarations of a gap-fill file (``meters: {meter id: gap_fill}``) for
+    the meters of a compiled catalog; a fill reading is in the meter's first unit."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from twin.gapfill import GapFill
+
+    raw = yaml.safe_load(path.read_text()) or {}
+    meters = raw.get("meters") if isinstance(raw, dict) else None
+    if not isinstance(meters, dict):
+        raise GapFillFileError(f"{path}: expected a mapping 'meters: {{meter id: gap_fill}}'")
+    adapter: TypeAdapter[MrrConservative | LastGood] = TypeAdapter(GapFill)
+    out: dict[str, list[FillDecl]] = {}
+    problems = []
+    for meter, body in meters.items():
+        i = catalog.index.get(str(meter))
+        if i is None:
+            problems.append(f"meter {meter!r}: not in the catalog")
+            continue
+        try:
+            method = adapter.validate_python(body)
+        except ValidationError as e:
+            problems += [
+                f"meter {meter!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}"
+                for err in e.errors()
+            ]
+            continue
+        spec = catalog.specs[i]
+        decl = FillDecl(
+            spec.cluster, spec.site, spec.meter, spec.carrier, next(iter(spec.units)), method
+        )
+        out.setdefault(spec.site, []).append(decl)
+    if problems:
+        raise GapFillFileError(f"{path}: " + "; ".join(problems))
     return out
 
 
