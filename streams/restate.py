@@ -233,6 +233,12 @@ def restate(
         np.concatenate([new_parts[2], -removed[2]]),
     )
     hours = set(np.unique(new_parts[1] - new_parts[1] % HOUR).tolist())
+    carrier_code = _meter_columns(catalog)[2]
+    replaced: dict[tuple[int, int], int] = defaultdict(int)  # fills out, per (carrier, hour)
+    for m, t, n in zip(
+        removed[0].tolist(), removed[1].tolist(), removed[2][:, NFIG].tolist(), strict=True
+    ):
+        replaced[(int(carrier_code[m]), t - t % HOUR)] += n
 
     meter, ts, figs_all = _hour_parts(known, batch, ((live, live_priced), (added, priced)), hours)
     if removed[0].size:  # the windows a replaced fill leaves empty are written again, as 0
@@ -285,11 +291,21 @@ def restate(
                     [a - b for a, b in zip(vec, plus, strict=True)],
                     list(vec),
                     plus[NFIG],
-                    f"{plus[NFIG]} reading(s) arrived after the window had closed",
+                    _reason(plus[NFIG], replaced.get((k, w), 0)),
                 )
             )
     _grow_year_to_date(state, add_by, carrier_names)
     return out
+
+
+def _reason(net_added: int, fills_replaced: int) -> str:
+    """The restatement record's why: late readings, and gap fills they replaced."""
+    if not fills_replaced:
+        return f"{net_added} reading(s) arrived after the window had closed"
+    return (
+        f"{fills_replaced} gap fill(s) replaced by the real reading(s), "
+        f"{net_added + fills_replaced} reading(s) in"
+    )
 
 
 def _grow_year_to_date(
