@@ -17,6 +17,7 @@ import re
 from dashboards.flux import Flux, Var, string
 from dashboards.model import ClusterTargets, load_facts
 from streams import influx_schema as s
+from streams.transfers import ELIMINATED_TAG_PREFIX
 
 TWIN = Var("twin")
 CLUSTER = Var("cluster")
@@ -85,8 +86,12 @@ def _last_closed_minute(flux: Flux) -> Flux:
 
 
 def cluster_rate_now() -> Flux:
-    """Cluster emissions rate over the last closed minute (tCO2e/h)."""
-    return _last_closed_minute(_windows(s.SITE_WINDOW))
+    """Cluster emissions rate over the last closed minute (tCO2e/h): its site windows less
+    the energy transfers a neighbour already counted (``streams.transfers``)."""
+    eliminated = f"r.{s.TRANSFER} =~ /^{ELIMINATED_TAG_PREFIX}/"
+    return _last_closed_minute(
+        _windows(s.SITE_WINDOW).filter_raw(f"not exists r.{s.TRANSFER} or not ({eliminated})")
+    )
 
 
 def site_rate_now() -> Flux:

@@ -19,15 +19,24 @@ from streams.delivery import Counters, StateTable, Write, settle
 from streams.meter_vectors import MeterVectors
 from streams.sink import window_line, ytd_line
 from streams.stored import ReadingStore, SiteWindows
+from streams.transfers import attributed, cluster_view
 from streams.windows import (
     NFIG,
     RESOLUTIONS,
     WindowUpdate,
     cluster_key,
     figures,
+    padded,
     parse_cluster_key,
     sum_vecs,
 )
+
+
+def _held(raw: bytes) -> dict[str, dict[str, list[int]]]:
+    """A window as the table holds it (carrier -> site -> figures); one stored before the
+    gases were kept reads with gases of 0."""
+    value: dict[str, dict[str, list[int]]] = orjson.loads(raw)
+    return {c: {s: padded(v) for s, v in sites.items()} for c, sites in value.items()}
 
 
 @dataclass
@@ -47,7 +56,7 @@ class _Folded:
         if key in self.entries:
             return self.entries[key][1]
         raw = self.table.get(key)
-        value: dict[str, Any] = orjson.loads(raw) if raw else {}
+        value: dict[str, Any] = _held(raw) if raw else {}
         self.entries[key] = (partition, value)
         return value
 
@@ -131,17 +140,17 @@ class ClusterStage:
                         self.on_late(cluster, res, start)
                     folded.late.setdefault((cluster, res), {}).setdefault(start, {}).setdefault(
                         carrier, {}
-                    )[site] = row[3 : 3 + NFIG + 1]
+                    )[site] = padded(row[3 : 3 + NFIG + 1])
                     continue
                 e = folded.entry(key, partition)
-                e.setdefault(carrier, {})[site] = row[3 : 3 + NFIG + 1]
+                e.setdefault(carrier, {})[site] = padded(row[3 : 3 + NFIG + 1])
                 folded.touched.add(key)
                 wm = max(wm, end)
             for row in data.get("ytd", []):
                 year, carrier = int(row[0]), row[1]
                 key = cluster_key(cluster, "ytd", year)
                 e = folded.entry(key, partition)
-                e.setdefault(carrier, {})[site] = row[2 : 2 + NFIG + 1]
+                e.setdefault(carrier, {})[site] = padded(row[2 : 2 + NFIG + 1])
                 folded.touched.add(key)
         self._wm[cluster] = wm
 
@@ -151,7 +160,7 @@ class ClusterStage:
         for key in folded.touched:
             cluster, res, start = parse_cluster_key(key)
             _, value = folded.entries[key]
-            for carrier, sites in value.items():
+            for carrier, sites in cluster_view(value).items():
                 total = sum_vecs(sites.values())
                 if res == "ytd":
                     ts = max(self._wm.get(cluster, 0) - 1, 0)
@@ -189,8 +198,8 @@ class ClusterStage:
                         raw = self.table.get(key)
                         if raw is None:
                             continue
-                        value = orjson.loads(raw)
-                    for carrier, sites in value.items():
+                        value = _held(raw)
+                    for carrier, sites in cluster_view(value).items():
                         lines.append(
                             window_line(
                                 self.twin,
@@ -239,8 +248,9 @@ class ClusterStage:
                 merged = stored.get(start, {})
                 for carrier, sites in carriers.items():
                     merged.setdefault(carrier, {}).update(sites)
-                for carrier, sites in merged.items():
-                    if carrier not in carriers:
+                wanted = set(cluster_view(carriers))
+                for carrier, sites in cluster_view(merged).items():
+                    if carrier not in wanted:
                         continue
                     total = sum_vecs(sites.values())
                     u = WindowUpdate("cluster", cluster, "", "", carrier, res, start, total, True)
@@ -257,7 +267,7 @@ class ClusterStage:
                 continue
             raw = self.table.get(key)
             if raw is not None:
-                out[start] = orjson.loads(raw)
+                out[start] = _held(raw)
         return out
 
     def twin_json(self, cluster: str) -> dict[str, Any]:
@@ -272,11 +282,12 @@ class ClusterStage:
             raw = self.table.get(cluster_key(cluster, res, start))
             if raw is None:
                 continue
-            value = orjson.loads(raw)
+            value = _held(raw)
+            counted = cluster_view(value)
             out["windows"][res] = {
                 "start": start,
-                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in value.items()},
-                "total": figures(sum_vecs(v for s in value.values() for v in s.values())),
+                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in counted.items()},
+                "total": figures(sum_vecs(v for s in counted.values() for v in s.values())),
                 "sites_reporting": sorted({site for s in value.values() for site in s}),
             }
         for key in self._keys_of(cluster):
@@ -286,13 +297,15 @@ class ClusterStage:
             raw = self.table.get(key)
             if raw is None:
                 continue
-            value = orjson.loads(raw)
+            value = _held(raw)
+            counted, views = cluster_view(value), attributed(value)
             out["year_to_date"][str(year)] = {
-                "total": figures(sum_vecs(v for s in value.values() for v in s.values())),
-                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in value.items()},
+                "total": figures(sum_vecs(v for s in counted.values() for v in s.values())),
+                "by_carrier": {c: figures(sum_vecs(s.values())) for c, s in counted.items()},
+                # each site's own view: transfers credit the sender, charge the receiver
                 "by_site": {
-                    site: figures(sum_vecs(s[site] for s in value.values() if site in s))
-                    for site in sorted({x for s in value.values() for x in s})
+                    site: figures(sum_vecs(s[site] for s in views.values() if site in s))
+                    for site in sorted({x for s in views.values() for x in s})
                 },
             }
         return out

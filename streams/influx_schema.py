@@ -36,6 +36,10 @@ METER: Final = "meter"
 CARRIER: Final = "carrier"
 RES: Final = "res"  # window resolution: one of RESOLUTIONS
 YEAR: Final = "year"
+# site_window and twin_ytd of a transfer between sites (``streams.transfers``): on the
+# sender's point "<mode>><receiver>" (its energy and, for fuel that moves, the credit), on
+# the receiver's "<mode><<sender>" (the tonnes it is attributed); absent on other points.
+TRANSFER: Final = "transfer"
 
 RESOLUTIONS: Final = ("1m", "15m", "1h")
 
@@ -50,12 +54,24 @@ TCO2E_S2_LOCATION: Final = "tco2e_s2_location"
 TCO2E_S2_MARKET: Final = "tco2e_s2_market"
 TCO2E_S3_UPSTREAM: Final = "tco2e_s3_upstream"  # upstream (well-to-tank) of fuels and power
 SCOPE_FIELDS: Final = (TCO2E_S1, TCO2E_S2_LOCATION, TCO2E_S2_MARKET, TCO2E_S3_UPSTREAM)
+# Scope 1 by gas, in t of the gas (the order of ``twin.contract.GASES``): fossil CO2, CH4,
+# N2O, CO2e a factor gives only as CO2e; then two lines that are NOT in scope 1: biogenic CO2
+# (a memo item) and CO2 sent to capture/storage. tco2e_s1 is net of the captured CO2;
+# tco2e_s1_gross = tco2e_s1 + co2_captured_t.
+CO2_T: Final = "co2_t"
+CH4_T: Final = "ch4_t"
+N2O_T: Final = "n2o_t"
+CO2E_OTHER_T: Final = "co2e_other_t"
+CO2_BIOGENIC_T: Final = "co2_biogenic_t"
+CO2_CAPTURED_T: Final = "co2_captured_t"
+GAS_FIELDS: Final = (CO2_T, CH4_T, N2O_T, CO2E_OTHER_T, CO2_BIOGENIC_T, CO2_CAPTURED_T)
+TCO2E_S1_GROSS: Final = "tco2e_s1_gross"
 READINGS: Final = "readings"  # integer: readings that went into the window
 # bool: the window is final. Site and meter windows close after their grace period; cluster
 # windows only when they leave the cluster stage's retention (6 h), so "closed" figures for a
 # cluster are taken from its sites (cluster window = sum of its site windows).
 COMPLETE: Final = "complete"
-FIGURE_FIELDS: Final = (ENERGY_MWH, *SCOPE_FIELDS, TCO2E, READINGS)
+FIGURE_FIELDS: Final = (ENERGY_MWH, *SCOPE_FIELDS, TCO2E, *GAS_FIELDS, TCO2E_S1_GROSS, READINGS)
 
 # -- completeness: extra fields of the site twin_ytd points (per site, carrier and year) --------
 # Per data quality (measured, estimated, gap_filled): its tCO2e (scope 1 + 2 location), its
@@ -78,7 +94,7 @@ QUALITY: Final = "quality"  # measured | estimated | gap_filled
 # -- fields of meter_reading only: what a restatement needs to recompute a window exactly ------
 # The reading's priced figures as nano-unit integers, in the order of a figure vector
 # (energy, then the scopes of ``streams.meter_vectors.SCOPES``).
-READING_FIGURES: Final = ("e", "s1", "s2l", "s2m", "s3")
+READING_FIGURES: Final = ("e", "s1", "s2l", "s2m", "s3", "co2", "ch4", "n2o", "oth", "bio", "ccs")
 # The Kafka record that brought it (so a replay can tell its own unstored effect from a
 # duplicate), and its interval's start (epoch ms) when it has one.
 KAFKA_PARTITION: Final = "kp"

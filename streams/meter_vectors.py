@@ -21,11 +21,21 @@ from typing import Any
 import numpy as np
 
 from twin.contract import DEFAULT_MAX_VALUE
+from twin.contract import GASES as GASES
 from twin.contract import QUALITIES as QUALITIES  # the stream's modules name them from here
 from twin.contract import SCOPES as SCOPES
 
 # Quantum of every accumulated figure: 1e-9 MWh (1 mWh) and 1e-9 tCO2e (1 mg).
 NANO = 1_000_000_000
+#: Emission figures per unit: tCO2e per scope, then scope 1 by gas in t (GASES). A spec or a
+#: compiled file written before the gases were kept gives the scopes only: its gases are 0.
+EMISSION_FIGURES = len(SCOPES) + len(GASES)
+
+
+def full_figures(factors: Sequence[float]) -> tuple[float, ...]:
+    """Per-unit emission figures padded to ``EMISSION_FIGURES`` (missing gases: 0)."""
+    values = tuple(float(x) for x in factors)
+    return values + (0.0,) * (EMISSION_FIGURES - len(values))
 
 
 class CatalogError(ValueError):
@@ -38,7 +48,8 @@ class MeterSpec:
 
     ``units`` maps each accepted unit to (MWh per unit, (tCO2e per unit for each of SCOPES)):
     a gas meter in m3 is worth so many MWh and so many tonnes of scope 1 per m3; a process-CO2
-    meter in t is worth 0 MWh and 1 t of scope 1 per t.
+    meter in t is worth 0 MWh and 1 t of scope 1 per t. The scope factors may be followed by
+    the t of each gas of ``GASES`` per unit (scope 1 by gas); without them the gases are 0.
     """
 
     meter: str
@@ -58,15 +69,19 @@ class MeterSpec:
     #: the calorific basis of the meter's energy units ("net" or "gross"): a reading in
     #: another energy unit than the declared one is converted on the same basis
     calorific_basis: str = "net"
+    # the key its site windows are kept under: its carrier, or for a transfer between sites
+    # ``streams.transfers.transfer_key`` (whose tonnes they are is decided from it)
+    window_key: str = ""
 
     def __post_init__(self) -> None:
         if not self.units:
             raise CatalogError(f"meter {self.meter!r}: no accepted unit")
         for unit, (mwh, factors) in self.units.items():
-            if len(factors) != len(SCOPES):
+            if len(factors) not in (len(SCOPES), EMISSION_FIGURES):
                 raise CatalogError(
                     f"meter {self.meter!r} unit {unit!r}: need {len(SCOPES)} scope factors "
-                    f"({', '.join(SCOPES)}), got {len(factors)}"
+                    f"({', '.join(SCOPES)}), optionally followed by {len(GASES)} gas factors "
+                    f"({', '.join(GASES)}), got {len(factors)}"
                 )
             if not all(np.isfinite([mwh, *factors])):
                 raise CatalogError(f"meter {self.meter!r} unit {unit!r}: non-finite factor")
@@ -91,6 +106,7 @@ class MeterVectors:
     factors: np.ndarray = field(init=False)
     unit_rows: dict[tuple[int, str], int] = field(init=False)
     allow_negative: np.ndarray = field(init=False)
+    is_transfer: np.ndarray = field(init=False)
     max_value: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,7 +138,7 @@ class MeterVectors:
         rows: list[list[float]] = []
         for spec, unit in zip(self.specs, self.primary_unit, strict=True):
             mwh, f = spec.units[unit]
-            rows.append([mwh, *f])
+            rows.append([mwh, *full_figures(f)])
         self.unit_rows = {}
         for i, spec in enumerate(self.specs):
             for unit, (mwh, f) in spec.units.items():
@@ -130,9 +146,11 @@ class MeterVectors:
                     self.unit_rows[(i, unit)] = i
                 else:
                     self.unit_rows[(i, unit)] = len(rows)
-                    rows.append([mwh, *f])
-        self.factors = np.array(rows, dtype=np.float64).reshape(-1, 1 + len(SCOPES))
+                    rows.append([mwh, *full_figures(f)])
+        self.factors = np.array(rows, dtype=np.float64).reshape(-1, 1 + EMISSION_FIGURES)
         self.allow_negative = np.array([s.allow_negative for s in self.specs], dtype=bool)
+        # meters of a transfer between sites (their site windows are kept apart)
+        self.is_transfer = np.array([bool(s.window_key) for s in self.specs], dtype=bool)
         self.max_value = np.array([s.max_value for s in self.specs], dtype=np.float64)
 
     def __len__(self) -> int:
@@ -157,7 +175,9 @@ class MeterVectors:
         if scale is None:
             return None
         mwh, factors = spec.canonical
-        new = np.array([[mwh * scale, *(f * scale for f in factors)]], dtype=np.float64)
+        new = np.array(
+            [[mwh * scale, *(f * scale for f in full_figures(factors))]], dtype=np.float64
+        )
         self.factors = np.vstack([self.factors, new])
         row = self.factors.shape[0] - 1
         self.unit_rows[(meter, unit)] = row
@@ -184,6 +204,7 @@ class MeterVectors:
                     "provenance": s.provenance,
                     "factors": [list(f) for f in s.factors],
                     "calorific_basis": s.calorific_basis,
+                    "window_key": s.window_key,
                 }
                 for s in self.specs
             ],
@@ -214,6 +235,7 @@ class MeterVectors:
                             (str(a), str(b), str(c), str(d), str(e), float(v))
                             for a, b, c, d, e, v in rec.get("factors", ())
                         ),
+                        window_key=str(rec.get("window_key", "")),
                     )
                 )
             except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -235,7 +257,8 @@ class MeterVectors:
 
     # -- vectorised pricing ---------------------------------------------------------------
     def price(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Integer nano-figures, shape (n, 1 + len(SCOPES)): MWh then tCO2e per scope.
+        """Integer nano-figures, shape (n, 1 + EMISSION_FIGURES): MWh, tCO2e per scope, then
+        t of each gas (scope 1 by gas, the biogenic memo, CO2 captured).
 
         Each reading is rounded to the quantum on its own (round half to even), so sums are
         exact and order-independent; ``offline_price`` below is the same rule reading by
@@ -246,11 +269,14 @@ class MeterVectors:
 
 
 def _scope_factors(f: Sequence[float]) -> tuple[float, ...]:
-    """Factors per scope; files written before scope 3 was tracked have three."""
+    """Factors per scope, then per gas; files written before scope 3 was tracked have three,
+    before the gases were kept no gases."""
     values = [float(x) for x in f]
-    if len(values) > len(SCOPES):
-        raise CatalogError(f"{len(values)} scope factors, at most {len(SCOPES)}")
-    return tuple(values + [0.0] * (len(SCOPES) - len(values)))
+    if len(values) > EMISSION_FIGURES:
+        raise CatalogError(f"{len(values)} factors, at most {EMISSION_FIGURES}")
+    if len(values) <= len(SCOPES):
+        return tuple(values + [0.0] * (len(SCOPES) - len(values)))
+    return full_figures(values)
 
 
 def offline_price(catalog: MeterVectors, meter: str, unit: str, value: float) -> list[int]:
@@ -258,4 +284,4 @@ def offline_price(catalog: MeterVectors, meter: str, unit: str, value: float) ->
     i = catalog.index[meter]
     spec = catalog.specs[i]
     mwh, factors = spec.units[unit]
-    return [round(value * f * NANO) for f in (mwh, *factors)]
+    return [round(value * f * NANO) for f in (mwh, *full_figures(factors))]

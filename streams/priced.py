@@ -40,7 +40,7 @@ import numpy as np
 import orjson
 
 from streams.envelope import DecodedBatch, Limits, Record
-from streams.meter_vectors import NANO, SCOPES, MeterVectors
+from streams.meter_vectors import NANO, MeterVectors
 
 if TYPE_CHECKING:
     from streams.restate import RestateResult
@@ -196,9 +196,14 @@ def groups_from_readings(
     stage's ``process``, for tests, the bench, or running inside the twin worker)."""
     n = len(decoded.env)
     figures = (
-        catalog.price(decoded.row, decoded.value) if n else np.zeros((0, 1 + len(SCOPES)), np.int64)
+        catalog.price(decoded.row, decoded.value)
+        if n
+        else np.zeros((0, catalog.factors.shape[1]), np.int64)
     )
     tco2e = tco2e_of(figures)
+    # a transfer between sites adds nothing to the cluster, and its tonnes are another
+    # site's (``streams.transfers``): the detectors see what they always did, none
+    tco2e[catalog.is_transfer[decoded.meter]] = 0.0
     by_site: dict[str, list[int]] = {}
     for i, e in enumerate(decoded.envelopes):
         by_site.setdefault(e.site, []).append(i)
@@ -254,6 +259,7 @@ class PricedMessages:
         tco2e = np.concatenate([tco2e_of(p[1]) for p in parts])
         order = np.argsort(idx, kind="stable")  # arrival order, as the batch had them
         idx, tco2e = idx[order], tco2e[order]
+        tco2e[self.catalog.is_transfer[batch.meter[idx]]] = 0.0  # see groups_from_readings
         records = list(records)
         seen_at = max(r.timestamp for r in records)
         offset = batch.offset[idx]

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from streams import influx_schema as schema
 from streams.meter_vectors import NANO, MeterVectors
 from streams.sink import fields_line
+from streams.transfers import own_view
 from streams.windows import SiteState
 
 
@@ -103,11 +104,12 @@ class ProgressWriter:
                 continue
             year = datetime.fromtimestamp(state.wm / 1000, tz=UTC).year
             ytd = {"s1": 0, "s2_location": 0, "s2_market": 0}
-            for (y, _carrier), vec in state.ytd.items():
-                if y == year:
-                    ytd["s1"] += vec[1]
-                    ytd["s2_location"] += vec[2]
-                    ytd["s2_market"] += vec[3]
+            mine = [(key, vec) for (y, key), vec in state.ytd.items() if y == year]
+            # its own view (a transfer: the sender's side; what it received is not here)
+            for vec in own_view(state.site, mine):
+                ytd["s1"] += vec[1]
+                ytd["s2_location"] += vec[2]
+                ytd["s2_market"] += vec[3]
             ts = state.wm - state.wm % 60_000
             fields = progress_fields(ytd, self.plans.get((state.cluster, state.site)), state.wm)
             lines.append(

@@ -155,6 +155,21 @@ def _replacing(
     return out
 
 
+def _removed_parts(
+    state: SiteState, batch: SiteBatch, added: np.ndarray, catalog: MeterVectors
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[tuple[int, int], int]]:
+    """The parts of the fills the added readings replace (taken out of the state), and how
+    many fills go per (carrier code, hour), for the restatement record."""
+    removed = split_intervals(*_take_out_fills(state, batch, added, catalog))
+    carrier_code = _meter_columns(catalog)[2]
+    replaced: dict[tuple[int, int], int] = defaultdict(int)
+    for m, t, n in zip(
+        removed[0].tolist(), removed[1].tolist(), removed[2][:, NFIG].tolist(), strict=True
+    ):
+        replaced[(int(carrier_code[m]), t - t % HOUR)] += n
+    return removed, replaced
+
+
 def _take_out_fills(
     state: SiteState, batch: SiteBatch, added: np.ndarray, catalog: MeterVectors
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -178,7 +193,8 @@ def _take_out_fills(
         stamps.append(t)
         starts.append(fill[0])
         vecs.append(fill[1:])
-        add_quality(state, t, catalog.carrier[m], GAP_FILLED, fill[1:], -1)
+        _, _, codes, keys = _meter_columns(catalog)
+        add_quality(state, t, keys[codes[m]], GAP_FILLED, fill[1:], -1)
         last = state.last.get(name)
         if last is not None and last[0] == t:
             state.last[name] = [t, float(batch.value[i]), int(batch.quality[i])]
@@ -220,7 +236,7 @@ def restate(
         return out
     priced = catalog.price(batch.row[added], batch.value[added])
     out.added, out.priced = added, priced
-    removed = split_intervals(*_take_out_fills(state, batch, added, catalog))
+    removed, replaced = _removed_parts(state, batch, added, catalog)
     state.late += int(added.size) - int(removed[2][:, NFIG].sum())
     state.accepted += int(added.size)
     count_quality(state, batch, added, priced, catalog)
@@ -233,12 +249,6 @@ def restate(
         np.concatenate([new_parts[2], -removed[2]]),
     )
     hours = set(np.unique(new_parts[1] - new_parts[1] % HOUR).tolist())
-    carrier_code = _meter_columns(catalog)[2]
-    replaced: dict[tuple[int, int], int] = defaultdict(int)  # fills out, per (carrier, hour)
-    for m, t, n in zip(
-        removed[0].tolist(), removed[1].tolist(), removed[2][:, NFIG].tolist(), strict=True
-    ):
-        replaced[(int(carrier_code[m]), t - t % HOUR)] += n
 
     meter, ts, figs_all = _hour_parts(known, batch, ((live, live_priced), (added, priced)), hours)
     if removed[0].size:  # the windows a replaced fill leaves empty are written again, as 0

@@ -22,13 +22,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 
 from streams import influx_schema as schema
-from streams.meter_vectors import NANO, SCOPES
+from streams.meter_vectors import GASES, NANO, SCOPES
+from streams.transfers import site_views
 from streams.windows import NFIG, WindowUpdate
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,14 @@ def _nano(value: int) -> str:
 
 
 _EXACT = 2**53
-if len(SCOPES) != 4 or len(schema.SCOPE_FIELDS) != 4:
-    # the fast path of _figure_fields writes the four scopes out
-    raise ImportError("streams.sink: _figure_fields must follow meter_vectors.SCOPES")
+if (
+    len(SCOPES) != 4
+    or len(schema.SCOPE_FIELDS) != 4
+    or len(schema.GAS_FIELDS) != len(GASES)
+    or len(schema.READING_FIGURES) != NFIG
+):
+    # the fast path of _figure_fields writes the four scopes out, then the gases
+    raise ImportError("streams.sink: _figure_fields must follow meter_vectors.SCOPES, GASES")
 
 # Line-protocol pieces, built once from the schema's names. The line functions run once per
 # reading and window: a piece that already holds its separators and name costs them next to
@@ -76,34 +82,51 @@ _CLUSTER = f",{schema.CLUSTER}="
 _SITE = f",{schema.SITE}="
 _METER = f",{schema.METER}="
 _CARRIER = f",{schema.CARRIER}="
+_TRANSFER = f",{schema.TRANSFER}="
 _YEAR = f",{schema.YEAR}="
 _VALUE = f" {schema.VALUE}="  # the first field: after the space that ends the tags
 _QUALITY = f",{schema.QUALITY}="
 _F_ENERGY = f"{schema.ENERGY_MWH}="
 _F_S1, _F_S2L, _F_S2M, _F_S3 = (f",{name}=" for name in schema.SCOPE_FIELDS)
 _F_TCO2E = f",{schema.TCO2E}="
+_F_GASES = tuple(f",{name}=" for name in schema.GAS_FIELDS)
+_F_GROSS = f",{schema.TCO2E_S1_GROSS}="
+_NSCOPE1 = 1 + len(SCOPES)  # where the gases start in a figure vector
+_CAPTURED = _NSCOPE1 + GASES.index("co2_captured")
 _F_READINGS = f",{schema.READINGS}="
 _COMPLETE = f",{schema.COMPLETE}=true"
 _INCOMPLETE = f",{schema.COMPLETE}=false"
-_R_E, _R_S1, _R_S2L, _R_S2M, _R_S3 = (f",{name}=" for name in schema.READING_FIGURES)
+_R_E, _R_S1, _R_S2L, _R_S2M, _R_S3 = (f",{name}=" for name in schema.READING_FIGURES[:5])
+_R_GASES = tuple(f",{name}=" for name in schema.READING_FIGURES[5:])
 _R_PARTITION = f",{schema.KAFKA_PARTITION}="
 _R_OFFSET = f",{schema.KAFKA_OFFSET}="
 _R_START = f",{schema.INTERVAL_START}="
 
 
 def _figure_fields(vec: Sequence[int]) -> str:
-    v0, v1, v2, v3, v4 = vec[0], vec[1], vec[2], vec[3], vec[4]
-    t = v1 + v2
-    if min(v0, v1, v2, v3, v4, t) > -_EXACT and max(v0, v1, v2, v3, v4, t) < _EXACT:
+    """Every figure of a window or year to date: energy, tCO2e per scope, the headline
+    tCO2e, scope 1 by gas, gross scope 1, the reading count. All are written every time
+    (a window's point is overwritten as it grows, so a figure back at 0 must say so)."""
+    t = vec[1] + vec[2]
+    gross = vec[1] + vec[_CAPTURED]
+    head = vec[:_NSCOPE1]
+    if (
+        min(*head, *vec[_NSCOPE1:NFIG], t, gross) > -_EXACT
+        and max(*head, *vec[_NSCOPE1:NFIG], t, gross) < _EXACT
+    ):
         return (
-            f"{_F_ENERGY}{v0}e-9{_F_S1}{v1}e-9{_F_S2L}{v2}e-9"
-            f"{_F_S2M}{v3}e-9{_F_S3}{v4}e-9{_F_TCO2E}{t}e-9"
-            f"{_F_READINGS}{vec[NFIG]}i"
+            f"{_F_ENERGY}{vec[0]}e-9{_F_S1}{vec[1]}e-9{_F_S2L}{vec[2]}e-9"
+            f"{_F_S2M}{vec[3]}e-9{_F_S3}{vec[4]}e-9{_F_TCO2E}{t}e-9"
+            + "".join(f"{n}{v}e-9" for n, v in zip(_F_GASES, vec[_NSCOPE1:NFIG], strict=True))
+            + f"{_F_GROSS}{gross}e-9{_F_READINGS}{vec[NFIG]}i"
         )
-    parts = [f"{schema.ENERGY_MWH}={_nano(v0)}"]
+    parts = [f"{schema.ENERGY_MWH}={_nano(vec[0])}"]
     for k, name in enumerate(schema.SCOPE_FIELDS):
         parts.append(f"{name}={_nano(vec[1 + k])}")
     parts.append(f"{schema.TCO2E}={_nano(t)}")
+    for k, name in enumerate(schema.GAS_FIELDS):
+        parts.append(f"{name}={_nano(vec[_NSCOPE1 + k])}")
+    parts.append(f"{schema.TCO2E_S1_GROSS}={_nano(gross)}")
     parts.append(f"{schema.READINGS}={vec[NFIG]}i")
     return ",".join(parts)
 
@@ -135,6 +158,39 @@ def window_line(twin: str, u: WindowUpdate) -> str:
     return f"{tags} {_figure_fields(u.vec)}{complete} {u.start}"
 
 
+def window_lines(twin: str, updates: Iterable[WindowUpdate]) -> Iterator[str]:
+    """The points of window updates: a transfer's site window is two, the sender's and the
+    receiver's view (``streams.transfers.site_views``), each tagged with the transfer."""
+    for u in updates:
+        if u.level != "site" or ">" not in u.carrier:
+            yield window_line(twin, u)
+            continue
+        complete = _COMPLETE if u.complete else _INCOMPLETE
+        for site, carrier, tag, vec in site_views(u.site, u.carrier, u.vec):
+            tags = _window_tags(twin, "site", u.cluster, site, "", carrier, u.res)
+            yield f"{tags}{_TRANSFER}{_esc(tag)} {_figure_fields(vec)}{complete} {u.start}"
+
+
+def ytd_lines(
+    twin: str,
+    cluster: str,
+    site: str,
+    key: str,
+    year: int,
+    vec: Sequence[int],
+    ts: int,
+    extra: str = "",
+) -> list[str]:
+    """A site's year-to-date point(s) of one window key (two for a transfer, as windows);
+    ``extra`` (the completeness fields) goes on a non-transfer point."""
+    if ">" not in key:
+        return [ytd_line(twin, cluster, site, key, year, vec, ts, extra=extra)]
+    return [
+        ytd_line(twin, cluster, s, carrier, year, v, ts, tag)
+        for s, carrier, tag, v in site_views(site, key, vec)
+    ]
+
+
 def latest_line(
     twin: str, cluster: str, site: str, meter: str, ts: int, value: float, quality: str
 ) -> str:
@@ -150,13 +206,15 @@ def ytd_line(
     year: int,
     vec: Sequence[int],
     ts: int,
+    transfer: str = "",
     extra: str = "",
 ) -> str:
     """``extra``: more fields of the same point (``quality_fields``), comma first."""
     scope = f"{_SITE}{_esc(site)}" if site else ""
+    tag = f"{_TRANSFER}{_esc(transfer)}" if transfer else ""
     return (
         f"{schema.TWIN_YTD}{_TWIN}{_esc(twin)}{_CLUSTER}{_esc(cluster)}{scope}"
-        f"{_CARRIER}{_esc(carrier)}{_YEAR}{year} {_figure_fields(vec)}{extra} {ts}"
+        f"{_CARRIER}{_esc(carrier)}{_YEAR}{year}{tag} {_figure_fields(vec)}{extra} {ts}"
     )
 
 
@@ -192,15 +250,21 @@ def reading_line(
     """One accepted reading as stored: its value, its priced figures in nano-units (what it
     added to its windows, so a restatement can recompute them exactly), its interval start
     if it has one, and the record that brought it (so a replay after a crash can tell its
-    own unstored effect from a duplicate)."""
-    # ``explicit_start``: a reading that may overwrite a stored gap fill (the same series and
-    # time) writes its start even when it has none (-1), or the fill's would stay on the point
+    own unstored effect from a duplicate). Its gases are written where not 0 (a reading's
+    figures never change; an absent one reads back as 0).
+
+    ``explicit_start``: a reading that may overwrite a stored gap fill (the same series and
+    time; ``streams.windows.replaces_fill``) writes its start even when it has none (-1) and
+    every gas even when 0, or the fill's fields would stay on the point."""
     interval = f"{_R_START}{start}i" if start >= 0 or explicit_start else ""
     tags = _meter_tags(schema.METER_READING, twin, cluster, site, meter)
+    gases = "".join(
+        f"{n}{v}i" for n, v in zip(_R_GASES, vec[5:NFIG], strict=True) if v or explicit_start
+    )
     return (
         f"{tags}{_VALUE}{float(value)!r}{_QUALITY}{_str_field(quality)}"
         f"{_R_E}{vec[0]}i{_R_S1}{vec[1]}i{_R_S2L}{vec[2]}i{_R_S2M}{vec[3]}i{_R_S3}{vec[4]}i"
-        f"{_R_PARTITION}{partition}i{_R_OFFSET}{offset}i{interval} {ts}"
+        f"{gases}{_R_PARTITION}{partition}i{_R_OFFSET}{offset}i{interval} {ts}"
     )
 
 
@@ -218,10 +282,18 @@ def restatement_line(
 ) -> str:
     """A restated hour: old and new figures, how many readings came late, why. Stamped with
     the time of the record that restated it (``at``: when it changed, so a board's range shows
-    the restatements made in it), the hour in the tag ``hour`` (epoch ms)."""
+    the restatements made in it), the hour in the tag ``hour`` (epoch ms). A transfer's
+    hour is recorded in the sender's view, with its transfer tag."""
+    tag = ""
+    if ">" in carrier:
+        (_, base, transfer, old), (_, _, _, new) = (
+            site_views(site, carrier, old)[0],
+            site_views(site, carrier, new)[0],
+        )
+        carrier, tag = base, f"{_TRANSFER}{_esc(transfer)}"
     return (
         f"{schema.RESTATEMENT}{_TWIN}{_esc(twin)}{_CLUSTER}{_esc(cluster)}{_SITE}{_esc(site)}"
-        f"{_CARRIER}{_esc(carrier)},{schema.RES}=1h,{schema.HOUR}={start} "
+        f"{_CARRIER}{_esc(carrier)},{schema.RES}=1h,{schema.HOUR}={start}{tag} "
         f"{schema.OLD_TCO2E}={_nano(old[1] + old[2])},{schema.NEW_TCO2E}={_nano(new[1] + new[2])},"
         f"{schema.OLD_ENERGY_MWH}={_nano(old[0])},{schema.NEW_ENERGY_MWH}={_nano(new[0])},"
         f"{schema.READINGS_ADDED}={added}i,{schema.REASON}={_str_field(reason)} {at}"

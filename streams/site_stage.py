@@ -42,8 +42,8 @@ from streams.sink import (
     quality_fields,
     reading_line,
     restatement_line,
-    window_line,
-    ytd_line,
+    window_lines,
+    ytd_lines,
 )
 from streams.stored import ReadingStore
 from streams.windows import (
@@ -355,7 +355,7 @@ class SiteStage:
             if result.applied or late_result is not None:
                 lines.extend(self._ytd_lines(state))
         c.deadletters += len(deadletters)
-        lines.extend(window_line(self.twin, u) for u in updates)
+        lines.extend(window_lines(self.twin, updates))
         cursors: dict[int, int] = {}
         for r in records:
             cursors[r.partition] = max(cursors.get(r.partition, 0), r.offset + 1)
@@ -508,17 +508,18 @@ class SiteStage:
         hour = RESOLUTIONS["1h"]
         ts = state.wm - state.wm % hour
         return [
-            ytd_line(
+            line
+            for (year, key), vec in state.ytd.items()
+            for line in ytd_lines(
                 self.twin,
                 state.cluster,
                 state.site,
-                carrier,
+                key,
                 year,
                 vec,
                 min(ts, _year_end(year) - hour),
-                quality_fields(by_quality(state.qytd, year, carrier)),
+                quality_fields(by_quality(state.qytd, year, key)) if ">" not in key else "",
             )
-            for (year, carrier), vec in state.ytd.items()
         ]
 
     async def flush_idle(
@@ -578,7 +579,7 @@ class SiteStage:
                 states[site] = state
                 closed_sites += 1
         if states:
-            lines = [window_line(self.twin, u) for u in updates]
+            lines = list(window_lines(self.twin, updates))
             await self.commit(self._prepared([], lines, [], [], updates, states, {}, Counters()))
         return closed_sites
 

@@ -19,6 +19,7 @@ from streams import influx_schema as schema
 from streams.meter_vectors import NANO
 from streams.restate import StoredReading
 from streams.sink import InfluxSink
+from streams.transfers import key_of_tag
 from streams.windows import RESOLUTIONS
 
 #: site_windows: start -> carrier -> site -> figure vector (nano-units, then readings)
@@ -26,8 +27,10 @@ SiteWindows = dict[int, dict[str, dict[str, list[int]]]]
 
 log = logging.getLogger(__name__)
 
-# a site window's figures in the order of a figure vector (energy, then the scopes)
+# a site window's figures in the order of a figure vector (energy, the scopes, the gases)
 _WINDOW_FIELDS = (schema.ENERGY_MWH, *schema.SCOPE_FIELDS)
+# ... the gases are absent from points written before they were kept: read as 0
+_GAS_FIELDS = schema.GAS_FIELDS
 # what a stored reading is read back with (besides its time): the figures, then its record
 _READING_FIELDS = (
     *schema.READING_FIGURES,
@@ -121,7 +124,8 @@ class InfluxStore:
                     StoredReading(
                         row[schema.METER],
                         int(row["t"]) // 1_000_000,
-                        tuple(int(row[f]) for f in schema.READING_FIGURES),
+                        # a gas of 0 is not written (nor by workers before the gases)
+                        tuple(int(row.get(f) or 0) for f in schema.READING_FIGURES),
                         int(row[schema.KAFKA_PARTITION]),
                         int(row[schema.KAFKA_OFFSET]),
                         int(row.get(schema.INTERVAL_START) or -1),
@@ -137,9 +141,11 @@ class InfluxStore:
             return out
         width = RESOLUTIONS[res]
         wanted = set(starts)
-        names = (*_WINDOW_FIELDS, schema.READINGS)
+        names = (*_WINDOW_FIELDS, *_GAS_FIELDS, schema.READINGS)
         fields = " or ".join(f'r._field == "{f}"' for f in names)
-        columns = ", ".join(f'"{f}"' for f in ("t", schema.SITE, schema.CARRIER, *names))
+        columns = ", ".join(
+            f'"{f}"' for f in ("t", schema.SITE, schema.CARRIER, schema.TRANSFER, *names)
+        )
         flux = (
             self._range(min(starts), max(starts) + width)
             + f" |> filter(fn: (r) => r._measurement == {flux_string(schema.SITE_WINDOW)}"
@@ -158,6 +164,7 @@ class InfluxStore:
                 continue
             try:
                 vec = [round(float(row[f]) * NANO) for f in _WINDOW_FIELDS]
+                vec.extend(round(float(row.get(f) or 0) * NANO) for f in _GAS_FIELDS)
                 vec.append(int(row[schema.READINGS]))
             except (KeyError, ValueError):
                 # a point missing a figure cannot be summed; the site's next update
@@ -166,6 +173,11 @@ class InfluxStore:
                     "site window %s %s %s: incomplete stored point %r", res, start, cluster, row
                 )
                 continue
-            carrier, site = row[schema.CARRIER], row[schema.SITE]
-            out.setdefault(start, {}).setdefault(carrier, {})[site] = vec
+            site = row[schema.SITE]
+            # a transfer is held under its key, as the sender's summary sends it; its
+            # receiver's point is the same window seen from the other side
+            key = key_of_tag(row[schema.CARRIER], row.get(schema.TRANSFER) or "")
+            if key is None:
+                continue
+            out.setdefault(start, {}).setdefault(key, {})[site] = vec
         return out

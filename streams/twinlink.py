@@ -1,14 +1,16 @@
 """Build the worker's meter index and target plans from the twin (``twin/``).
 
 The twin's ``EmissionsCalculator`` resolves, per meter, every factor (IPCC combustion, grid,
-supplier, hydrogen route, GWP set) into tCO2e per canonical unit; ``scale_to_canonical``
+supplier, hydrogen route, GWP set) into tCO2e per canonical unit (and scope 1 into t of each
+gas); ``scale_to_canonical``
 turns a meter's unit into that canonical unit. Their product is the one coefficient per
 (meter, unit, scope) that the worker multiplies a reading by.
 
-Transfers between sites of the cluster (``boundary: transfer``) carry no tonnes in the live
-stream: at cluster level the twin nets them to zero (fuel and CO2 that move) or eliminates
-them (energy a neighbour already counted as scope 1). Their energy is still windowed, so
-the flows are visible.
+Transfers between sites of the cluster (``boundary: transfer``) are priced with the tonnes
+the twin attributes to the receiving site and windowed apart, under a transfer key
+(``streams.transfers``): the site views then credit the sender (fuel and CO2 that move) and
+charge the receiver, as ``clustertwin twin show`` does, while the cluster counts only their
+energy (the twin nets them to zero or eliminates them at cluster level).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from streams.meter_vectors import CatalogError, MeterSpec, MeterVectors
 from streams.progress_series import Plan
+from streams.transfers import INTERNAL, MOVES, transfer_key
 from twin.contract import SCOPES, allows_negative
 from twin.contract import TWIN_SCOPES as _TWIN_SCOPES
 
@@ -66,10 +69,13 @@ def catalog_from_clusters(clusters: Sequence[Any]) -> MeterVectors:
         for i, (site, _asset, meter) in enumerate(cluster.meters()):
             scale = float(calc.scale[i])
             transfer = bool(calc.internal[i] or calc.moves[i])
-            per_unit = tuple(
-                0.0 if transfer else float(calc.coef[k, i]) * scale for k in range(len(SCOPES))
-            )
+            # tCO2e per scope, then scope 1 by gas (t), per canonical unit: one row of the
+            # twin's figure matrix
+            canonical = tuple(float(x) for x in calc.figure_coef[:, i])
+            per_unit = tuple(x * scale for x in canonical)
             carrier = str(getattr(meter.carrier, "value", meter.carrier))
+            mode = MOVES if calc.moves[i] else INTERNAL
+            key = transfer_key(carrier, mode, str(meter.to_site)) if transfer else ""
             mwh = scale if carrier != "process_co2" else 0.0
             provenance = (
                 ";".join(f"{s}={refs[s][i]}" for s in _TWIN_SCOPES if refs[s][i])
@@ -89,10 +95,9 @@ def catalog_from_clusters(clusters: Sequence[Any]) -> MeterVectors:
                     + provenance,
                     canonical=(
                         1.0 if carrier != "process_co2" else 0.0,
-                        tuple(
-                            0.0 if transfer else float(calc.coef[k, i]) for k in range(len(SCOPES))
-                        ),
+                        canonical,
                     ),
+                    window_key=key,
                 )
             )
     return MeterVectors(specs, unit_scale=_unit_scale)

@@ -25,14 +25,24 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streams.meter_vectors import NANO, QUALITIES, SCOPES, MeterVectors
+from streams import influx_schema as schema
+from streams.meter_vectors import GASES, NANO, QUALITIES, SCOPES, MeterVectors
+from streams.transfers import site_views
 
 QUALITY_NAMES = sorted(QUALITIES)
 RESOLUTIONS: dict[str, int] = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000}
 FINEST = "1m"
-NFIG = 1 + len(SCOPES)  # MWh, then tCO2e per scope
-# value vector layout: [mwh, s1, s2_location, s2_market, readings]
+NFIG = 1 + len(SCOPES) + len(GASES)  # MWh, tCO2e per scope, t of each gas (scope 1 by gas)
+# value vector layout: [mwh, s1, s2_location, s2_market, s3_upstream, *GASES, readings]
 VEC = NFIG + 1
+_CAPTURED = 1 + len(SCOPES) + GASES.index("co2_captured")
+
+
+def padded(vec: list[int]) -> list[int]:
+    """A figure vector stored before the gases were kept (shorter): its gases are 0."""
+    if len(vec) >= VEC:
+        return vec
+    return [*vec[:-1], *([0] * (VEC - len(vec))), vec[-1]]
 
 
 @dataclass
@@ -78,7 +88,8 @@ class SiteState:
     # meter -> {ts: [start, *figures]}: the gap fills counted and not yet replaced (the
     # replace rule below); what a real reading of the same meter and ts takes out
     fills: dict[str, dict[int, list[int]]] = field(default_factory=dict)
-    # (year, carrier, quality code) -> vec: the year to date by data quality (completeness)
+    # (year, window key, quality code) -> vec: the year to date by data quality (completeness;
+    # the key as in ``ytd``: the carrier, a transfer's apart)
     qytd: dict[tuple[int, str, int], list[int]] = field(default_factory=dict)
     replaced: int = 0  # fills replaced by real readings
 
@@ -111,9 +122,9 @@ class SiteState:
     def loads(cls, raw: bytes) -> SiteState:
         d = orjson.loads(raw)
         s = cls(d["cluster"], d["site"], d["p"], d["off"], d["wm"], d["closed"], d["last"])
-        s.mw = {(r[0], r[1], r[2]): r[3:] for r in d["mw"]}
-        s.sw = {(r[0], r[1], r[2]): r[3:] for r in d["sw"]}
-        s.ytd = {(r[0], r[1]): r[2:] for r in d["ytd"]}
+        s.mw = {(r[0], r[1], r[2]): padded(r[3:]) for r in d["mw"]}
+        s.sw = {(r[0], r[1], r[2]): padded(r[3:]) for r in d["sw"]}
+        s.ytd = {(r[0], r[1]): padded(r[2:]) for r in d["ytd"]}
         s.seen = d.get("seen", {})
         s.seen_at = d.get("sa", -1)
         s.max_interval = d.get("mi", 0)
@@ -139,16 +150,27 @@ class SiteState:
                 m: {"ts": v[0], "value": v[1], "quality": v[2]}
                 for m, v in sorted(self.last.items())
             },
+            # a transfer's windows as the site's InfluxDB points hold them: the sender's
+            # side here, the receiver's in the receiving site's (``streams.transfers``)
             "open_windows": [
-                {"carrier": c, "res": r, "start": s, **figures(v)}
-                for (c, r, s), v in sorted(self.sw.items())
+                {"carrier": c, "res": r, "start": s, **_transfer(t), **figures(v)}
+                for (k, r, s), vec in sorted(self.sw.items())
+                for site, c, t, v in site_views(self.site, k, vec)
+                if site == self.site
             ],
             "year_to_date": [
-                {"year": y, "carrier": c, **figures(v)} for (y, c), v in sorted(self.ytd.items())
+                {"year": y, "carrier": c, **_transfer(t), **figures(v)}
+                for (y, k), vec in sorted(self.ytd.items())
+                for site, c, t, v in site_views(self.site, k, vec)
+                if site == self.site
             ],
             "fills_replaced": self.replaced,
             "completeness": completeness(self.qytd),
         }
+
+
+def _transfer(tag: str) -> dict[str, str]:
+    return {"transfer": tag} if tag else {}
 
 
 def sum_vecs(vecs: Iterable[Sequence[int]]) -> list[int]:
@@ -166,6 +188,10 @@ def figures(vec: list[int]) -> dict[str, Any]:
     for k, name in enumerate(SCOPES):
         out[f"tco2e_{name}"] = vec[1 + k] / NANO
     out["tco2e"] = (vec[1] + vec[2]) / NANO  # scope 1 + scope 2 location-based
+    # scope 1 by gas (t of each), the biogenic memo, CO2 captured; scope 1 above is net of it
+    for k, name in enumerate(schema.GAS_FIELDS):  # the InfluxDB field names, the same here
+        out[name] = vec[1 + len(SCOPES) + k] / NANO
+    out[schema.TCO2E_S1_GROSS] = (vec[1] + vec[_CAPTURED]) / NANO
     out["readings"] = vec[NFIG]
     return out
 
@@ -410,7 +436,7 @@ def count_quality(
     ``ts``), and counted fills into ``state.fills`` (what a real reading would take out)."""
     if sel.size == 0:
         return
-    names, carriers = _meter_columns(catalog)[:2]
+    names, _, codes, keys = _meter_columns(catalog)
     starts = batch.starts()
     for m, t, q, st, vec in zip(
         batch.meter[sel].tolist(),
@@ -420,7 +446,7 @@ def count_quality(
         priced.tolist(),
         strict=True,
     ):
-        add_quality(state, t, carriers[m], q, vec, sign)
+        add_quality(state, t, keys[codes[m]], q, vec, sign)
         if q == GAP_FILLED:
             state.fills.setdefault(names[m], {})[t] = [st, *vec]
 
@@ -613,7 +639,8 @@ def _meter_columns(
     )
     if cached is None or len(cached[0]) != len(catalog.specs):
         codes: dict[str, int] = {}
-        by_meter = [codes.setdefault(c, len(codes)) for c in catalog.carrier]
+        # site windows are kept per carrier, a transfer's apart (``streams.transfers``)
+        by_meter = [codes.setdefault(s.window_key or s.carrier, len(codes)) for s in catalog.specs]
         cached = (
             [s.meter for s in catalog.specs],
             list(catalog.carrier),

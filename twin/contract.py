@@ -71,6 +71,9 @@ QUALITIES: Final = ("estimated", "gap_filled", "measured")
 SCOPES: Final = ("s1", "s2_location", "s2_market", "s3_upstream")
 #: ... and the twin's names of the same scopes, in the same order.
 TWIN_SCOPES: Final = ("scope1", "scope2_location", "scope2_market", "scope3_upstream")
+#: ... then scope 1 by gas, t of each (``twin.emissions`` explains each; the last two are
+#: not in scope 1: the biogenic CO2 memo and CO2 sent to storage).
+GASES: Final = ("co2", "ch4", "n2o", "co2e_other", "co2_biogenic", "co2_captured")
 
 # -- limits --------------------------------------------------------------------------------
 #: Clocks drift and gateways batch, but a reading from the future is a broken clock.

@@ -14,6 +14,16 @@ Scopes (rows of the matrix and of every result):
 A negative quantity (only a meter declared ``bidirectional`` reads one) is priced at the same
 coefficient: an electricity import meter running backwards is an export credited as negative
 scope 2 (location and market) at the factor its imports pay, i.e. net metering.
+Gases (rows of ``gas_coef`` and of ``Totals.gas_sites`` / ``gas_cluster``): scope 1 by gas,
+in tonnes of the gas, with the same signs and attribution as scope 1 (``GASES``):
+    0 ``co2``           fossil CO2, t
+    1 ``ch4``           CH4, t (its GWP is fossil or non-fossil by the factor: ``gas_gwp``)
+    2 ``n2o``           N2O, t
+    3 ``co2e_other``    what a factor gives only as CO2e (cluster-declared factors), tCO2e
+    4 ``co2_biogenic``  biogenic CO2 (biomass), t: a MEMO item, never in scope 1
+    5 ``co2_captured``  CO2 sent to capture/storage (process CO2 exported to a store), t
+``scope1 == sum(gas_coef * gas_gwp)`` meter by meter (net scope 1: gross less captured);
+gross scope 1 is ``scope1 + co2_captured``. Scope 2 and 3 factors are CO2e only.
 
 Transfers between sites of one cluster (metered at the sender, ``to_site`` = receiver):
   * fuels and process CO2 MOVE: the receiver is attributed the scope-1 tonnes (it burns the
@@ -22,6 +32,12 @@ Transfers between sites of one cluster (metered at the sender, ``to_site`` = rec
     them as scope 2 (or 3 for hydrogen) in its site view; at cluster level they are eliminated
     because the sender's scope 1 already holds those tonnes.
 So ``sum(site views) - eliminations == cluster view``, and no tonne is counted twice.
+
+A fuel transferred between sites is valued with the COMBUSTING (receiving) site's table:
+coal a steelworks (Table 2.3, manufacturing) sends to a power plant is burned under Table 2.2
+(energy industries), because CH4 and N2O depend on the combustion technology, which is the
+receiver's. The sender is credited the same tonnes, so the cluster total does not depend on
+the rule; the site views do.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from twin.carriers import CANONICAL_UNIT, Carrier, HydrogenRoute
+from twin.contract import GASES as _CONTRACT_GASES
 from twin.factors import (
     Factor,
     FactorError,
@@ -44,6 +61,7 @@ from twin.factors import (
 from twin.model import FUELS, SECONDARY, Boundary, Cluster, FactorDecl, Meter
 
 __all__ = [
+    "GASES",
     "SCOPES",
     "EmissionsBatch",
     "EmissionsCalculator",
@@ -54,6 +72,8 @@ __all__ = [
 
 SCOPES: tuple[str, ...] = ("scope1", "scope2_location", "scope2_market", "scope3_upstream")
 S1, S2L, S2M, S3 = 0, 1, 2, 3
+GASES: tuple[str, ...] = _CONTRACT_GASES  # named once, in twin.contract
+G_CO2, G_CH4, G_N2O, G_OTHER, G_BIO, G_CAPTURED = range(len(GASES))
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -107,6 +127,10 @@ class Totals:
     sites: FloatArray
     cluster: FloatArray
     eliminations: FloatArray
+    # scope 1 by gas (GASES order): (len(GASES), n_sites) and (len(GASES),); empty when the
+    # totals were made without them
+    gas_sites: FloatArray = field(default_factory=lambda: np.zeros((len(GASES), 0)))
+    gas_cluster: FloatArray = field(default_factory=lambda: np.zeros(len(GASES)))
 
     def site(self, site_id: str) -> dict[str, float]:
         i = self.site_ids.index(site_id)
@@ -114,6 +138,14 @@ class Totals:
 
     def cluster_dict(self) -> dict[str, float]:
         return {s: float(v) for s, v in zip(SCOPES, self.cluster, strict=True)}
+
+    def site_gases(self, site_id: str) -> dict[str, float]:
+        """Scope 1 of a site by gas (t of each gas), the biogenic memo and CO2 captured."""
+        i = self.site_ids.index(site_id)
+        return {g: float(v) for g, v in zip(GASES, self.gas_sites[:, i], strict=True)}
+
+    def cluster_gases(self) -> dict[str, float]:
+        return {g: float(v) for g, v in zip(GASES, self.gas_cluster, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -124,6 +156,8 @@ class _Entry:
     version: str
     source: str
     note: str
+    # scope 1 only: (gas row, t per canonical unit, tCO2e per t) making up ``value``
+    gases: tuple[tuple[int, float, float], ...] = ()
 
 
 @dataclass
@@ -134,8 +168,35 @@ class _Resolution:
     internal: bool = False
     moves: bool = False
 
-    def add(self, scope: int, value: float, fid: str, version: str, source: str, note: str) -> None:
-        self.entries.append(_Entry(scope, value, fid, version, source, note))
+    def add(
+        self,
+        scope: int,
+        value: float,
+        fid: str,
+        version: str,
+        source: str,
+        note: str,
+        gases: tuple[tuple[int, float, float], ...] = (),
+    ) -> None:
+        self.entries.append(_Entry(scope, value, fid, version, source, note, gases))
+
+
+def _gas_rows(f: Factor, gwp: GwpSet, sign: float) -> tuple[tuple[int, float, float], ...]:
+    """A scope-1 factor split by gas: (row of GASES, t gas per unit, tCO2e per t), signed
+    like its scope-1 value, so that the sum of amount x weight is that value. Biogenic CO2
+    weighs nothing (a memo line); its methane takes the non-fossil GWP (``GwpSet.co2e``)."""
+    rows: list[tuple[int, float, float]] = []
+    for gas, amount in f.gases.items():
+        a = sign * amount
+        if gas == "CO2":
+            rows.append((G_BIO, a, 0.0) if f.biogenic else (G_CO2, a, 1.0))
+        elif gas == "CH4":
+            rows.append((G_CH4, a, gwp.co2e({"CH4": 1.0}, f.biogenic)))
+        elif gas == "N2O":
+            rows.append((G_N2O, a, gwp.co2e({"N2O": 1.0}, f.biogenic)))
+        else:  # CO2e as given, or another gas at its GWP
+            rows.append((G_OTHER, a * gwp.co2e({gas: 1.0}, f.biogenic), 1.0))
+    return tuple(rows)
 
 
 def _decl_to_factor(decl: FactorDecl) -> Factor:
@@ -207,12 +268,15 @@ class EmissionsCalculator:
         self._kind_of: list[int] = [0] * n
         site_of = [0] * n
         credit = [0] * n
+        category_of = {s.id: s.combustion_category for s in cluster.sites}
         for i, (site, _asset, meter) in enumerate(cluster.meters()):
             zone = site.grid_zone or cluster.grid_zone
+            # the combusting site's table (module docstring): the receiver's for a transfer
+            category = category_of.get(meter.to_site or site.id, site.combustion_category)
             key = (
                 meter.carrier,
                 meter.boundary,
-                site.combustion_category,
+                category,
                 zone,
                 meter.factor_id,
                 meter.supplier_factor_id,
@@ -221,7 +285,7 @@ class EmissionsCalculator:
             k = kind_pos.get(key)
             if k is None:
                 try:
-                    res = self._resolve(meter, site.combustion_category, zone)
+                    res = self._resolve(meter, category, zone)
                 except FactorError as e:
                     raise FactorError(f"meter {meter.id!r} (site {site.id!r}): {e}") from None
                 k = kind_pos[key] = len(self._kinds)
@@ -235,9 +299,24 @@ class EmissionsCalculator:
         for k, res in enumerate(self._kinds):
             for entry in res.entries:
                 kind_coef[entry.scope, k] = entry.value
+        kind_gas = np.zeros((len(GASES), max(len(self._kinds), 1)), dtype=np.float64)
+        kind_gwp = np.zeros_like(kind_gas)
+        kind_gwp[G_CO2] = kind_gwp[G_OTHER] = 1.0
+        kind_gwp[G_CAPTURED] = -1.0
+        for k, res in enumerate(self._kinds):
+            for entry in res.entries:
+                for row, amount, weight in entry.gases:
+                    kind_gas[row, k] += amount
+                    kind_gwp[row, k] = weight
         # coef[scope, meter]: tCO2e per canonical unit. internal: energy transfers eliminated
         # at cluster level. moves: fuel/CO2 transfers (receiver +, sender -).
         self.coef: FloatArray = kind_coef[:, kinds]
+        # gas_coef[gas, meter]: t of each gas per canonical unit (GASES); gas_gwp: tCO2e per
+        # t of it for that meter, so coef[S1] == (gas_coef * gas_gwp).sum(axis=0)
+        self.gas_coef: FloatArray = kind_gas[:, kinds]
+        self.gas_gwp: FloatArray = kind_gwp[:, kinds]
+        # every figure per canonical unit at once (scopes, then gases): one gather per batch
+        self.figure_coef: FloatArray = np.vstack([self.coef, self.gas_coef])
         self.internal: npt.NDArray[np.bool_] = np.array(
             [r.internal for r in self._kinds], dtype=bool
         )[kinds]
@@ -288,12 +367,16 @@ class EmissionsCalculator:
                 f = self.library.combustion(c, category)
             value = f.co2e(self._gwp)
             note = ""
+            gases = _gas_rows(f, self._gwp, 1.0)
             if b is Boundary.EXPORT:
                 value, note = -value, "carbon leaving the cluster unburned/stored: credited"
+                gases = _gas_rows(f, self._gwp, -1.0)
+                if c is Carrier.PROCESS_CO2:  # to a store: captured, apart from gross scope 1
+                    gases = tuple((G_CAPTURED, -a * w, -1.0) for _, a, w in gases)
             elif b is Boundary.TRANSFER:
                 res.moves = True
                 note = "moved to the receiving site, credited to the sender"
-            res.add(S1, value, f.id, f.version, f.source, note)
+            res.add(S1, value, f.id, f.version, f.source, note, gases)
             return res
 
         if c in SECONDARY:
@@ -361,24 +444,42 @@ class EmissionsCalculator:
         q = np.asarray(quantity, dtype=np.float64) * self.scale[idx]
         return EmissionsBatch(self.coef[:, idx] * q)
 
-    def aggregate(self, meter_idx: npt.ArrayLike, batch: EmissionsBatch) -> Totals:
-        """Site views, cluster view and eliminations for a batch (np.bincount, no Python loop)."""
+    def compute_figures(
+        self, meter_idx: npt.ArrayLike, quantity_canonical: npt.ArrayLike
+    ) -> FloatArray:
+        """Every figure per reading, (len(SCOPES) + len(GASES), n): tCO2e per scope, then
+        scope 1 by gas (``GASES``); one gather and one multiply."""
         idx = np.asarray(meter_idx, dtype=np.intp)
-        m = batch.matrix
+        q = np.asarray(quantity_canonical, dtype=np.float64)
+        out: FloatArray = self.figure_coef[:, idx] * q
+        return out
+
+    def _by_site(self, idx: IntArray, m: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(site views, cluster view, eliminations) of any rows of per-reading figures."""
         ns = self.n_sites
-        sites = np.empty((4, ns), dtype=np.float64)
+        sites = np.empty((m.shape[0], ns), dtype=np.float64)
         attributed = self.site_of[idx]
         moves = self.moves[idx]
         credit = self.credit_site[idx][moves]
-        for s in range(4):
+        for s in range(m.shape[0]):
             sites[s] = np.bincount(attributed, weights=m[s], minlength=ns)
             if credit.size:
                 sites[s] -= np.bincount(credit, weights=m[s][moves], minlength=ns)
         keep = self.counts_in_cluster[idx]
-        cluster = m[:, keep].sum(axis=1)
         internal = self.internal[idx]
-        eliminations = m[:, internal].sum(axis=1)
-        return Totals(self.site_ids, sites, cluster, eliminations)
+        return sites, m[:, keep].sum(axis=1), m[:, internal].sum(axis=1)
+
+    def aggregate(
+        self, meter_idx: npt.ArrayLike, batch: EmissionsBatch, gases: FloatArray | None = None
+    ) -> Totals:
+        """Site views, cluster view and eliminations for a batch (np.bincount, no Python loop);
+        with ``gases`` (the gas rows of ``compute_figures``), scope 1 by gas as well."""
+        idx = np.asarray(meter_idx, dtype=np.intp)
+        sites, cluster, eliminations = self._by_site(idx, batch.matrix)
+        if gases is None:
+            return Totals(self.site_ids, sites, cluster, eliminations)
+        gas_sites, gas_cluster, _ = self._by_site(idx, gases)
+        return Totals(self.site_ids, sites, cluster, eliminations, gas_sites, gas_cluster)
 
     def annual(self, quantities: npt.ArrayLike | None = None) -> Totals:
         """Totals for one quantity per meter, in meter units (default: each meter's declared
@@ -390,7 +491,8 @@ class EmissionsCalculator:
         else:
             q = np.asarray(quantities, dtype=np.float64)
         idx = np.arange(self.n_meters, dtype=np.intp)
-        return self.aggregate(idx, self.compute_in_meter_units(idx, q))
+        m = self.compute_figures(idx, q * self.scale)
+        return self.aggregate(idx, EmissionsBatch(m[: len(SCOPES)]), m[len(SCOPES) :])
 
     # ---- explanation --------------------------------------------------------------------
 

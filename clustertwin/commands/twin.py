@@ -76,6 +76,21 @@ def _t(value: float) -> str:
     return f"{value:,.1f} t"
 
 
+def _by_gas(g: dict[str, float], net_scope1: float) -> str:
+    """Scope 1 by gas (t of each gas), the biogenic CO2 memo (not in scope 1) and CO2 sent
+    to storage (gross scope 1 - captured = net scope 1, the figure above)."""
+    line = f"scope 1 by gas: CO2 {_t(g['co2'])}, CH4 {_t(g['ch4'])}, N2O {_t(g['n2o'])}"
+    if g["co2e_other"]:
+        line += f", other {_t(g['co2e_other'])} CO2e"
+    line += f"; memo: biogenic CO2 {_t(g['co2_biogenic'])}"
+    if g["co2_captured"]:
+        line += (
+            f"; gross scope 1 {_t(net_scope1 + g['co2_captured'])}, "
+            f"captured for storage {_t(g['co2_captured'])}, net {_t(net_scope1)}"
+        )
+    return line
+
+
 @click.group()
 def twin() -> None:
     """Inspect cluster twins: hierarchy, factors, baselines, targets, network catalogue."""
@@ -110,6 +125,7 @@ def show(cluster: str, gwp: str, meters: bool) -> None:
             + (f", H2 upstream {_t(s['scope3_upstream'])}" if s["scope3_upstream"] else "")
             + ")"
         )
+        click.echo(f"    {_by_gas(totals.site_gases(site.id), s['scope1'])}")
         for asset in site.assets:
             click.echo(f"    asset {asset.id}: {asset.name or asset.kind}")
             if not meters:
@@ -126,6 +142,7 @@ def show(cluster: str, gwp: str, meters: bool) -> None:
     click.echo("cluster view (transfers netted):")
     for name in SCOPES:
         click.echo(f"  {name:16} {_t(cl[name]):>14}")
+    click.echo(f"  {_by_gas(totals.cluster_gases(), cl['scope1'])}")
     elim = dict(zip(SCOPES, totals.eliminations, strict=True))
     if any(elim.values()):
         click.echo(

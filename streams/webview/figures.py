@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from streams import influx_schema as schema
 from streams.meter_vectors import QUALITIES, MeterVectors
 from streams.progress_series import Plan, progress_fields
+from streams.transfers import attributed, cluster_view
 from streams.windows import QUALITY_NAMES, SiteState, figures, sum_vecs
 from twin.drift import hours_in_year as year_hours
 
 HOUR_MS = 3_600_000
+#: The per-gas keys of ``streams.windows.figures`` (scope 1 by gas and its memo lines).
+_GAS_KEYS = frozenset({*schema.GAS_FIELDS, schema.TCO2E_S1_GROSS})
 #: A meter whose newest reading is older than this (by the cluster's event-time clock) is not
 #: current: the completeness figure counts it as missing.
 CURRENT_MS = 15 * 60_000
@@ -47,11 +51,14 @@ class ClusterFacts:
 
 
 def _all(held: Held) -> list[int]:
-    return sum_vecs(v for per_site in held.values() for v in per_site.values())
+    """The cluster's figure: transfers count only their energy (``streams.transfers``)."""
+    return sum_vecs(v for per_site in cluster_view(held).values() for v in per_site.values())
 
 
-def _site(held: Held, site: str) -> list[int]:
-    return sum_vecs(per_site[site] for per_site in held.values() if site in per_site)
+def _own(views: Held, site: str) -> list[int]:
+    """A site's figure in its own view (``views``: ``streams.transfers.attributed``):
+    transfers credit the sender and charge the receiver, as ``clustertwin twin show``."""
+    return sum_vecs(per_site[site] for per_site in views.values() if site in per_site)
 
 
 def year_of_ms(ms: int) -> int:
@@ -152,11 +159,13 @@ def by_site(facts: ClusterFacts, catalog: MeterVectors) -> list[dict[str, Any]]:
     year = year_of_ms(facts.clock_ms) if facts.clock_ms >= 0 else None
     held = facts.ytd.get(year, {}) if year is not None else {}
     hour = last_complete_hour(facts)
+    ytd_views = attributed(held)
+    hour_views = attributed(facts.hours[hour]) if hour is not None else None
     rows = []
     for site in facts.sites:
         state = facts.states.get(site)
-        ytd = figures(_site(held, site))
-        now = figures(_site(facts.hours[hour], site)) if hour is not None else None
+        ytd = figures(_own(ytd_views, site))
+        now = figures(_own(hour_views, site)) if hour_views is not None else None
         rows.append(
             {
                 "site": site,
@@ -165,6 +174,8 @@ def by_site(facts: ClusterFacts, catalog: MeterVectors) -> list[dict[str, Any]]:
                 "watermark": state.wm if state else None,
                 "behind_s": (facts.clock_ms - state.wm) / 1000 if state and state.wm >= 0 else None,
                 "ytd_tco2e": ytd["tco2e"],
+                # scope 1 by gas (t), the biogenic CO2 memo, CO2 captured, gross scope 1
+                "ytd_by_gas": {k: v for k, v in ytd.items() if k in _GAS_KEYS},
                 "now_tco2e_per_h": now["tco2e"] if now else None,
                 "late": state.late if state else 0,
                 "duplicates": state.duplicates if state else 0,
@@ -176,7 +187,7 @@ def by_site(facts: ClusterFacts, catalog: MeterVectors) -> list[dict[str, Any]]:
 def by_carrier(facts: ClusterFacts) -> list[dict[str, Any]]:
     if facts.clock_ms < 0:
         return []
-    held = facts.ytd.get(year_of_ms(facts.clock_ms), {})
+    held = cluster_view(facts.ytd.get(year_of_ms(facts.clock_ms), {}))
     rows = []
     for carrier in sorted(held):
         f = figures(sum_vecs(held[carrier].values()))
@@ -194,6 +205,7 @@ def cluster_summary(facts: ClusterFacts, catalog: MeterVectors, twin: str) -> di
         "now": now_figure(facts),
         "ytd": ytd,
         "by_scope": {k: v for k, v in ytd.get("figures", {}).items() if k.startswith("tco2e_")},
+        "by_gas": {k: v for k, v in ytd.get("figures", {}).items() if k in _GAS_KEYS},
         "completeness": completeness(facts, catalog),
         "by_site": by_site(facts, catalog),
         "by_carrier": by_carrier(facts),
@@ -230,8 +242,12 @@ def site_summary(
     clock_ms: int,
     page: int = 0,
     size: int = PAGE_SIZE,
+    held: Held | None = None,
 ) -> dict[str, Any]:
-    """A site's meters, one page of them: latest value, quality and how current each is."""
+    """A site's meters, one page of them: latest value, quality and how current each is.
+
+    Its year to date is its own view: from the cluster stage's year (``held``), which has
+    what other sites transferred to it, else from its own state alone."""
     ids = [catalog.specs[i].meter for i in catalog.sites.get((cluster, site), [])]
     ids.sort()
     pages = max(1, -(-len(ids) // size))
@@ -253,11 +269,14 @@ def site_summary(
             }
         )
     ytd: dict[str, list[int]] = {}
-    if state is not None and clock_ms >= 0:
+    if held is not None:
+        ytd = {c: list(s[site]) for c, s in attributed(held).items() if site in s}
+    elif state is not None and clock_ms >= 0:
         year = year_of_ms(clock_ms)
-        for (y, carrier), vec in state.ytd.items():
-            if y == year:
-                ytd[carrier] = list(vec)
+        mine = [(key, vec) for (y, key), vec in state.ytd.items() if y == year]
+        ytd = {
+            c: s[site] for c, s in attributed({k: {site: v} for k, v in mine}).items() if site in s
+        }
     return {
         "cluster": cluster,
         "site": site,

@@ -143,8 +143,10 @@ class ViewSource:
 
     def site(self, cluster: str, site: str, page: int) -> dict[str, Any]:
         states = self.states(cluster)
+        clock = self.clock(states, cluster)
+        held = self.held(cluster, "ytd").get(figures.year_of_ms(clock)) if clock >= 0 else None
         return figures.site_summary(
-            cluster, site, states.get(site), self.catalog, self.clock(states, cluster), page
+            cluster, site, states.get(site), self.catalog, clock, page, held=held
         )
 
 

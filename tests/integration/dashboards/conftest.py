@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from streams.meter_vectors import NANO, MeterVectors, offline_price
+from streams.transfers import cluster_share, site_views
 from streams.twinlink import catalog_from_twin
 from tests.integration.streams.harness import HEADERS, WorkerProc, producer
 
@@ -49,7 +50,7 @@ class ProofData:
     # tCO2e of each 1-minute window of the cluster, by window start (ms)
     cluster_minute_tco2e: dict[int, float] = field(default_factory=lambda: defaultdict(float))
     # every (site, carrier, minute start) window the readings fall in
-    site_windows: set[tuple[str, str, int]] = field(default_factory=set)
+    site_windows: set[tuple[str, str, str, int]] = field(default_factory=set)
     # when the pipeline had finished: the "now" at which the alert rules are evaluated
     ready: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -91,17 +92,23 @@ def _simulated_envelopes(data: ProofData, k0: int, n: int) -> list[tuple[str, by
                     "quality": sample.quality,
                 }
             )
-            figures = offline_price(data.catalog, sample.meter, sample.unit, sample.value)
+            figures = [*offline_price(data.catalog, sample.meter, sample.unit, sample.value), 1]
             spec = data.catalog.specs[data.catalog.index[sample.meter]]
-            tco2e = (figures[1] + figures[2]) / NANO
-            data.tco2e_by_site[site] += tco2e
-            data.tco2e_by_scope["s1"] += figures[1] / NANO
-            data.tco2e_by_scope["s2_location"] += figures[2] / NANO
+            # a transfer between sites: the receiver's tonnes and the sender's credit in the
+            # site views, nothing at cluster level (streams.transfers, the twin's rule)
+            key = spec.window_key or spec.carrier
+            minute = sample.ts - sample.ts % 60_000
+            for view_site, carrier, tag, view in site_views(site, key, figures):
+                data.tco2e_by_site[view_site] += (view[1] + view[2]) / NANO
+                data.site_windows.add((view_site, carrier, tag, minute))  # a point each
+            counted = cluster_share(key, figures)
+            tco2e = (counted[1] + counted[2]) / NANO
+            data.tco2e_by_scope["s1"] += counted[1] / NANO
+            data.tco2e_by_scope["s2_location"] += counted[2] / NANO
             data.mwh_by_carrier[spec.carrier] += figures[0] / NANO
             data.readings_by_site[site] += 1
             data.meters_by_site[site].add(sample.meter)
             data.cluster_minute_tco2e[sample.ts - sample.ts % 60_000] += tco2e
-            data.site_windows.add((site, spec.carrier, sample.ts - sample.ts % 60_000))
         for site, readings in by_site.items():
             body = {
                 "schema": "readings/1",

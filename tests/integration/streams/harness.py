@@ -24,17 +24,24 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from streams.influx_schema import CO2_CAPTURED_T, GAS_FIELDS, TCO2E_S1_GROSS
 from streams.meter_vectors import NANO, MeterSpec, MeterVectors, offline_price
-from streams.windows import RESOLUTIONS
+from streams.windows import NFIG, RESOLUTIONS
 from tests.unit.streams.test_intervals import reference_parts
 
 REPO = Path(__file__).resolve().parents[3]
 
 CARRIERS = {
-    # carrier: (unit, MWh per unit, (s1, s2 location, s2 market) tCO2e per unit)
-    "natural_gas": ("MWh", 1.0, (0.20196, 0.0, 0.0, 0.0)),
+    # carrier: (unit, MWh per unit, (s1, s2 location, s2 market, s3) tCO2e per unit, then
+    # t per unit of each gas of GASES: co2, ch4, n2o, co2e_other, co2_biogenic, co2_captured)
+    "natural_gas": (
+        "MWh",
+        1.0,
+        (0.20196, 0.0, 0.0, 0.0, 0.20198, 3.6e-6, 3.6e-7, 0.0, 0.0, 0.000121),
+    ),
     "electricity": ("kWh", 0.001, (0.0, 0.0000569, 0.000021, 0.0)),
-    "diesel": ("t", 11.944, (3.186, 0.0, 0.0, 0.0)),
+    # a biodiesel blend: its biogenic CO2 a memo line
+    "diesel": ("t", 11.944, (3.186, 0.0, 0.0, 0.0, 3.1, 0.00013, 0.00026, 0.0, 0.35, 0.0)),
     "hydrogen": ("MWh", 1.0, (0.0, 0.0, 0.0, 0.3)),
 }
 
@@ -67,17 +74,18 @@ def make_catalog(cluster: str, sites: int, meters_per_site: int) -> MeterVectors
 
 @dataclass
 class Expected:
-    """Offline totals: (level, id, carrier, res, start) -> [mwh, s1, s2l, s2m, s3, n] nano-units.
+    """Offline totals: (level, id, carrier, res, start) -> [mwh, s1, s2l, s2m, s3, *gases, n]
+    nano-units.
 
     Also the year-to-date per (level, id, carrier, year) and each meter's last reading, which
     the worker writes as ``twin_ytd`` and ``meter_latest``.
     """
 
     windows: dict[tuple[str, str, str, str, int], list[int]] = field(
-        default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0, 0])
+        default_factory=lambda: defaultdict(lambda: [0] * (NFIG + 1))
     )
     ytd: dict[tuple[str, str, str, int], list[int]] = field(
-        default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0, 0])
+        default_factory=lambda: defaultdict(lambda: [0] * (NFIG + 1))
     )
     latest: dict[str, tuple[int, float]] = field(default_factory=dict)
     readings: int = 0
@@ -99,7 +107,7 @@ class Expected:
                     ("cluster", spec.cluster, spec.carrier, res, w),
                 ):
                     vec = self.windows[key]
-                    for k in range(6):
+                    for k in range(NFIG + 1):
                         vec[k] += part[k]
             year = datetime.fromtimestamp(minute / 1000, tz=UTC).year
             for ykey in (
@@ -107,7 +115,7 @@ class Expected:
                 ("cluster", spec.cluster, spec.carrier, year),
             ):
                 yvec = self.ytd[ykey]
-                for k in range(6):
+                for k in range(NFIG + 1):
                     yvec[k] += part[k]
         if ts > self.latest.get(meter, (-1, 0.0))[0]:
             self.latest[meter] = (ts, value)
@@ -314,7 +322,10 @@ def _want(vec: list[int]) -> dict[str, Any]:
         "tco2e_s2_market": vec[3] / NANO,
         "tco2e_s3_upstream": vec[4] / NANO,
         "tco2e": (vec[1] + vec[2]) / NANO,
-        "readings": vec[5],
+        # scope 1 by gas, the biogenic memo, CO2 captured and gross scope 1 (issue 16)
+        **{name: vec[5 + k] / NANO for k, name in enumerate(GAS_FIELDS)},
+        TCO2E_S1_GROSS: (vec[1] + vec[5 + GAS_FIELDS.index(CO2_CAPTURED_T)]) / NANO,
+        "readings": vec[NFIG],
     }
 
 

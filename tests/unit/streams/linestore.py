@@ -10,14 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from streams.influx_schema import GAS_FIELDS, READING_FIGURES
 from streams.influx_schema import METER_READING as READING_MEASUREMENT
-from streams.influx_schema import READING_FIGURES
 from streams.meter_vectors import NANO
 from streams.restate import StoredReading
 from streams.stored import SiteWindows
+from streams.transfers import key_of_tag
 from streams.windows import RESOLUTIONS
 
-_FIGURES = ("energy_mwh", "tco2e_s1", "tco2e_s2_location", "tco2e_s2_market", "tco2e_s3_upstream")
+_FIGURES = (
+    "energy_mwh",
+    "tco2e_s1",
+    "tco2e_s2_location",
+    "tco2e_s2_market",
+    "tco2e_s3_upstream",
+    *GAS_FIELDS,
+)
 
 
 def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, str], int]:
@@ -76,7 +84,7 @@ class LineStore:
             if (tags["twin"], tags["cluster"], tags["site"]) != (twin, cluster, site):
                 continue
             if any(a <= ts < b for a, b in spans):
-                vec = tuple(int(f[k].rstrip("i")) for k in READING_FIGURES)
+                vec = tuple(int(f.get(k, "0").rstrip("i")) for k in READING_FIGURES)
                 out.append(
                     StoredReading(
                         tags["meter"],
@@ -99,6 +107,8 @@ class LineStore:
             if (tags["twin"], tags["cluster"], tags["res"]) != (twin, cluster, res):
                 continue
             if ts in wanted:
-                vec = [nano(f[k]) for k in _FIGURES] + [int(f["readings"].rstrip("i"))]
-                out.setdefault(ts, {}).setdefault(tags["carrier"], {})[tags["site"]] = vec
+                vec = [nano(f.get(k, "0")) for k in _FIGURES] + [int(f["readings"].rstrip("i"))]
+                key = key_of_tag(tags["carrier"], tags.get("transfer", ""))
+                if key is not None:
+                    out.setdefault(ts, {}).setdefault(key, {})[tags["site"]] = vec
         return out

@@ -31,7 +31,14 @@ T0 -= T0 % 3600_000  # an hour boundary, three hours back
 
 def catalog() -> MeterVectors:
     specs = [
-        MeterSpec("gas-a", "a", "c", "natural_gas", {"MWh": (1.0, (0.2, 0.0, 0.0, 0.0))}),
+        # scope 1 by gas as well: CO2, CH4, N2O, other, biogenic memo, captured (t per MWh)
+        MeterSpec(
+            "gas-a",
+            "a",
+            "c",
+            "natural_gas",
+            {"MWh": (1.0, (0.2, 0.0, 0.0, 0.0, 0.19, 0.0001, 0.00003, 0.0, 0.04, 0.01))},
+        ),
         MeterSpec(
             "elec-a",
             "a",
@@ -226,7 +233,7 @@ def test_replayed_records_are_not_counted_twice():
     h.run(recs[:6])
     h.run(recs[3:])  # a crash replays 3..5
     st = h.state("a")
-    assert st.mw[("gas-a", "1m", T0)][5] == 10
+    assert st.mw[("gas-a", "1m", T0)][-1] == 10
     assert st.mw[("gas-a", "1m", T0)][0] == sum(round((1.0 + i) * NANO) for i in range(10))
     assert h.stage.counters.replayed == 3
 
@@ -239,7 +246,7 @@ def test_a_state_older_than_the_cursor_still_skips_by_site_offset():
     # recognises the records it already holds
     h.table.delete(SiteStage.cursor_key(0), 0)
     h.run(recs)
-    assert h.state("a").mw[("gas-a", "1m", T0)][5] == 4
+    assert h.state("a").mw[("gas-a", "1m", T0)][-1] == 4
 
 
 def test_a_gap_in_offsets_is_held_back_and_sought_again():
@@ -257,7 +264,7 @@ def test_a_gap_in_offsets_is_held_back_and_sought_again():
         ]
     )
     assert not held and not seeks
-    assert h.state("a").mw[("gas-a", "1m", T0)][5] == 3
+    assert h.state("a").mw[("gas-a", "1m", T0)][-1] == 3
 
 
 def test_a_repeat_is_a_duplicate_and_an_older_reading_counts():
@@ -271,7 +278,7 @@ def test_a_repeat_is_a_duplicate_and_an_older_reading_counts():
     )
     st = h.state("a")
     # T0+1000 once, T0+500 (older than the newest, not a repeat), T0+2000 once
-    assert st.mw[("gas-a", "1m", T0)][5] == 3
+    assert st.mw[("gas-a", "1m", T0)][-1] == 3
     assert st.duplicates == 2
     assert st.last["gas-a"][0] == T0 + 2000  # the newest stays the newest
     assert h.topic("dl") == []  # a repeat loses nothing: it is counted, not dead-lettered
@@ -307,7 +314,7 @@ def test_a_late_reading_restates_its_closed_windows_and_the_year_to_date():
     site_1m = _point(h, "site_window", T0, site="a", carrier="electricity", res="1m")
     assert nano(site_1m["energy_mwh"]) == round(0.005 * NANO)
     # the open 15-min window now holds the three readings
-    assert st.mw[("elec-a", "15m", T0)][5] == 1 and st.mw[("gas-a", "15m", T0)][5] == 2
+    assert st.mw[("elec-a", "15m", T0)][-1] == 1 and st.mw[("gas-a", "15m", T0)][-1] == 2
     # the year to date has it, and the restatement is recorded with old and new figures
     year = [v for (_, c), v in st.ytd.items() if c == "electricity"]
     assert year and year[0][0] == round(0.005 * NANO)
@@ -322,7 +329,7 @@ def test_a_late_repeat_of_a_stored_reading_is_a_duplicate():
     h.run([record("a", [reading("gas-a", T0 + 10_000, 1.0)], 2)])  # its minute has closed
     st = h.state("a")
     assert st.duplicates == 1 and st.late == 0
-    assert st.mw[("gas-a", "15m", T0)][5] == 2
+    assert st.mw[("gas-a", "15m", T0)][-1] == 2
 
 
 def test_a_reading_beyond_the_horizon_is_dead_lettered_saying_so():
@@ -408,7 +415,7 @@ def test_pricing_is_exact_and_order_independent():
 
 def test_line_protocol_escapes_tags_and_uses_window_start():
     u = WindowUpdate(
-        "site", "c", "a b,c", "", "natural_gas", "15m", 900_000, [1, 2, 3, 4, 5, 6], True
+        "site", "c", "a b,c", "", "natural_gas", "15m", 900_000, [1, 2, 3, 4, 5, *[0] * 6, 6], True
     )
     line = window_line("live", u)
     assert line.startswith(

@@ -270,7 +270,7 @@ def test_a_year_to_date_covering_part_of_the_year_is_not_set_against_the_budget(
     start = figures.year_start_ms(year)
     clock = start + 300 * 24 * HOUR
     state = SiteState("big", "s0", 0, wm=clock, seen_at=clock)
-    held = {"natural_gas": {"s0": [0, NANO_T, 0, 0, 0, 1]}}
+    held = {"natural_gas": {"s0": [0, NANO_T, *[0] * (NFIG - 2), 1]}}
     plan = Plan(Flat(365 * 24.0))
 
     def ytd(since: int | None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twin.emissions import EmissionsCalculator
+from twin.emissions import EmissionsBatch, EmissionsCalculator
 from twin.factors import FactorError
 from twin.model import Cluster, load_cluster
 
@@ -279,3 +279,125 @@ def test_errors_name_the_meter() -> None:
     bad = make_cluster([site("s", meter("m", "electricity", factor_id="steam:natural_gas_boiler"))])
     with pytest.raises(FactorError, match="is for steam, meter measures electricity"):
         EmissionsCalculator(bad)
+
+
+def test_transferred_fuel_takes_the_combusting_sites_table() -> None:
+    """Defect 3 (issue 16): coal a steelworks (Table 2.3, manufacturing) sends to a power
+    plant (Table 2.2, energy industries) is burned by the plant: 1 CH4 kg/TJ, not 10."""
+    c = make_cluster(
+        [
+            site(
+                "steel",
+                meter("s-coal", "coal", unit="TJ", boundary="transfer", to_site="power"),
+                combustion_category="manufacturing",
+            ),
+            site("power", meter("p-gas", "natural_gas"), combustion_category="energy_industries"),
+        ]
+    )
+    calc = EmissionsCalculator(c)
+    (prov,) = calc.provenance("s-coal")
+    assert prov.factor_id == "ipcc2006:energy_industries:coal"
+    t = calc.annual(np.array([1.0, 0.0]))
+    # 1 TJ: 94.6 t CO2 + 0.001 t CH4 + 0.0015 t N2O (Table 2.2), AR6 GWPs
+    assert t.site("power")["scope1"] == pytest.approx(94.6 + 0.001 * 29.8 + 0.0015 * 273, rel=1e-9)
+    assert t.site("steel")["scope1"] == pytest.approx(-t.site("power")["scope1"], rel=1e-12)
+
+
+# ---- per gas (issue 16, "what to build" 1): IPCC 2006 Vol. 2 Tables 2.2/2.3 by hand -------
+
+GWP = {
+    "AR5": {"ch4": 28.0, "ch4_bio": 28.0, "n2o": 265.0},
+    "AR6": {"ch4": 29.8, "ch4_bio": 27.0, "n2o": 273.0},
+}
+
+
+def _gases(
+    carrier: str, category: str, gwp: str, tj: float = 1.0
+) -> tuple[dict[str, float], float]:
+    c = make_cluster(
+        [
+            site(
+                "s",
+                meter("m", carrier, unit="TJ", annual_quantity=tj),
+                combustion_category=category,
+            )
+        ]
+    )
+    t = EmissionsCalculator(c, gwp=gwp).annual()
+    return t.site_gases("s"), t.site("s")["scope1"]
+
+
+@pytest.mark.parametrize("gwp", ["AR5", "AR6"])
+@pytest.mark.parametrize(
+    ("carrier", "category", "co2", "ch4", "n2o", "bio"),
+    [
+        # Table 2.2, natural gas: 56,100 kg CO2, 1 kg CH4, 0.1 kg N2O per TJ
+        ("natural_gas", "energy_industries", 56.1, 0.001, 0.0001, 0.0),
+        # Table 2.3, other bituminous coal in manufacturing: CH4 10 kg/TJ (2.2: 1 kg/TJ)
+        ("coal", "manufacturing", 94.6, 0.010, 0.0015, 0.0),
+        ("coal", "energy_industries", 94.6, 0.001, 0.0015, 0.0),
+        # Table 2.2, wood: 112,000 kg CO2 (biogenic: memo only), 30 kg CH4, 4 kg N2O per TJ
+        ("biomass", "energy_industries", 0.0, 0.030, 0.004, 112.0),
+    ],
+)
+def test_scope1_by_gas_is_the_ipcc_table_and_co2e_is_their_gwp_sum(
+    gwp: str, carrier: str, category: str, co2: float, ch4: float, n2o: float, bio: float
+) -> None:
+    gases, scope1 = _gases(carrier, category, gwp, tj=2.0)
+    assert gases["co2"] == pytest.approx(2 * co2, rel=1e-9, abs=0)
+    assert gases["ch4"] == pytest.approx(2 * ch4, rel=1e-9)
+    assert gases["n2o"] == pytest.approx(2 * n2o, rel=1e-9)
+    assert gases["co2_biogenic"] == pytest.approx(2 * bio, rel=1e-9, abs=0)
+    assert gases["co2_captured"] == 0.0 and gases["co2e_other"] == 0.0
+    g = GWP[gwp]
+    ch4_gwp = g["ch4_bio"] if bio else g["ch4"]
+    # biogenic CO2 is never in scope 1: CO2e is fossil CO2 + CH4 x GWP + N2O x GWP
+    assert scope1 == pytest.approx(2 * (co2 + ch4 * ch4_gwp + n2o * g["n2o"]), rel=1e-9)
+
+
+def test_co2_sent_to_storage_is_a_line_apart_from_gross_scope1() -> None:
+    t = EmissionsCalculator(_transfer_cluster()).annual()
+    ccs, steel = t.site_gases("ccs"), t.site_gases("steel")
+    # the CCS site receives 50 t of process CO2 and sends 45 t to the store
+    assert ccs["co2"] == pytest.approx(50.0) and ccs["co2_captured"] == pytest.approx(45.0)
+    net = t.site("ccs")["scope1"]
+    assert net == pytest.approx(ccs["co2"] - ccs["co2_captured"])  # gross - captured
+    assert steel["co2"] == pytest.approx(0.0258 * 94.6 * 100 - 260.0 - 50.0)
+    assert t.cluster_gases()["co2_captured"] == pytest.approx(45.0)
+    # the gas lines make scope 1 at every site and for the cluster (AR6 weights)
+    for sid in t.site_ids:
+        g = t.site_gases(sid)
+        want = g["co2"] + g["ch4"] * 29.8 + g["n2o"] * 273 + g["co2e_other"] - g["co2_captured"]
+        assert t.site(sid)["scope1"] == pytest.approx(want, rel=1e-12, abs=1e-9)
+
+
+@pytest.mark.parametrize("gwp", ["AR5", "AR6"])
+@pytest.mark.parametrize("cluster_id", ["dunkirk", "teda", "rotterdam"])
+def test_scope1_is_the_gwp_weighted_sum_of_its_gases_for_every_meter(
+    cluster_id: str, gwp: str
+) -> None:
+    calc = EmissionsCalculator(load_cluster(cluster_id), gwp=gwp)
+    np.testing.assert_allclose(
+        (calc.gas_coef * calc.gas_gwp).sum(axis=0), calc.coef[0], rtol=1e-12, atol=1e-15
+    )
+
+
+def test_gases_batch_equals_per_reading_and_per_meter_sums() -> None:
+    calc = EmissionsCalculator(load_cluster("dunkirk"))
+    rng = np.random.default_rng(11)
+    idx = rng.integers(0, calc.n_meters, 5_000)
+    qty = rng.uniform(0, 100, 5_000)
+    m = calc.compute_figures(idx, qty)
+    for k in (0, 123, 4_999):  # the scalar path: one meter's coefficients times its reading
+        i = int(idx[k])
+        scalar = [calc.coef[s, i] * qty[k] for s in range(4)]
+        scalar += [calc.gas_coef[g, i] * qty[k] for g in range(calc.gas_coef.shape[0])]
+        assert m[:, k].tolist() == scalar
+    per_meter = np.bincount(idx, weights=qty, minlength=calc.n_meters)
+    a = calc.aggregate(idx, EmissionsBatch(m[:4]), m[4:])
+    all_m = np.arange(calc.n_meters)
+    b = calc.aggregate(
+        all_m, calc.compute(all_m, per_meter), calc.compute_figures(all_m, per_meter)[4:]
+    )
+    np.testing.assert_allclose(a.gas_sites, b.gas_sites, rtol=1e-9)
+    np.testing.assert_allclose(a.gas_cluster, b.gas_cluster, rtol=1e-9)
