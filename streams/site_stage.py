@@ -55,6 +55,7 @@ from streams.windows import (
     apply_batch,
     by_quality,
     close_windows,
+    forget_fills,
     read_back_extent,
 )
 
@@ -325,6 +326,8 @@ class SiteStage:
                 state.seen_at, max(decoded.envelopes[i].record.timestamp for i in env_ids)
             )
             result = apply_batch(state, batch, self.catalog, self.grace_ms)
+            if state.fills:
+                forget_fills(state, self.limits.horizon_start(state.seen_at))
             # the restatement's windows come after (and so overwrite) the live ones
             updates.extend(result.updates)
             late_result = None

@@ -424,6 +424,17 @@ def read_back_extent(
     return ts, start
 
 
+def forget_fills(state: SiteState, oldest_ms: int) -> None:
+    """Drop the fills older than ``oldest_ms`` (the restatement horizon): a reading that old
+    is refused, so nothing can replace them any more; they stay counted."""
+    for meter in [m for m, by in state.fills.items() if min(by) < oldest_ms]:
+        kept = {t: v for t, v in state.fills[meter].items() if t >= oldest_ms}
+        if kept:
+            state.fills[meter] = kept
+        else:
+            del state.fills[meter]
+
+
 def count_quality(
     state: SiteState,
     batch: SiteBatch,

@@ -147,3 +147,12 @@ def test_fills_replaced_in_any_order_give_the_on_time_figures(
     rng = random.Random(seed)
     sent, stands = make_stream(rng, n, recovered, fill_after)
     check(sent, stands, seed, crashes)
+
+
+def test_fills_beyond_the_horizon_are_forgotten_but_stay_counted() -> None:
+    from streams.windows import forget_fills
+
+    state = SiteState("c", "a", 0)
+    state.fills = {"gas-a": {10: [0, 1], 20: [10, 2]}, "gas-b": {5: [0, 3]}}
+    forget_fills(state, 15)
+    assert state.fills == {"gas-a": {20: [10, 2]}}

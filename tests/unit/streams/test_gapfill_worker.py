@@ -122,3 +122,26 @@ def _ytd_field(w: Worker, name: str) -> str:
     """A field of the newest site twin_ytd point (a year-boundary-free stream: one year)."""
     points = [(ts, f) for tags, ts, f in w.store.series("twin_ytd") if tags.get("site") == "a"]
     return max(points, key=lambda p: p[0])[1][name]
+
+
+def test_a_gap_fill_file_names_the_bad_meter(tmp_path: Any) -> None:
+    import pytest
+
+    from streams.gapfill import GapFillFileError, declarations_from_file
+    from tests.unit.streams.test_pipeline_units import catalog
+
+    path = tmp_path / "gapfill.yaml"
+    path.write_text(
+        "meters:\n"
+        "  gas-a: {method: last_good, every: 15m, after: 1h}\n"
+        "  gas-b: {method: mrr_conservative, every: 15m}\n"
+        "  nope: {method: last_good, every: 15m, after: 1h}\n"
+    )
+    with pytest.raises(GapFillFileError) as err:
+        declarations_from_file(path, catalog())
+    msg = str(err.value)
+    assert "meter 'gas-b': after: Field required" in msg.replace("mrr_conservative.", "")
+    assert "meter 'nope': not in the catalog" in msg
+    path.write_text("meters:\n  gas-a: {method: last_good, every: 15m, after: 1h}\n")
+    (decl,) = declarations_from_file(path, catalog())["a"]
+    assert (decl.meter, decl.unit, decl.method.every_ms) == ("gas-a", "MWh", 15 * 60_000)
