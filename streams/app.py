@@ -37,6 +37,12 @@ from streams.config import StreamSettings
 from streams.delivery import OverlappedCommits, PreparedBatch, Topics
 from streams.end_offsets import EndOffsets
 from streams.envelope import Limits
+from streams.gapfill import (
+    GapFiller,
+    InfluxReference,
+    declarations_from_file,
+    declarations_from_twin,
+)
 from streams.meter_vectors import MeterVectors
 from streams.priced import priced_topic
 from streams.progress_series import ProgressWriter
@@ -65,7 +71,7 @@ from streams.stored import InfluxStore, SettledReads
 from streams.twinlink import plans_from_twin
 from streams.webview import ViewSource
 from streams.webview import install as install_view
-from streams.windows import SiteState
+from streams.windows import SiteState, completeness
 
 log = logging.getLogger("streams")
 
@@ -114,6 +120,13 @@ def create_app(
     cluster_batch = stored_then_acked(twin.lock, twin.cluster_stage.process)
     batch_agent(app, updates, "cluster-stage", batching, cluster_batch)
 
+    twin.gapfill = GapFiller(
+        _fill_declarations(cfg, catalog),
+        InfluxReference(sink),
+        topic_sender([readings]),
+        readings.get_topic_name(),
+        cfg.twin,
+    )
     install_timers(app, twin, partitions)
     app.on_rebalance_complete.connect(twin.on_rebalance)
     install_twin_views(app, twin)
@@ -137,11 +150,19 @@ class Twin:
     # one batch or timer at a time: the stages' state is not shared between tasks
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     liveness: Liveness = field(default_factory=Liveness)
+    gapfill: GapFiller | None = None
 
     async def flush_idle(self, caught_up: CaughtUp) -> None:
         """Close the windows of silent sites, once the batch being stored is stored."""
         await self.commits.wait(raise_errors=False)
         await self.site_stage.flush_idle(self.cfg.idle_flush_s, caught_up)
+
+    async def fill_gaps(self, caught_up: CaughtUp) -> None:
+        """Fill the due intervals of silent meters (``streams.gapfill``), on stored states."""
+        await self.commits.wait(raise_errors=False)
+        if self.gapfill is None or self.site_stage.first_batch is None:
+            return
+        await self.gapfill.run(self.site_state, self.site_stage.clock_inputs, caught_up)
 
     async def write_progress(self) -> None:
         """The progress series and the worker's counters, one point per 10 s."""
@@ -295,6 +316,15 @@ def install_timers(app: faust.App, twin: Twin, partitions: int) -> None:
         twin.flush_idle,
         ready=lambda: not app.should_stop,
     ).install(app, interval_s=1.0, name="idle_flush")
+    if twin.gapfill is not None and twin.gapfill.decls:
+        IdleTimer(
+            EndOffsets(lambda: app.consumer, topic, partitions),
+            twin.liveness,
+            cfg.idle_flush_s,
+            twin.lock,
+            twin.fill_gaps,
+            ready=lambda: not app.should_stop,
+        ).install(app, interval_s=5.0, name="gap_fill")
 
     async def write_progress() -> None:
         if app.should_stop:
@@ -346,6 +376,7 @@ def install_twin_views(app: faust.App, twin: Twin) -> None:
             return _json({"error": f"unknown cluster {cluster!r}"}, status=404)
         body = twin.cluster_stage.twin_json(cluster)
         body["sites"] = catalog.clusters[cluster]
+        body["completeness"] = cluster_completeness(twin, catalog.clusters[cluster])
         return _json(body)
 
     async def site_view(view: Any, request: Any, **match: Any) -> Any:
@@ -370,6 +401,23 @@ def install_twin_views(app: faust.App, twin: Twin) -> None:
     app.page("/twin/{cluster}/{site}/")(type("SiteView", (faust.web.View,), {"get": site_get}))
 
 
+def cluster_completeness(twin: Twin, sites: Any) -> dict[str, Any]:
+    """The cluster's measured, estimated and gap-filled figures and shares: the sums of its
+    sites' (``streams.windows.completeness``), of the sites this worker holds
+    (``sites_counted``; with several workers, the others hold the rest)."""
+    qytd: dict[tuple[int, str, int], list[int]] = {}
+    counted = []
+    for site in sites:
+        state = twin.site_state(site)
+        if state is None:
+            continue
+        counted.append(site)
+        for key, vec in state.qytd.items():
+            acc = qytd.setdefault(key, [0] * len(vec))
+            acc[:] = [a + b for a, b in zip(acc, vec, strict=True)]
+    return {"sites_counted": counted, "by_year": completeness(qytd)}
+
+
 def install_live_view(app: faust.App, twin: Twin) -> None:
     """The live view's routes (static files, an event stream) are plain aiohttp: Faust
     builds its aiohttp application when the web server starts, they are added to it there."""
@@ -387,6 +435,21 @@ def install_live_view(app: faust.App, twin: Twin) -> None:
         install_view(web.web_app, view)
 
     app.on_webserver_init = _on_webserver_init  # type: ignore[method-assign]
+
+
+def _fill_declarations(cfg: StreamSettings, catalog: MeterVectors) -> dict[str, Any]:
+    """The gap-fill declarations: of the gap-fill file if set (a bad one stops the start:
+    its error names the meter), else of the twin's cluster files (none with a compiled
+    catalog)."""
+    if cfg.gapfill_file is not None:
+        return declarations_from_file(cfg.gapfill_file, catalog)
+    if cfg.catalog_file is not None:
+        return {}
+    try:
+        return declarations_from_twin(cfg.cluster_names)
+    except Exception as exc:  # the twin itself must keep running
+        log.error("no gap-fill declarations from the twin (%s); no gap filling", exc)
+        return {}
 
 
 def _plans(cfg: StreamSettings) -> dict[Any, Any]:

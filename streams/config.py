@@ -71,6 +71,12 @@ class StreamSettings(BaseSettings):
         description="a stop (SIGTERM/SIGINT) taking longer exits the process at once (Faust "
         "can wait forever for its last offset commit); safe, nothing unstored is acknowledged",
     )
+    gapfill_file: Path | None = Field(
+        None,
+        description="gap-fill declarations by meter id (``meters: {id: {method: ...}}``, "
+        "``twin.gapfill``), for a worker on a compiled catalog; with the twin's cluster files "
+        "the meters' own ``gap_fill`` is used",
+    )
     datadir: Path | None = Field(
         None,
         description="Faust's data directory [cache dir/faust/<app id>]; never the current "

@@ -73,6 +73,20 @@ READINGS: Final = "readings"  # integer: readings that went into the window
 COMPLETE: Final = "complete"
 FIGURE_FIELDS: Final = (ENERGY_MWH, *SCOPE_FIELDS, TCO2E, *GAS_FIELDS, TCO2E_S1_GROSS, READINGS)
 
+# -- completeness: extra fields of the site twin_ytd points (per site, carrier and year) --------
+# Per data quality (measured, estimated, gap_filled): its tCO2e (scope 1 + 2 location), its
+# MWh, its readings, and its share of the point's tCO2e (omitted when that is zero). The
+# cluster's figures are the sums over its sites (the shares: of the sums). Names:
+# ``quality_field(quality, figure)``, e.g. ``gap_filled_tco2e``, ``measured_share``.
+QUALITY_FIGURES: Final = (TCO2E, ENERGY_MWH, READINGS)
+QUALITY_SHARE: Final = "share"
+
+
+def quality_field(quality: str, figure: str) -> str:
+    """The twin_ytd field of one data quality's figure (or its ``QUALITY_SHARE``)."""
+    return f"{quality}_{figure}"
+
+
 # -- fields of meter_latest (and meter_reading) -----------------------------------------------
 VALUE: Final = "value"
 QUALITY: Final = "quality"  # measured | estimated | gap_filled

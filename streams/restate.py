@@ -32,12 +32,15 @@ import numpy as np
 
 from streams.meter_vectors import MeterVectors
 from streams.windows import (
+    GAP_FILLED,
     NFIG,
     RESOLUTIONS,
     SiteBatch,
     SiteState,
     WindowUpdate,
     _meter_columns,
+    add_quality,
+    count_quality,
     split_intervals,
     window_sums,
     year_of,
@@ -127,11 +130,83 @@ def _unstored(
         known.append((m, r.ts, r.start, r.vec))
     keys = (batch.meter[late].astype(np.int64) << np.int64(42)) + batch.ts[late]
     new_mask = np.ones(late.size, dtype=bool)
+    replacing = _replacing(state, batch, late, catalog)
     for i, k in enumerate(keys.tolist()):
         got = before.get(k)
+        if replacing[i]:
+            continue  # the stored one is the fill it replaces (the state still counts it)
         if got is not None and not (got[0] == state.partition and got[1] > prev_offset):
             new_mask[i] = False
     return known, new_mask
+
+
+def _replacing(
+    state: SiteState, batch: SiteBatch, sel: np.ndarray, catalog: MeterVectors
+) -> np.ndarray:
+    """Which of ``sel`` are real readings of a counted fill's meter and ts (the replace
+    rule, ``streams.windows.replaces_fill``)."""
+    out = np.zeros(sel.size, dtype=bool)
+    names = catalog.specs
+    for i, j in enumerate(sel.tolist()):
+        if int(batch.quality[j]) == GAP_FILLED:
+            continue
+        by = state.fills.get(names[int(batch.meter[j])].meter)
+        out[i] = by is not None and int(batch.ts[j]) in by
+    return out
+
+
+def _removed_parts(
+    state: SiteState, batch: SiteBatch, added: np.ndarray, catalog: MeterVectors
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[tuple[int, int], int]]:
+    """The parts of the fills the added readings replace (taken out of the state), and how
+    many fills go per (carrier code, hour), for the restatement record."""
+    removed = split_intervals(*_take_out_fills(state, batch, added, catalog))
+    carrier_code = _meter_columns(catalog)[2]
+    replaced: dict[tuple[int, int], int] = defaultdict(int)
+    for m, t, n in zip(
+        removed[0].tolist(), removed[1].tolist(), removed[2][:, NFIG].tolist(), strict=True
+    ):
+        replaced[(int(carrier_code[m]), t - t % HOUR)] += n
+    return removed, replaced
+
+
+def _take_out_fills(
+    state: SiteState, batch: SiteBatch, added: np.ndarray, catalog: MeterVectors
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fills the added readings replace, out of the state (fills, year to date by
+    quality, latest reading; the real reading's time is remembered while its 1-min window
+    is open, so a repeat of it is a duplicate): their meter, ts, start and figures."""
+    meters: list[int] = []
+    stamps: list[int] = []
+    starts: list[int] = []
+    vecs: list[list[int]] = []
+    names = catalog.specs
+    for j in np.flatnonzero(_replacing(state, batch, added, catalog)).tolist():
+        i = int(added[j])
+        m, t = int(batch.meter[i]), int(batch.ts[i])
+        name = names[m].meter
+        by = state.fills[name]
+        fill = by.pop(t)
+        if not by:
+            del state.fills[name]
+        meters.append(m)
+        stamps.append(t)
+        starts.append(fill[0])
+        vecs.append(fill[1:])
+        _, _, codes, keys = _meter_columns(catalog)
+        add_quality(state, t, keys[codes[m]], GAP_FILLED, fill[1:], -1)
+        last = state.last.get(name)
+        if last is not None and last[0] == t:
+            state.last[name] = [t, float(batch.value[i]), int(batch.quality[i])]
+        if t >= state.closed["1m"]:
+            state.seen.setdefault(name, []).append(t)
+    state.replaced += len(meters)
+    return (
+        np.array(meters, np.int64),
+        np.array(stamps, np.int64),
+        np.array(starts, np.int64),
+        np.array(vecs, np.int64).reshape(-1, NFIG),
+    )
 
 
 def restate(
@@ -161,13 +236,25 @@ def restate(
         return out
     priced = catalog.price(batch.row[added], batch.value[added])
     out.added, out.priced = added, priced
-    state.late += int(added.size)
+    removed, replaced = _removed_parts(state, batch, added, catalog)
+    state.late += int(added.size) - int(removed[2][:, NFIG].sum())
     state.accepted += int(added.size)
+    count_quality(state, batch, added, priced, catalog)
     starts = batch.starts()
     new_parts = split_intervals(batch.meter[added], batch.ts[added], starts[added], priced)
+    # a replaced fill's parts count negatively: what the readings add is the difference
+    new_parts = (
+        np.concatenate([new_parts[0], removed[0]]),
+        np.concatenate([new_parts[1], removed[1]]),
+        np.concatenate([new_parts[2], -removed[2]]),
+    )
     hours = set(np.unique(new_parts[1] - new_parts[1] % HOUR).tolist())
 
     meter, ts, figs_all = _hour_parts(known, batch, ((live, live_priced), (added, priced)), hours)
+    if removed[0].size:  # the windows a replaced fill leaves empty are written again, as 0
+        meter = np.concatenate([meter, removed[0]])
+        ts = np.concatenate([ts, removed[1]])
+        figs_all = np.concatenate([figs_all, np.zeros_like(removed[2])])
 
     meter_names, carriers, carrier_code, carrier_names = _meter_columns(catalog)
     touched_meters = set(batch.meter[added].tolist())
@@ -214,11 +301,21 @@ def restate(
                     [a - b for a, b in zip(vec, plus, strict=True)],
                     list(vec),
                     plus[NFIG],
-                    f"{plus[NFIG]} reading(s) arrived after the window had closed",
+                    _reason(plus[NFIG], replaced.get((k, w), 0)),
                 )
             )
     _grow_year_to_date(state, add_by, carrier_names)
     return out
+
+
+def _reason(net_added: int, fills_replaced: int) -> str:
+    """The restatement record's why: late readings, and gap fills they replaced."""
+    if not fills_replaced:
+        return f"{net_added} reading(s) arrived after the window had closed"
+    return (
+        f"{fills_replaced} gap fill(s) replaced by the real reading(s), "
+        f"{net_added + fills_replaced} reading(s) in"
+    )
 
 
 def _grow_year_to_date(

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -172,11 +172,19 @@ def window_lines(twin: str, updates: Iterable[WindowUpdate]) -> Iterator[str]:
 
 
 def ytd_lines(
-    twin: str, cluster: str, site: str, key: str, year: int, vec: Sequence[int], ts: int
+    twin: str,
+    cluster: str,
+    site: str,
+    key: str,
+    year: int,
+    vec: Sequence[int],
+    ts: int,
+    extra: str = "",
 ) -> list[str]:
-    """A site's year-to-date point(s) of one window key (two for a transfer, as windows)."""
+    """A site's year-to-date point(s) of one window key (two for a transfer, as windows);
+    ``extra`` (the completeness fields) goes on a non-transfer point."""
     if ">" not in key:
-        return [ytd_line(twin, cluster, site, key, year, vec, ts)]
+        return [ytd_line(twin, cluster, site, key, year, vec, ts, extra=extra)]
     return [
         ytd_line(twin, cluster, s, carrier, year, v, ts, tag)
         for s, carrier, tag, v in site_views(site, key, vec)
@@ -199,13 +207,30 @@ def ytd_line(
     vec: Sequence[int],
     ts: int,
     transfer: str = "",
+    extra: str = "",
 ) -> str:
+    """``extra``: more fields of the same point (``quality_fields``), comma first."""
     scope = f"{_SITE}{_esc(site)}" if site else ""
     tag = f"{_TRANSFER}{_esc(transfer)}" if transfer else ""
     return (
         f"{schema.TWIN_YTD}{_TWIN}{_esc(twin)}{_CLUSTER}{_esc(cluster)}{scope}"
-        f"{_CARRIER}{_esc(carrier)}{_YEAR}{year}{tag} {_figure_fields(vec)} {ts}"
+        f"{_CARRIER}{_esc(carrier)}{_YEAR}{year}{tag} {_figure_fields(vec)}{extra} {ts}"
     )
+
+
+def quality_fields(by_quality: Mapping[str, Sequence[int]]) -> str:
+    """The completeness fields of a twin_ytd point (``schema.quality_field``), comma first,
+    from figure vectors per quality name (nano-units, the count last)."""
+    tco2e = sum(int(v[1]) + int(v[2]) for v in by_quality.values())
+    out = []
+    for q, v in by_quality.items():
+        out.append(f",{schema.quality_field(q, schema.TCO2E)}={int(v[1]) + int(v[2])}e-9")
+        out.append(f",{schema.quality_field(q, schema.ENERGY_MWH)}={int(v[0])}e-9")
+        out.append(f",{schema.quality_field(q, schema.READINGS)}={int(v[-1])}i")
+        if tco2e:
+            share = (int(v[1]) + int(v[2])) / tco2e
+            out.append(f",{schema.quality_field(q, schema.QUALITY_SHARE)}={share!r}")
+    return "".join(out)
 
 
 def reading_line(
@@ -220,15 +245,22 @@ def reading_line(
     partition: int,
     offset: int,
     start: int = -1,
+    explicit_start: bool = False,
 ) -> str:
     """One accepted reading as stored: its value, its priced figures in nano-units (what it
     added to its windows, so a restatement can recompute them exactly), its interval start
     if it has one, and the record that brought it (so a replay after a crash can tell its
     own unstored effect from a duplicate). Its gases are written where not 0 (a reading's
-    figures never change; an absent one reads back as 0)."""
-    interval = f"{_R_START}{start}i" if start >= 0 else ""
+    figures never change; an absent one reads back as 0).
+
+    ``explicit_start``: a reading that may overwrite a stored gap fill (the same series and
+    time; ``streams.windows.replaces_fill``) writes its start even when it has none (-1) and
+    every gas even when 0, or the fill's fields would stay on the point."""
+    interval = f"{_R_START}{start}i" if start >= 0 or explicit_start else ""
     tags = _meter_tags(schema.METER_READING, twin, cluster, site, meter)
-    gases = "".join(f"{n}{v}i" for n, v in zip(_R_GASES, vec[5:NFIG], strict=True) if v)
+    gases = "".join(
+        f"{n}{v}i" for n, v in zip(_R_GASES, vec[5:NFIG], strict=True) if v or explicit_start
+    )
     return (
         f"{tags}{_VALUE}{float(value)!r}{_QUALITY}{_str_field(quality)}"
         f"{_R_E}{vec[0]}i{_R_S1}{vec[1]}i{_R_S2L}{vec[2]}i{_R_S2M}{vec[3]}i{_R_S3}{vec[4]}i"

@@ -37,7 +37,14 @@ from streams.eventtime import cluster_clocks
 from streams.meter_vectors import MeterVectors
 from streams.priced import PricedMessages
 from streams.restate import RestateResult, StoredReading, hour_spans, restate
-from streams.sink import latest_line, reading_line, restatement_line, window_lines, ytd_lines
+from streams.sink import (
+    latest_line,
+    quality_fields,
+    reading_line,
+    restatement_line,
+    window_lines,
+    ytd_lines,
+)
 from streams.stored import ReadingStore
 from streams.windows import (
     RESOLUTIONS,
@@ -46,7 +53,10 @@ from streams.windows import (
     SiteState,
     WindowUpdate,
     apply_batch,
+    by_quality,
     close_windows,
+    forget_fills,
+    read_back_extent,
 )
 
 
@@ -316,12 +326,18 @@ class SiteStage:
                 state.seen_at, max(decoded.envelopes[i].record.timestamp for i in env_ids)
             )
             result = apply_batch(state, batch, self.catalog, self.grace_ms)
+            if state.fills:
+                forget_fills(state, self.limits.horizon_start(state.seen_at))
             # the restatement's windows come after (and so overwrite) the live ones
             updates.extend(result.updates)
             late_result = None
             if result.late.size:
                 # readings that end up to the longest interval later reach into these hours
-                stored = yield (state.cluster, site, _read_back_spans(state, batch, result))
+                stored = yield (
+                    state.cluster,
+                    site,
+                    _read_back_spans(state, batch, result, self.catalog),
+                )
                 at = max(decoded.envelopes[i].record.timestamp for i in env_ids)
                 late_result = self._restate(state, batch, result, stored or [], at, updates, lines)
                 c.late += int(late_result.added.size)
@@ -439,7 +455,7 @@ class SiteStage:
             )
             for r in out.restatements
         )
-        lines.extend(self._reading_lines(state, batch, out.added, out.priced))
+        lines.extend(self._reading_lines(state, batch, out.added, out.priced, explicit_start=True))
         return out
 
     def _note_latest(self, state: SiteState, batch: SiteBatch, sel: np.ndarray) -> None:
@@ -453,7 +469,12 @@ class SiteStage:
                 state.last[name] = [t, float(batch.value[i]), int(batch.quality[i])]
 
     def _reading_lines(
-        self, state: SiteState, batch: SiteBatch, sel: np.ndarray, priced: np.ndarray
+        self,
+        state: SiteState,
+        batch: SiteBatch,
+        sel: np.ndarray,
+        priced: np.ndarray,
+        explicit_start: bool = False,
     ) -> list[str]:
         """The stored form of accepted readings (what a later restatement reads back)."""
         names = self.catalog.specs
@@ -470,6 +491,7 @@ class SiteStage:
                 state.partition,
                 off,
                 st,
+                explicit_start,
             )
             for m, t, v, q, off, vec, st in zip(
                 batch.meter[sel].tolist(),
@@ -499,6 +521,7 @@ class SiteStage:
                 year,
                 vec,
                 min(ts, _year_end(year) - hour),
+                quality_fields(by_quality(state.qytd, year, key)) if ">" not in key else "",
             )
         ]
 
@@ -594,7 +617,7 @@ def _closes_any(state: SiteState, now_ms: int, stage: SiteStage) -> bool:
 
 
 def _read_back_spans(
-    state: SiteState, batch: SiteBatch, result: ApplyResult
+    state: SiteState, batch: SiteBatch, result: ApplyResult, catalog: MeterVectors
 ) -> list[tuple[int, int]]:
     """The time ranges of stored readings a restatement of ``result.late`` needs: their
     hours, and as much after them as the site's longest interval reaches back."""
@@ -602,7 +625,8 @@ def _read_back_spans(
     if late_start.size and late_start.max() >= 0:
         spans = batch.ts[result.late] - late_start
         state.max_interval = max(state.max_interval, int(spans.max()))
-    return [(a, b + state.max_interval) for a, b in hour_spans(batch.ts[result.late], late_start)]
+    ts, start = read_back_extent(state, batch, result.late, catalog)  # and replaced fills
+    return [(a, b + state.max_interval) for a, b in hour_spans(ts, start)]
 
 
 def _year_end(year: int) -> int:

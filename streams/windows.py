@@ -85,6 +85,13 @@ class SiteState:
     accepted: int = 0
     late: int = 0
     duplicates: int = 0
+    # meter -> {ts: [start, *figures]}: the gap fills counted and not yet replaced (the
+    # replace rule below); what a real reading of the same meter and ts takes out
+    fills: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    # (year, window key, quality code) -> vec: the year to date by data quality (completeness;
+    # the key as in ``ytd``: the carrier, a transfer's apart)
+    qytd: dict[tuple[int, str, int], list[int]] = field(default_factory=dict)
+    replaced: int = 0  # fills replaced by real readings
 
     # -- (de)serialisation: the changelog value ------------------------------------------
     def dumps(self) -> bytes:
@@ -105,6 +112,9 @@ class SiteState:
                 "sa": self.seen_at,
                 "mi": self.max_interval,
                 "n": [self.accepted, self.late, self.duplicates],
+                "gf": [[m, t, *v] for m, by in self.fills.items() for t, v in by.items()],
+                "q": [[*k, *v] for k, v in self.qytd.items()],
+                "rp": self.replaced,
             }
         )
 
@@ -119,6 +129,10 @@ class SiteState:
         s.seen_at = d.get("sa", -1)
         s.max_interval = d.get("mi", 0)
         s.accepted, s.late, s.duplicates = d["n"]
+        for r in d.get("gf", ()):
+            s.fills.setdefault(r[0], {})[r[1]] = r[2:]
+        s.qytd = {(r[0], r[1], r[2]): r[3:] for r in d.get("q", ())}
+        s.replaced = d.get("rp", 0)
         return s
 
     def twin(self, catalog: MeterVectors | None = None) -> dict[str, Any]:
@@ -150,6 +164,8 @@ class SiteState:
                 for site, c, t, v in site_views(self.site, k, vec)
                 if site == self.site
             ],
+            "fills_replaced": self.replaced,
+            "completeness": completeness(self.qytd),
         }
 
 
@@ -233,13 +249,17 @@ def reading_keys(meter: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return out
 
 
-def first_sightings(meter: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """Mask of the readings that are the first (in arrival order) of their (meter, ts)."""
+def first_sightings(
+    meter: np.ndarray, ts: np.ndarray, fill: np.ndarray | None = None
+) -> np.ndarray:
+    """Mask of the readings that are the first (in arrival order) of their (meter, ts); a
+    real reading comes before a fill (``fill``: the gap-filled ones) whatever the order."""
     n = ts.size
     first = np.ones(n, dtype=bool)
     if n < 2:
         return first
-    order = np.lexsort((np.arange(n), ts, meter))
+    rank = np.arange(n) if fill is None else np.arange(n) + fill.astype(np.int64) * n
+    order = np.lexsort((rank, ts, meter))
     same = (meter[order][1:] == meter[order][:-1]) & (ts[order][1:] == ts[order][:-1])
     first[order[1:][same]] = False
     return first
@@ -269,12 +289,15 @@ def apply_batch(
     meter = batch.meter[idx]
     ts = batch.ts[idx]
     start = batch.starts()[idx]
-    first = first_sightings(meter, ts)
+    fill = batch.quality[idx] == GAP_FILLED
+    first = first_sightings(meter, ts, fill)
     # an interval is on time when its first part's window is still open
     is_open = np.where(start >= 0, start, ts) >= state.closed[FINEST]
-    seen = _seen_mask(state, meter, ts, catalog) & is_open
+    replaces = replaces_fill(state, meter, ts, fill, catalog)
+    seen = _seen_mask(state, meter, ts, catalog) & is_open & ~replaces
     dup = ~first | seen
-    late = (~dup) & (~is_open)
+    # a reading that replaces a fill restates its windows (open ones too): the fill goes out
+    late = (~dup) & (~is_open | replaces)
     ok = ~(dup | late)
     late_idx = idx[late]
     dup_idx = idx[dup]
@@ -288,6 +311,7 @@ def apply_batch(
     updates.extend(
         fold_windows(state, batch.meter[keep], batch.ts[keep], priced, catalog, kept_start)
     )
+    count_quality(state, batch, keep, priced, catalog)
     if kept_start.size and kept_start.max() >= 0:
         spans = batch.ts[keep] - kept_start
         state.max_interval = max(state.max_interval, int(spans[kept_start >= 0].max()))
@@ -353,6 +377,135 @@ def _remember(state: SiteState, batch: SiteBatch, keep: np.ndarray, catalog: Met
 
 
 MINUTE = RESOLUTIONS[FINEST]
+
+# -- gap fills: the replace rule ------------------------------------------------------------
+#: the quality code of a gap fill (``twin.gapfill``; the codes are positions in QUALITIES)
+GAP_FILLED = QUALITY_NAMES.index("gap_filled")
+
+
+def replaces_fill(
+    state: SiteState, meter: np.ndarray, ts: np.ndarray, fill: np.ndarray, catalog: MeterVectors
+) -> np.ndarray:
+    """The replace rule, next to the dedup rule it amends: a real (measured or estimated)
+    reading of the same meter and ts as a counted gap fill is not a duplicate; it replaces
+    the fill (its figures go out of every window and the year to date, the reading's come
+    in), through the restatement (``streams.restate``), whether the fill's windows are open
+    or closed. A fill never replaces anything: a fill for a reading already counted (real or
+    fill) is a duplicate, and within one batch a real reading wins over a fill of its key."""
+    out = np.zeros(ts.size, dtype=bool)
+    if not state.fills:
+        return out
+    names = catalog.specs
+    for i in np.flatnonzero(~fill).tolist():
+        by = state.fills.get(names[int(meter[i])].meter)
+        if by is not None and int(ts[i]) in by:
+            out[i] = True
+    return out
+
+
+def read_back_extent(
+    state: SiteState, batch: SiteBatch, late: np.ndarray, catalog: MeterVectors
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(ts, start)`` of the late readings as far as a restatement must read back: a
+    reading that replaces a fill reaches over the fill's interval too (its hours are
+    recomputed without the fill)."""
+    ts = batch.ts[late].copy()
+    start = batch.starts()[late].copy()
+    if not state.fills:
+        return ts, start
+    names = catalog.specs
+    for i, j in enumerate(late.tolist()):
+        by = state.fills.get(names[int(batch.meter[j])].meter)
+        fill = None if by is None else by.get(int(batch.ts[j]))
+        if fill is not None and int(batch.quality[j]) != GAP_FILLED:
+            own = start[i] if start[i] >= 0 else ts[i]
+            start[i] = min(int(own), fill[0] if fill[0] >= 0 else int(ts[i]))
+            ts[i] += 1  # [start, ts]: the reading's own instant too
+    return ts, start
+
+
+def forget_fills(state: SiteState, oldest_ms: int) -> None:
+    """Drop the fills older than ``oldest_ms`` (the restatement horizon): a reading that old
+    is refused, so nothing can replace them any more; they stay counted."""
+    for meter in [m for m, by in state.fills.items() if min(by) < oldest_ms]:
+        kept = {t: v for t, v in state.fills[meter].items() if t >= oldest_ms}
+        if kept:
+            state.fills[meter] = kept
+        else:
+            del state.fills[meter]
+
+
+def count_quality(
+    state: SiteState,
+    batch: SiteBatch,
+    sel: np.ndarray,
+    priced: np.ndarray,
+    catalog: MeterVectors,
+    sign: int = 1,
+) -> None:
+    """Counted readings into the year to date by quality (their year is the one of their
+    ``ts``), and counted fills into ``state.fills`` (what a real reading would take out)."""
+    if sel.size == 0:
+        return
+    names, _, codes, keys = _meter_columns(catalog)
+    starts = batch.starts()
+    for m, t, q, st, vec in zip(
+        batch.meter[sel].tolist(),
+        batch.ts[sel].tolist(),
+        batch.quality[sel].tolist(),
+        starts[sel].tolist(),
+        priced.tolist(),
+        strict=True,
+    ):
+        add_quality(state, t, keys[codes[m]], q, vec, sign)
+        if q == GAP_FILLED:
+            state.fills.setdefault(names[m], {})[t] = [st, *vec]
+
+
+def add_quality(
+    state: SiteState, ts: int, carrier: str, quality: int, vec: Sequence[int], sign: int
+) -> None:
+    """A reading's figures (``sign`` -1: taken out) into the year to date by quality."""
+    key = (year_of(ts - ts % 3_600_000), carrier, quality)
+    got = state.qytd.get(key)
+    if got is None:
+        got = state.qytd[key] = [0] * (NFIG + 1)
+    for k in range(NFIG):
+        got[k] += sign * int(vec[k])
+    got[NFIG] += sign
+
+
+def by_quality(
+    qytd: dict[tuple[int, str, int], list[int]], year: int, carrier: str | None = None
+) -> dict[str, list[int]]:
+    """A year's figures per quality name, of one carrier or (None) all of them."""
+    out = {q: [0] * (NFIG + 1) for q in QUALITY_NAMES}
+    for (y, c, code), vec in qytd.items():
+        if y == year and (carrier is None or c == carrier):
+            acc = out[QUALITY_NAMES[code]]
+            for k in range(NFIG + 1):
+                acc[k] += vec[k]
+    return out
+
+
+def completeness(qytd: dict[tuple[int, str, int], list[int]]) -> dict[str, dict[str, Any]]:
+    """Per year: the figures of measured, estimated and gap-filled readings, and each one's
+    share of the year's tCO2e (scope 1 + scope 2 location) and of its MWh (None when the
+    total is zero)."""
+    out: dict[str, dict[str, Any]] = {}
+    for year in sorted({y for y, _, _ in qytd}):
+        by = by_quality(qytd, year)
+        tco2e = sum(v[1] + v[2] for v in by.values())
+        mwh = sum(v[0] for v in by.values())
+        out[str(year)] = {
+            q: {
+                **figures(v),
+                "share_tco2e": (v[1] + v[2]) / tco2e if tco2e else None,
+                "share_energy": v[0] / mwh if mwh else None,
+            }
+            for q, v in by.items()
+        }
+    return out
 
 
 def split_intervals(

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from twin.carriers import CalorificBasis, Carrier, HydrogenRoute, UnitError, scale_to_canonical
 from twin.factors import default_library
+from twin.gapfill import GapFill
 from twin.targets import TargetPlan
 from twin.validation import Loc, Problems, error_lines
 from twin.yaml_loader import load_yaml
@@ -165,6 +166,8 @@ class Meter(_Strict):
     supplier_factor_id: str | None = None
     route: HydrogenRoute | None = None
     annual_quantity: float | None = Field(default=None, ge=0)
+    #: how the meter's missing intervals are filled (``twin.gapfill``); none: never filled
+    gap_fill: GapFill | None = None
     description: str = ""
 
     @model_validator(mode="after")
