@@ -26,6 +26,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("clustertwin.commands.backfill", "backfill"),
     ("clustertwin.commands.dashboards", "dashboards"),
     ("clustertwin.commands.alerts", "alerts"),
+    ("clustertwin.commands.report", "report"),
 )
 
 

@@ -166,6 +166,9 @@ class Meter(_Strict):
     supplier_factor_id: str | None = None
     route: HydrogenRoute | None = None
     annual_quantity: float | None = Field(default=None, ge=0)
+    # the 95 % half-width of the meter's quantities in percent (EU ETS MRR tiers state it:
+    # e.g. tier 4 +-1.5 %); the annual inventory propagates it (twin.inventory). Unset: unknown
+    uncertainty_pct: float | None = Field(default=None, ge=0, le=100)
     #: how the meter's missing intervals are filled (``twin.gapfill``); none: never filled
     gap_fill: GapFill | None = None
     description: str = ""
