@@ -14,6 +14,7 @@ factor, market): 0.008493828 t restated, over the two readings of July and Augus
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,3 +161,21 @@ def test_a_bounded_revision_leaves_the_readings_after_its_end() -> None:
         rev,
     )
     assert [(r.readings, r.tco2e_changed_nano) for r in rows] == [(1, 4_000_000)]
+
+
+def test_restate_refuses_a_factor_without_a_revision_naming_it(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from clustertwin.cli import main
+
+    r = CliRunner().invoke(main, ["restate", "dunkirk", "--factor", FR])
+    assert r.exit_code == 2 and f"factor {FR!r} version '2022-02' revises nothing" in r.output
+    bad = tmp_path / "rev.yaml"
+    bad.write_text(
+        "kind: grid\ncarrier: electricity\nfactors:\n"
+        f"  - {{id: '{FR}', region: FR, year: 2021, version: '2', unit: g/kWh,"
+        " values: {CO2: -1}, source: x, valid_from: 2026-07-01}\n"
+    )
+    r = CliRunner().invoke(main, ["restate", "dunkirk", "--factor", FR, "--factors", str(bad)])
+    assert r.exit_code == 2
+    assert f"{bad}: factors[0]({FR}): values.CO2: must not be negative" in r.output
