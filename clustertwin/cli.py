@@ -27,6 +27,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("clustertwin.commands.dashboards", "dashboards"),
     ("clustertwin.commands.alerts", "alerts"),
     ("clustertwin.commands.report", "report"),
+    ("clustertwin.commands.restate", "restate"),
 )
 
 

@@ -25,6 +25,10 @@ METER_READING: Final = "meter_reading"
 # A site hour restated after it had closed (timestamp = the record time that restated it;
 # tag HOUR = the hour's start, epoch ms).
 RESTATEMENT: Final = "restatement"
+# A factor revision's restatement (``streams.factor_restate``): per site, carrier and year,
+# what the readings in the new version's validity period held and hold at the new version
+# (timestamp = the period's start: a second run overwrites the same point).
+FACTOR_RESTATEMENT: Final = "factor_restatement"
 # Year-to-date running totals per cluster (no site tag) and per site, per carrier.
 TWIN_YTD: Final = "twin_ytd"
 
@@ -117,6 +121,22 @@ RESTATEMENT_FIELDS: Final = (
     READINGS_ADDED,
     REASON,
 )
+
+# -- factor_restatement: tags (besides twin, cluster, site, carrier, year) and fields ----------
+FACTOR: Final = "factor"  # the factor id
+OLD_VERSION: Final = "old_version"
+NEW_VERSION: Final = "new_version"
+PERIOD_FROM: Final = "period_from"  # epoch ms, inclusive
+PERIOD_TO: Final = "period_to"  # epoch ms, exclusive (-1: open-ended)
+TCO2E_CHANGED: Final = "tco2e_changed"  # new_tco2e - old_tco2e (scope 1 + 2 location)
+# the change of each scope and gas figure: ``delta_field(name)``, e.g. delta_tco2e_s2_location
+DELTA_FIELDS_OF: Final = (*SCOPE_FIELDS, *GAS_FIELDS)
+
+
+def delta_field(name: str) -> str:
+    """The factor_restatement field of the change of one figure of ``DELTA_FIELDS_OF``."""
+    return f"delta_{name}"
+
 
 # Human labels for the scope fields, used as series names.
 SCOPE_LABELS: Final = {

@@ -20,13 +20,13 @@ from pathlib import Path
 import click
 
 from clustertwin_base.settings import MissingCredentialError, Settings
-from streams.inventory_source import StoredYear, load_year
+from streams.inventory_source import EDITIONS, StoredYear, load_year
 from streams.sink import InfluxSink
 from twin.inventory import COLUMNS, Inventory, build_inventory, rows
 from twin.model import load_cluster
 
 
-def _load(settings: Settings, twin: str, cluster: str, year: int) -> StoredYear:
+def _load(settings: Settings, twin: str, cluster: str, year: int, edition: str) -> StoredYear:
     async def run() -> StoredYear:
         sink = InfluxSink(
             settings.influx_url,
@@ -36,7 +36,7 @@ def _load(settings: Settings, twin: str, cluster: str, year: int) -> StoredYear:
         )
         try:
             return await asyncio.wait_for(
-                load_year(sink, settings.influx_bucket, twin, cluster, year), 120
+                load_year(sink, settings.influx_bucket, twin, cluster, year, edition), 120
             )
         finally:
             await sink.close()
@@ -77,6 +77,13 @@ def as_csv(inv: Inventory) -> str:
 @click.option("--twin", "twin", default="live", show_default=True, help="The twin tag to read.")
 @click.option("--gwp", default="AR6", show_default=True, help="GWP set of the figures.")
 @click.option(
+    "--edition",
+    type=click.Choice(EDITIONS),
+    default="current",
+    show_default=True,
+    help="current: with the factor revisions restated; previous: as the worker computed it.",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
 )
 @click.option(
@@ -85,7 +92,9 @@ def as_csv(inv: Inventory) -> str:
     default=None,
     help="File (default: stdout).",
 )
-def report(cluster: str, year: int, twin: str, gwp: str, fmt: str, out: Path | None) -> None:
+def report(
+    cluster: str, year: int, twin: str, gwp: str, edition: str, fmt: str, out: Path | None
+) -> None:
     """Write the annual inventory of CLUSTER for --year from the live twin's stored figures.
 
     Exits 2 when the cluster or the InfluxDB settings cannot be used, 1 when the twin holds
@@ -97,7 +106,7 @@ def report(cluster: str, year: int, twin: str, gwp: str, fmt: str, out: Path | N
         click.echo(f"clustertwin report: cluster {cluster!r}: {exc}", err=True)
         sys.exit(2)
     try:
-        stored = _load(Settings.load(), twin, model.id, year)
+        stored = _load(Settings.load(), twin, model.id, year, edition)
     except MissingCredentialError as exc:
         click.echo(f"clustertwin report: {exc}", err=True)
         sys.exit(2)

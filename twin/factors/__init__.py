@@ -11,12 +11,18 @@ Quantities are normalised at load time to tonnes of gas per canonical unit of th
 A factor is the tonnes a unit emits, so no gas amount may be negative: carbon that leaves a
 site (exports, capture) is a boundary of the meter, not a negative factor. A bad library file
 lists every problem of every entry, each as ``<file>: factors[i](id): <field>: <why>``.
+
+Revisions: several versions of one id may coexist, each valid from its ``valid_from`` (a
+date; none: from the beginning) until the next version's ``valid_from`` or its own
+``valid_to`` (exclusive). ``FactorLibrary.at`` is the one rule that picks the version valid
+on a date; every other lookup (and so the live calculator) sees the newest version.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import date
 from importlib import resources
 from typing import Any, Literal
 
@@ -108,6 +114,17 @@ class Factor(BaseModel):
     # per gas, the half-width of the 95 % interval in percent of the value (IPCC tables,
     # Open Emission Factors DB); a gas left out has an undeclared uncertainty (twin.uncertainty)
     uncertainty_pct: dict[str, float] = Field(default_factory=dict)
+    # a revision's validity (module docstring): from this date, until valid_to (exclusive)
+    valid_from: date | None = None
+    valid_to: date | None = None
+
+    @model_validator(mode="after")
+    def _period_ordered(self) -> Factor:
+        if self.valid_from and self.valid_to and self.valid_to <= self.valid_from:
+            raise ValueError(
+                f"valid_to: {self.valid_to} must be after valid_from {self.valid_from}"
+            )
+        return self
 
     @field_validator("uncertainty_pct")
     @classmethod
@@ -188,11 +205,10 @@ class FactorLibrary:
     combustion by carrier and category, hydrogen by route)."""
 
     def __init__(self, factors: Iterable[Factor]) -> None:
-        self._by_id: dict[str, Factor] = {}
+        self._by_id: dict[str, Factor] = {}  # the newest version of each id
+        self._versions: dict[str, list[Factor]] = {}  # every version, oldest first
         for f in factors:
-            if f.id in self._by_id:
-                raise FactorError(f"duplicate factor id {f.id!r}")
-            self._by_id[f.id] = f
+            self._add(f)
 
     # ---- construction -------------------------------------------------------------------
 
@@ -203,19 +219,22 @@ class FactorLibrary:
         pending_derived: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         problems: list[str] = []
         first_at: dict[str, str] = {}
-        for origin, doc in docs:
+        docs_seen = list(docs)
+        for origin, doc in docs_seen:
             defaults = {k: v for k, v in doc.items() if k != "factors"}
             for i, entry in enumerate(doc.get("factors", [])):
                 merged = {**defaults, **entry}
                 fid = merged.get("id")
                 where = f"{origin}: factors[{i}]" + (f"({fid})" if isinstance(fid, str) else "")
-                if isinstance(fid, str) and fid in first_at:
+                # a revision is the same id with another version (and its validity)
+                key = f"{fid}@{merged.get('version')}"
+                if isinstance(fid, str) and key in first_at:
                     problems.append(
-                        f"{where}: id: duplicate factor id {fid!r} (first at {first_at[fid]})"
+                        f"{where}: id: duplicate factor id {fid!r} (first at {first_at[key]})"
                     )
                     continue
                 if isinstance(fid, str):
-                    first_at[fid] = where
+                    first_at[key] = where
                 if "derived_from" in merged:
                     pending_derived.append((where, merged, {}))
                     continue
@@ -225,7 +244,10 @@ class FactorLibrary:
                     problems.extend(str(e).splitlines())
         if problems:
             raise FactorError("\n".join(problems))
-        lib = cls(factors)
+        try:
+            lib = cls(factors)
+        except FactorError as e:
+            raise FactorError(f"{', '.join(o for o, _ in docs_seen)}: {e}") from None
         for where, merged, _ in pending_derived:
             base = lib._by_id.get(merged["derived_from"])
             if base is None:
@@ -249,13 +271,40 @@ class FactorLibrary:
         return lib
 
     def _add(self, f: Factor) -> None:
-        if f.id in self._by_id:
-            raise FactorError(f"duplicate factor id {f.id!r}")
-        self._by_id[f.id] = f
+        known = self._versions.setdefault(f.id, [])
+        if any(k.version == f.version or k.valid_from == f.valid_from for k in known):
+            raise FactorError(
+                f"duplicate factor id {f.id!r}: a revision needs a new version and its own "
+                "valid_from"
+            )
+        known.append(f)
+        known.sort(key=_start)
+        self._by_id[f.id] = known[-1]
+
+    def versions(self, factor_id: str) -> list[Factor]:
+        """Every version of ``factor_id``, oldest validity first."""
+        self.get(factor_id)
+        return list(self._versions[factor_id])
+
+    def at(self, factor_id: str, when: date) -> Factor:
+        """The version of ``factor_id`` valid on ``when``: the latest whose ``valid_from`` is
+        not after it (none: valid from the beginning), unless its ``valid_to`` has passed."""
+        valid = [f for f in self.versions(factor_id) if _start(f) <= when]
+        if not valid or (valid[-1].valid_to is not None and when >= valid[-1].valid_to):
+            raise FactorError(f"factor {factor_id!r}: no version valid on {when.isoformat()}")
+        return valid[-1]
+
+    def pinned(self, factor: Factor) -> FactorLibrary:
+        """A copy in which ``factor`` (one of its id's versions) is the one every lookup sees:
+        what figures at that version are computed with."""
+        lib = FactorLibrary(f for fs in self._versions.values() for f in fs if f.id != factor.id)
+        lib._add(factor)
+        return lib
 
     def with_factors(self, extra: Iterable[Factor]) -> FactorLibrary:
-        """A copy with cluster-specific factors added (supplier contracts, transfers)."""
-        lib = FactorLibrary(self._by_id.values())
+        """A copy with cluster-specific factors added (supplier contracts, transfers) or
+        revisions of its own (new versions with a validity period)."""
+        lib = FactorLibrary(f for fs in self._versions.values() for f in fs)
         for f in extra:
             lib._add(f)
         return lib
@@ -308,6 +357,10 @@ class FactorLibrary:
             if f.kind == "hydrogen" and f.route is route:
                 return f
         raise FactorError(f"no hydrogen factor for route {route.value}")
+
+
+def _start(f: Factor) -> date:
+    return f.valid_from or date.min
 
 
 def _build(where: str, body: dict[str, Any], normalised: bool = False) -> Factor:

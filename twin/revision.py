@@ -1,0 +1,179 @@
+"""A factor revision restates the figures of the readings it covers, from their energy.
+
+A new version of a factor (``twin.factors``: same id, a new version, a ``valid_from``) is
+valid from its date until the next version's (or its own ``valid_to``). The readings of the
+meters that use the factor, stamped in that period, were priced with the previous version;
+their figures are recomputed from their stored energy with the new one, reading by reading,
+each rounded to the nano-unit like the live pricing (``round(energy_nano x t per MWh)``,
+half to even), so the restated totals are exact integers, independent of order and batching,
+and equal to an offline computation. A figure whose coefficient the revision does not change
+keeps its stored value. A reading belongs to the period by its own time (an interval
+reading: its end), in UTC.
+
+What is not restated here (named so nobody assumes it): transfers between sites (their site
+views split the tonnes), process CO2 meters (no energy is stored for them), and hydrogen
+made with grid electricity (the grid factor is folded into the hydrogen coefficient).
+
+Plain data in, plain data out: the stream side (``streams.factor_restate``) reads the
+stored readings and writes the restated year to date and the restatement records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from twin.carriers import Carrier
+from twin.emissions import GASES, SCOPES, EmissionsCalculator
+from twin.factors import Factor, FactorError, FactorLibrary
+from twin.model import Cluster
+
+__all__ = [
+    "MeterRevision",
+    "Revision",
+    "SiteRestatement",
+    "affected_meters",
+    "restate_readings",
+    "revision_of",
+]
+
+#: a stored reading's figures: energy (nano-MWh), then each of SCOPES and GASES (nano-t)
+NFIG = 1 + len(SCOPES) + len(GASES)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One factor version replacing the previous one over ``[start, stop)`` (stop None:
+    open-ended)."""
+
+    factor_id: str
+    old: Factor
+    new: Factor
+    start: date
+    stop: date | None
+
+    def covers(self, ts_ms: int) -> bool:
+        day = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).date()
+        return self.start <= day and (self.stop is None or day < self.stop)
+
+
+def revision_of(library: FactorLibrary, factor_id: str, version: str | None = None) -> Revision:
+    """The revision that ``version`` (default: the newest) of ``factor_id`` makes: it
+    replaces the version before it, from its ``valid_from``."""
+    versions = library.versions(factor_id)
+    chosen = versions[-1] if version is None else None
+    for f in versions:
+        if f.version == version:
+            chosen = f
+    if chosen is None:
+        known = ", ".join(f.version for f in versions)
+        raise FactorError(f"factor {factor_id!r} has no version {version!r} (known: {known})")
+    i = versions.index(chosen)
+    if i == 0 or chosen.valid_from is None:
+        raise FactorError(
+            f"factor {factor_id!r} version {chosen.version!r} revises nothing: a revision is a "
+            "later version with a valid_from"
+        )
+    nxt = versions[i + 1].valid_from if i + 1 < len(versions) else None
+    stop = (
+        min(d for d in (chosen.valid_to, nxt) if d is not None) if chosen.valid_to or nxt else None
+    )
+    return Revision(factor_id, versions[i - 1], chosen, chosen.valid_from, stop)
+
+
+@dataclass(frozen=True)
+class MeterRevision:
+    """A meter the revision changes: its figures per MWh before and after (SCOPES, GASES)."""
+
+    meter: str
+    site: str
+    carrier: str
+    old: tuple[float, ...]
+    new: tuple[float, ...]
+
+
+def affected_meters(
+    cluster: Cluster, library: FactorLibrary, revision: Revision, gwp: str = "AR6"
+) -> dict[str, MeterRevision]:
+    """The meters of ``cluster`` whose figures the revision changes (not the excluded kinds
+    of the module docstring), with their coefficients at both versions."""
+    old = EmissionsCalculator(cluster, library.pinned(revision.old), gwp)
+    new = EmissionsCalculator(cluster, library.pinned(revision.new), gwp)
+    refs = new.factor_refs()
+    prefix = f"{revision.factor_id}@"
+    out: dict[str, MeterRevision] = {}
+    for i, (site, _asset, meter) in enumerate(cluster.meters()):
+        uses = any(refs[s][i].startswith(prefix) for s in SCOPES)
+        if not uses or new.internal[i] or new.moves[i] or meter.carrier is Carrier.PROCESS_CO2:
+            continue
+        before = tuple(float(x) for x in old.figure_coef[:, i])
+        after = tuple(float(x) for x in new.figure_coef[:, i])
+        if before != after:
+            out[meter.id] = MeterRevision(meter.id, site.id, meter.carrier.value, before, after)
+    return out
+
+
+@dataclass
+class SiteRestatement:
+    """What the revision changes of one site, carrier and year: the figures of the readings
+    it covers, before and after (nano-units, ``NFIG`` figures then the reading count)."""
+
+    site: str
+    carrier: str
+    year: int
+    old: list[int] = field(default_factory=lambda: [0] * (NFIG + 1))
+    new: list[int] = field(default_factory=lambda: [0] * (NFIG + 1))
+
+    @property
+    def readings(self) -> int:
+        return self.new[NFIG]
+
+    @property
+    def delta(self) -> list[int]:
+        return [b - a for a, b in zip(self.old, self.new, strict=True)]
+
+    @property
+    def tco2e_changed_nano(self) -> int:
+        """The headline's change (scope 1 + scope 2 location), nano-t."""
+        d = self.delta
+        return d[1] + d[2]
+
+
+def restated_figures(vec: tuple[int, ...], meter: MeterRevision) -> list[int]:
+    """One stored reading's figures at the new version: from its energy where the revision
+    changes a coefficient, as stored elsewhere."""
+    out = [int(vec[0])]
+    for k, (a, b) in enumerate(zip(meter.old, meter.new, strict=True)):
+        out.append(round(int(vec[0]) * b) if a != b else int(vec[1 + k]))
+    return out
+
+
+def restate_readings(
+    readings: Iterable[tuple[str, int, tuple[int, ...]]],
+    meters: Mapping[str, MeterRevision],
+    revision: Revision,
+) -> list[SiteRestatement]:
+    """Per site, carrier and year, the stored figures of the readings (meter, ts ms,
+    figures) the revision covers and their restated figures. Readings of other meters or
+    outside the period are left alone; each reading counts once (a repeat of a meter and
+    time is the same stored point)."""
+    by: dict[tuple[str, str, int], SiteRestatement] = {}
+    seen: set[tuple[str, int]] = set()
+    for meter_id, ts, vec in readings:
+        meter = meters.get(meter_id)
+        if meter is None or not revision.covers(ts) or (meter_id, ts) in seen:
+            continue
+        seen.add((meter_id, ts))
+        year = datetime.fromtimestamp(ts / 1000, tz=UTC).year
+        key = (meter.site, meter.carrier, year)
+        acc = by.get(key)
+        if acc is None:
+            acc = by[key] = SiteRestatement(*key)
+        new = restated_figures(vec, meter)
+        for k in range(NFIG):
+            acc.old[k] += int(vec[k])
+            acc.new[k] += new[k]
+        acc.old[NFIG] += 1
+        acc.new[NFIG] += 1
+    return sorted(by.values(), key=lambda r: (r.year, r.site, r.carrier))
