@@ -26,7 +26,6 @@ from (the factor of every meter, with id, version and source). Rules:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
@@ -362,10 +361,3 @@ def rows(inv: Inventory) -> list[dict[str, object]]:
         _row(inv, "_cluster", "total", "", inv.cluster_total, unc=inv.cluster_scope1_uncertainty)
     )
     return out
-
-
-def isclose_figures(a: Figures, b: Figures, rel: float = 1e-9, abs_tol: float = 1e-6) -> bool:
-    return all(
-        math.isclose(getattr(a, f.name), getattr(b, f.name), rel_tol=rel, abs_tol=abs_tol)
-        for f in fields(a)
-    )
