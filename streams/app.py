@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-import orjson
-from aiohttp.web import Response
 from faust.types import TP
 
 from clustertwin_base.settings import Settings
@@ -64,7 +62,7 @@ from streams.runtime import (
     stored_then_acked,
     topic_sender,
 )
-from streams.runtime.health import Readiness, install_health_views, when_ready
+from streams.runtime.health import Readiness, install_health_views, json_response, when_ready
 from streams.sink import InfluxSink, fields_line
 from streams.site_stage import SiteStage
 from streams.stored import InfluxStore, SettledReads
@@ -308,8 +306,10 @@ def install_timers(app: faust.App, twin: Twin, partitions: int) -> None:
     ).install(app)
     # Not while stopping: Faust keeps running timers while it waits for the agents' records
     # to be acknowledged, and the cluster stage's would wait behind the lock.
+    # one view of the readings topic's end offsets (and of whether the broker answers)
+    ends = EndOffsets(lambda: app.consumer, topic, partitions)
     IdleTimer(
-        EndOffsets(lambda: app.consumer, topic, partitions),
+        ends,
         twin.liveness,
         cfg.idle_flush_s,
         twin.lock,
@@ -318,7 +318,7 @@ def install_timers(app: faust.App, twin: Twin, partitions: int) -> None:
     ).install(app, interval_s=1.0, name="idle_flush")
     if twin.gapfill is not None and twin.gapfill.decls:
         IdleTimer(
-            EndOffsets(lambda: app.consumer, topic, partitions),
+            ends,
             twin.liveness,
             cfg.idle_flush_s,
             twin.lock,
@@ -334,14 +334,6 @@ def install_timers(app: faust.App, twin: Twin, partitions: int) -> None:
     app.timer(interval=cfg.progress_every_s)(write_progress)
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(
-        body=orjson.dumps(data, option=orjson.OPT_INDENT_2),
-        status=status,
-        content_type="application/json",
-    )
-
-
 def install_twin_views(app: faust.App, twin: Twin) -> None:
     """``/twin/`` (the worker's counters), the live view ``/view/`` and the twin as JSON,
     ``/twin/<cluster>/`` and ``/twin/<cluster>/<site>/``."""
@@ -351,7 +343,7 @@ def install_twin_views(app: faust.App, twin: Twin) -> None:
 
     @app.page("/twin/")
     async def twin_index(web: Any, request: Any) -> Any:
-        return _json(
+        return json_response(
             {
                 "twin": twin.cfg.twin,
                 "clusters": {c: sites for c, sites in catalog.clusters.items()},
@@ -373,20 +365,20 @@ def install_twin_views(app: faust.App, twin: Twin) -> None:
     async def cluster_view(view: Any, request: Any, **match: Any) -> Any:
         cluster = match["cluster"]
         if cluster not in catalog.clusters:
-            return _json({"error": f"unknown cluster {cluster!r}"}, status=404)
+            return json_response({"error": f"unknown cluster {cluster!r}"}, status=404)
         body = twin.cluster_stage.twin_json(cluster)
         body["sites"] = catalog.clusters[cluster]
         body["completeness"] = cluster_completeness(twin, catalog.clusters[cluster])
-        return _json(body)
+        return json_response(body)
 
     async def site_view(view: Any, request: Any, **match: Any) -> Any:
         cluster, site = match["cluster"], match["site"]
         if not catalog.has_site(cluster, site):
-            return _json({"error": f"unknown site {site!r} of {cluster!r}"}, status=404)
+            return json_response({"error": f"unknown site {site!r} of {cluster!r}"}, status=404)
         state = twin.site_state(site)
         if state is None:
-            return _json({"cluster": cluster, "site": site, "latest": {}, "no_data": True})
-        return _json(state.twin())
+            return json_response({"cluster": cluster, "site": site, "latest": {}, "no_data": True})
+        return json_response(state.twin())
 
     install_live_view(app, twin)
 

@@ -19,8 +19,14 @@ if TYPE_CHECKING:
     from kafka import KafkaAdminClient
     from kafka.admin import ACL
 
+
 #: One SCRAM user per role of the table; the broker's own user is the only super user.
-ROLE_USERS: dict[Role, str] = {role: f"clustertwin-{role}" for role in ROLES}
+def user_of(role: str) -> str:
+    """The SCRAM user of a role of the ACL table (cluster groups' roles included)."""
+    return f"clustertwin-{role}"
+
+
+ROLE_USERS: dict[Role, str] = {role: user_of(role) for role in ROLES}
 #: The role whose credentials ``stack.env`` carries (the CLI's and the stream worker's).
 DEFAULT_ROLE: Role = "worker"
 
@@ -60,7 +66,7 @@ def _enum_name(operation: str) -> str:
 def bindings(table: Mapping[str, tuple[Acl, ...]]) -> set[Binding]:
     """Every allow-ACL of the table, one per principal, resource and operation."""
     return {
-        (principal(f"clustertwin-{role}"), acl.resource_type, acl.name, acl.pattern, operation)
+        (principal(user_of(role)), acl.resource_type, acl.name, acl.pattern, operation)
         for role, acls in table.items()
         for acl in acls
         for operation in acl.operations

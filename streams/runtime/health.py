@@ -27,6 +27,7 @@ __all__ = [
     "READY_PATH",
     "Readiness",
     "install_health_views",
+    "json_response",
     "not_ready_response",
     "when_ready",
 ]
@@ -70,7 +71,8 @@ class Readiness:
         return None
 
 
-def _json(data: Any, status: int) -> Response:
+def json_response(data: Any, status: int = 200) -> Response:
+    """The workers' JSON answer (indented: operators read it in a browser)."""
     return Response(
         body=orjson.dumps(data, option=orjson.OPT_INDENT_2),
         status=status,
@@ -80,7 +82,7 @@ def _json(data: Any, status: int) -> Response:
 
 def not_ready_response(reason: str) -> Response:
     """503 with the reason (and a retry hint), the one answer of a worker not ready yet."""
-    response = _json({"ready": False, "reason": reason}, status=503)
+    response = json_response({"ready": False, "reason": reason}, status=503)
     response.headers["Retry-After"] = "5"
     return response
 
@@ -104,11 +106,11 @@ def install_health_views(app: faust.App, readiness: Readiness) -> None:
 
     @app.page(LIVE_PATH)
     async def live(web: Any, request: Any) -> Any:
-        return _json({"live": True}, status=200)
+        return json_response({"live": True}, status=200)
 
     @app.page(READY_PATH)
     async def ready(web: Any, request: Any) -> Any:
         reason = readiness.reason()
         if reason is not None:
             return not_ready_response(reason)
-        return _json({"ready": True}, status=200)
+        return json_response({"ready": True}, status=200)
