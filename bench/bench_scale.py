@@ -218,13 +218,20 @@ def twin(port: int, proc: Any = None) -> Any:
     raise SystemExit(f"the worker on :{port} did not answer for 10 minutes")
 
 
-def counters(ports: list[int]) -> tuple[int, int]:
-    records = accepted = 0
+def counters(ports: list[int]) -> tuple[int, int, int]:
+    """Records processed, readings accepted and InfluxDB points written (every point: the
+    site and cluster stages', progress and the worker's own counters) by the workers."""
+    records = accepted = points = 0
     for port in ports:
-        c = twin(port)["counters"]
-        records += c["records"]
-        accepted += c["accepted"]
-    return records, accepted
+        view = twin(port)
+        records += view["counters"]["records"]
+        accepted += view["counters"]["accepted"]
+        points += view["sink"]["lines"]
+    return records, accepted, points
+
+
+def per_reading(points: int, accepted: int) -> str:
+    return f"{points / accepted:.2f}" if accepted else "n/a"
 
 
 def ms(value: float | None) -> str:
@@ -409,6 +416,7 @@ def drain(
                 if p.poll() is not None:
                     raise SystemExit(f"the worker on :{port} exited with code {p.returncode}")
             time.sleep(0.5)
+        points = counters(ports)[2]
     finally:
         stops = stop(procs, stop_grace_s)
     return {
@@ -421,6 +429,7 @@ def drain(
         "lag_left": lag,
         "accepted": last[1],
         "rss_mb": rss,
+        "points": points,
         "per_worker": per_worker,
         "stops": stops,
     }
@@ -430,7 +439,8 @@ def print_drain(label: str, r: dict[str, Any], grace_s: float) -> None:
     print(
         f"{label}: {r['rate']:,.0f} readings/s ({r['cpu_rate']:,.0f} per CPU-s) over "
         f"{r['seconds']:.0f} s, {r['accepted']:,} of {r['readings']:,} readings accepted, "
-        f"RSS {r['rss_mb']:,.0f} MB (max per worker)",
+        f"RSS {r['rss_mb']:,.0f} MB (max per worker), InfluxDB points per reading "
+        f"{per_reading(r['points'], r['accepted'])}",
         flush=True,
     )
     if r["all_committed_s"] is None:
@@ -535,13 +545,15 @@ def main() -> None:
         p.close()
         produced_in = time.monotonic() - began
         time.sleep(3)
-        done, accepted = counters([port])
+        done, accepted, points = counters([port])
         lat = twin(port)["latency_ms"]
         print(
-            f"live: produced {sent:,} envelopes in {produced_in:.0f} s; 3 s later the worker had "
-            f"processed {done:,} ({accepted:,} readings accepted), lag {sent - done:,} "
-            f"envelopes; latency p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}; "
-            f"RSS {rss_mb(proc.pid):,.0f} MB",
+            f"live: produced {sent:,} envelopes in {produced_in:.0f} s "
+            f"({accepted / produced_in:,.0f} readings/s accepted against the {rate:,.0f}/s "
+            f"target); 3 s later the worker had processed {done:,} ({accepted:,} readings "
+            f"accepted), lag {sent - done:,} envelopes; latency p50 {ms(lat['p50'])}, p99 "
+            f"{ms(lat['p99'])}; RSS {rss_mb(proc.pid):,.0f} MB; InfluxDB points per reading "
+            f"{per_reading(points, accepted)} ({points:,} points)",
             flush=True,
         )
     finally:

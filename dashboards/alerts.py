@@ -64,7 +64,7 @@ def _progress_by_cluster(twin: str, field: str, per_hour: bool = False) -> Flux:
 def _meters_reporting_by_cluster(twin: str) -> Flux:
     return (
         Flux.bucket()
-        .measurement(s.METER_LATEST)
+        .measurement(s.METER_READING)
         .where(s.TWIN, twin)
         .fields(s.VALUE)
         .group(s.CLUSTER, s.METER)

@@ -254,14 +254,35 @@ def site_rate_stat(fn: str, label: str) -> Flux:
     )
 
 
+def _meter_readings(site: Var = SITE) -> Flux:
+    """The stored readings of a site's meters (``meter_reading``: a meter's latest value is
+    its newest reading; its power, its readings' energy)."""
+    return (
+        Flux.bucket()
+        .measurement(s.METER_READING)
+        .where(s.TWIN, TWIN)
+        .where(s.CLUSTER, CLUSTER)
+        .where(s.SITE, site)
+    )
+
+
+def _meter_power(flux: Flux) -> Flux:
+    """MW per meter: its readings' energy (nano-MWh) summed per minute, x 60, averaged over
+    Grafana's interval. (A reading of an interval counts in the minute it ends.)"""
+    return (
+        flux.fields(s.READING_ENERGY)
+        .group(s.METER)
+        .aggregate_window(every="1m", fn="sum")
+        .scale(60.0 / 1e9)
+        .aggregate_window(fn="mean")
+        .label_by(s.METER)
+    )
+
+
 def meter_table() -> Flux:
     """Each meter of the site: latest value, its quality flag and when it was read."""
     return (
-        Flux.bucket()
-        .measurement(s.METER_LATEST)
-        .where(s.TWIN, TWIN)
-        .where(s.CLUSTER, CLUSTER)
-        .where(s.SITE, SITE)
+        _meter_readings()
         .fields(s.VALUE, s.QUALITY)
         .group(s.METER, "_field")
         .reduce("last")
@@ -291,25 +312,13 @@ def restatements_table() -> Flux:
 
 def meter_energy_series() -> Flux:
     """Energy per meter (MW: MWh per minute x 60)."""
-    return (
-        _windows(s.METER_WINDOW)
-        .where(s.SITE, SITE)
-        .fields(s.ENERGY_MWH)
-        .group(s.METER)
-        .scale(60.0)
-        .aggregate_window(fn="mean")
-        .label_by(s.METER)
-    )
+    return _meter_power(_meter_readings())
 
 
 def quality_counts() -> Flux:
     """How many meters are in each quality state (measured / estimated / gap-filled)."""
     return (
-        Flux.bucket()
-        .measurement(s.METER_LATEST)
-        .where(s.TWIN, TWIN)
-        .where(s.CLUSTER, CLUSTER)
-        .where(s.SITE, SITE)
+        _meter_readings()
         .fields(s.QUALITY)
         .group(s.METER)
         .reduce("last")
@@ -327,7 +336,7 @@ PORT = Var("port")
 
 
 def _port_meters(carrier: str | None = None, meter_pattern: str | None = None) -> Flux:
-    flux = _windows(s.METER_WINDOW).where(s.SITE, PORT)
+    flux = _meter_readings(PORT)
     if carrier is not None:
         flux = flux.where(s.CARRIER, carrier)
     if meter_pattern is not None:
@@ -337,20 +346,14 @@ def _port_meters(carrier: str | None = None, meter_pattern: str | None = None) -
 
 def shore_power_series() -> Flux:
     """Shore power delivered to ships at berth (MW), per berth meter."""
-    return (
-        _port_meters(carrier=SHORE_POWER)
-        .fields(s.ENERGY_MWH)
-        .group(s.METER)
-        .scale(60.0)
-        .aggregate_window(fn="mean")
-        .label_by(s.METER)
-    )
+    return _meter_power(_port_meters(carrier=SHORE_POWER))
 
 
 def vessels_on_shore_power() -> Flux:
-    """Berths whose shore-power meter drew power in its last closed minute: ships plugged in."""
+    """Berths whose shore-power meter drew power in its newest reading: ships plugged in."""
     return (
-        _closed(_port_meters(carrier=SHORE_POWER), s.ENERGY_MWH)
+        _port_meters(carrier=SHORE_POWER)
+        .fields(s.READING_ENERGY)
         .group(s.METER)
         .reduce("last")
         .map_raw("r with _value: if r._value > 0.0 then 1.0 else 0.0")
@@ -368,14 +371,7 @@ def _any_of(ids: tuple[str, ...]) -> str:
 
 def crane_series() -> Flux:
     """Cranes and cargo handling (MW): the meters of the port assets of kind cargo_handling."""
-    return (
-        _port_meters(meter_pattern=_any_of(load_facts().crane_meters))
-        .fields(s.ENERGY_MWH)
-        .group(s.METER)
-        .scale(60.0)
-        .aggregate_window(fn="mean")
-        .label_by(s.METER)
-    )
+    return _meter_power(_port_meters(meter_pattern=_any_of(load_facts().crane_meters)))
 
 
 def port_total(field: str, label: str) -> Flux:

@@ -116,7 +116,8 @@ def create_app(
         app, readings, "site-stage", batching, site_delivery.take, on_exit=twin.commits.abandon
     )
     cluster_batch = stored_then_acked(twin.lock, twin.cluster_stage.process)
-    batch_agent(app, updates, "cluster-stage", batching, cluster_batch)
+    cluster_batching = Batching(max(cfg.batch_max, 20_000), cfg.cluster_within_s)
+    batch_agent(app, updates, "cluster-stage", cluster_batching, cluster_batch)
 
     twin.gapfill = GapFiller(
         _fill_declarations(cfg, catalog),

@@ -5,9 +5,10 @@ stored readings of the site (every accepted reading is kept in InfluxDB as a
 ``meter_reading`` point, stamped with its own time, carrying its priced figures in
 nano-units and the Kafka partition and offset that brought it), the readings of the batch
 and the late ones, and every window of that hour is written again with its new total:
-meter and site level, 1 min, 15 min and 1 h, the same series and timestamps, so a
-dashboard shows the corrected figure. The site's year to date grows by exactly the late
-readings' figures, and the cluster stage recomputes its windows from the restated sites.
+site level at 1 min, 15 min and 1 h, meter level at 1 h once closed, the same series and
+timestamps, so a dashboard shows the corrected figure. The site's year to date grows by
+exactly the late readings' figures, and the cluster stage recomputes its windows from the
+restated sites.
 
 Why this design, not per-window state: restating a 1-min window of last year needs its
 total and needs to know which readings it already holds. Keeping that in the worker would
@@ -274,13 +275,13 @@ def restate(
             if k not in touched_meters:
                 continue
             name = meter_names[k]
-            if is_open:
+            if is_open:  # written once closed (``close_windows``)
                 state.mw[(name, res, w)] = vec
-            out.updates.append(
-                WindowUpdate(
-                    "meter", state.cluster, state.site, name, carriers[k], res, w, vec, not is_open
-                )
+                continue
+            closed = WindowUpdate(
+                "meter", state.cluster, state.site, name, carriers[k], res, w, vec, True
             )
+            out.updates.append(closed)
             continue
         if k not in touched_carriers:
             continue

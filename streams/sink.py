@@ -70,6 +70,7 @@ if (
     or len(schema.SCOPE_FIELDS) != 4
     or len(schema.GAS_FIELDS) != len(GASES)
     or len(schema.READING_FIGURES) != NFIG
+    or schema.READING_PACKED_LAYOUT[: NFIG - 1] != schema.READING_FIGURES[1:]
 ):
     # the fast path of _figure_fields writes the four scopes out, then the gases
     raise ImportError("streams.sink: _figure_fields must follow meter_vectors.SCOPES, GASES")
@@ -96,11 +97,8 @@ _CAPTURED = _NSCOPE1 + GASES.index("co2_captured")
 _F_READINGS = f",{schema.READINGS}="
 _COMPLETE = f",{schema.COMPLETE}=true"
 _INCOMPLETE = f",{schema.COMPLETE}=false"
-_R_E, _R_S1, _R_S2L, _R_S2M, _R_S3 = (f",{name}=" for name in schema.READING_FIGURES[:5])
-_R_GASES = tuple(f",{name}=" for name in schema.READING_FIGURES[5:])
-_R_PARTITION = f",{schema.KAFKA_PARTITION}="
-_R_OFFSET = f",{schema.KAFKA_OFFSET}="
-_R_START = f",{schema.INTERVAL_START}="
+_R_ENERGY = f",{schema.READING_ENERGY}="
+_R_PACKED = f",{schema.READING_PACKED}="
 
 
 def _figure_fields(vec: Sequence[int]) -> str:
@@ -143,12 +141,14 @@ def _window_tags(
     return tags + f"{_CARRIER}{_esc(carrier)},{schema.RES}={res}"
 
 
-@functools.lru_cache(maxsize=65536)
-def _meter_tags(measurement: str, twin: str, cluster: str, site: str, meter: str) -> str:
-    """The tags of a meter's point: the same few thousand meters come back every batch."""
+@functools.lru_cache(maxsize=262144)
+def _meter_tags(
+    measurement: str, twin: str, cluster: str, site: str, meter: str, carrier: str
+) -> str:
+    """The tags of a meter's point: the same meters come back every batch."""
     return (
         f"{measurement}{_TWIN}{_esc(twin)}{_CLUSTER}{_esc(cluster)}{_SITE}{_esc(site)}"
-        f"{_METER}{_esc(meter)}"
+        f"{_METER}{_esc(meter)}{_CARRIER}{_esc(carrier)}"
     )
 
 
@@ -191,13 +191,6 @@ def ytd_lines(
     ]
 
 
-def latest_line(
-    twin: str, cluster: str, site: str, meter: str, ts: int, value: float, quality: str
-) -> str:
-    tags = _meter_tags(schema.METER_LATEST, twin, cluster, site, meter)
-    return f"{tags}{_VALUE}{float(value)!r}{_QUALITY}{_str_field(quality)} {ts}"
-
-
 def ytd_line(
     twin: str,
     cluster: str,
@@ -238,6 +231,7 @@ def reading_line(
     cluster: str,
     site: str,
     meter: str,
+    carrier: str,
     ts: int,
     value: float,
     quality: str,
@@ -245,26 +239,21 @@ def reading_line(
     partition: int,
     offset: int,
     start: int = -1,
-    explicit_start: bool = False,
 ) -> str:
-    """One accepted reading as stored: its value, its priced figures in nano-units (what it
-    added to its windows, so a restatement can recompute them exactly), its interval start
-    if it has one, and the record that brought it (so a replay after a crash can tell its
-    own unstored effect from a duplicate). Its gases are written where not 0 (a reading's
-    figures never change; an absent one reads back as 0).
+    """One accepted reading as stored: its value and quality, its energy, and packed in one
+    string (``schema.READING_PACKED_LAYOUT``) its other priced figures in nano-units (what
+    it added to its windows, so a restatement can recompute them exactly), the record that
+    brought it (so a replay after a crash can tell its own unstored effect from a
+    duplicate) and its interval start (-1: an instant).
 
-    ``explicit_start``: a reading that may overwrite a stored gap fill (the same series and
-    time; ``streams.windows.replaces_fill``) writes its start even when it has none (-1) and
-    every gas even when 0, or the fill's fields would stay on the point."""
-    interval = f"{_R_START}{start}i" if start >= 0 or explicit_start else ""
-    tags = _meter_tags(schema.METER_READING, twin, cluster, site, meter)
-    gases = "".join(
-        f"{n}{v}i" for n, v in zip(_R_GASES, vec[5:NFIG], strict=True) if v or explicit_start
-    )
+    Every field is written every time, so a real reading that overwrites a stored gap fill
+    (the same series and time; ``streams.windows.replaces_fill``) leaves none of the fill's
+    figures behind."""
+    tags = _meter_tags(schema.METER_READING, twin, cluster, site, meter, carrier)
+    rest = " ".join(map(str, vec[1:NFIG]))
     return (
         f"{tags}{_VALUE}{float(value)!r}{_QUALITY}{_str_field(quality)}"
-        f"{_R_E}{vec[0]}i{_R_S1}{vec[1]}i{_R_S2L}{vec[2]}i{_R_S2M}{vec[3]}i{_R_S3}{vec[4]}i"
-        f"{gases}{_R_PARTITION}{partition}i{_R_OFFSET}{offset}i{interval} {ts}"
+        f'{_R_ENERGY}{vec[0]}i{_R_PACKED}"{rest} {partition} {offset} {start}" {ts}'
     )
 
 

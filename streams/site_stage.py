@@ -38,7 +38,6 @@ from streams.meter_vectors import MeterVectors
 from streams.priced import PricedMessages
 from streams.restate import RestateResult, StoredReading, hour_spans, restate
 from streams.sink import (
-    latest_line,
     quality_fields,
     reading_line,
     restatement_line,
@@ -351,8 +350,6 @@ class SiteStage:
             self.last_activity[site] = now
             self.quiet.discard(site)
             self.clock_inputs[site] = (state.cluster, state.wm, state.seen_at)
-            if result.applied or (late_result is not None and late_result.added.size):
-                lines.extend(self._latest_lines(state, batch))
             if result.applied:
                 lines.extend(self._reading_lines(state, batch, result.keep, result.priced))
             if result.applied or late_result is not None:
@@ -396,25 +393,6 @@ class SiteStage:
             self._epoch, seq, records, [], {}, lines, messages, stored, cursors, counters
         )
 
-    def _latest_lines(self, state: SiteState, batch: SiteBatch) -> list[str]:
-        out = []
-        for m in set(batch.meter.tolist()):
-            meter = self.catalog.specs[m].meter
-            last = state.last.get(meter)
-            if last is not None:
-                out.append(
-                    latest_line(
-                        self.twin,
-                        state.cluster,
-                        state.site,
-                        meter,
-                        last[0],
-                        last[1],
-                        QUALITY_NAMES[last[2]],
-                    )
-                )
-        return out
-
     def _restate(
         self,
         state: SiteState,
@@ -455,7 +433,7 @@ class SiteStage:
             )
             for r in out.restatements
         )
-        lines.extend(self._reading_lines(state, batch, out.added, out.priced, explicit_start=True))
+        lines.extend(self._reading_lines(state, batch, out.added, out.priced))
         return out
 
     def _note_latest(self, state: SiteState, batch: SiteBatch, sel: np.ndarray) -> None:
@@ -474,16 +452,17 @@ class SiteStage:
         batch: SiteBatch,
         sel: np.ndarray,
         priced: np.ndarray,
-        explicit_start: bool = False,
     ) -> list[str]:
         """The stored form of accepted readings (what a later restatement reads back)."""
         names = self.catalog.specs
+        carriers = self.catalog.carrier
         return [
             reading_line(
                 self.twin,
                 state.cluster,
                 state.site,
                 names[m].meter,
+                carriers[m],
                 t,
                 v,
                 QUALITY_NAMES[q],
@@ -491,7 +470,6 @@ class SiteStage:
                 state.partition,
                 off,
                 st,
-                explicit_start,
             )
             for m, t, v, q, off, vec, st in zip(
                 batch.meter[sel].tolist(),

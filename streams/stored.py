@@ -11,7 +11,7 @@ fields are ``nano / 1e9`` doubles, exact below 2**53, turned back by rounding.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -31,13 +31,39 @@ log = logging.getLogger(__name__)
 _WINDOW_FIELDS = (schema.ENERGY_MWH, *schema.SCOPE_FIELDS)
 # ... the gases are absent from points written before they were kept: read as 0
 _GAS_FIELDS = schema.GAS_FIELDS
-# what a stored reading is read back with (besides its time): the figures, then its record
+# what a stored reading is read back with (besides its time): its energy and the packed rest;
+# a point stored before the packing carries the same integers as fields of their own
+_OLD_FIELDS = (*schema.READING_FIGURES[1:], schema.KAFKA_PARTITION, schema.KAFKA_OFFSET)
 _READING_FIELDS = (
-    *schema.READING_FIGURES,
-    schema.KAFKA_PARTITION,
-    schema.KAFKA_OFFSET,
+    schema.READING_ENERGY,
+    schema.READING_PACKED,
+    *_OLD_FIELDS,
     schema.INTERVAL_START,
 )
+_NPACKED = len(schema.READING_PACKED_LAYOUT)
+
+
+def stored_reading(row: Mapping[str, str]) -> StoredReading:
+    """A ``meter_reading`` row (fields pivoted to columns, ``t`` in ns) as a StoredReading.
+
+    The one reader of ``schema.READING_PACKED`` (``streams.sink.reading_line`` writes it)."""
+    packed = row.get(schema.READING_PACKED)
+    energy = int(row.get(schema.READING_ENERGY) or 0)
+    if packed:
+        rest = [int(x) for x in packed.split()]
+        if len(rest) != _NPACKED:
+            raise ValueError(
+                f"meter_reading {schema.READING_PACKED}={packed!r}: not {_NPACKED} integers"
+            )
+        *figures, partition, offset, start = rest
+    else:  # stored before the packing; a gas of 0 was not written
+        figures = [int(row.get(f) or 0) for f in schema.READING_FIGURES[1:]]
+        partition = int(row[schema.KAFKA_PARTITION])
+        offset = int(row[schema.KAFKA_OFFSET])
+        start = int(row.get(schema.INTERVAL_START) or -1)
+    return StoredReading(
+        row[schema.METER], int(row["t"]) // 1_000_000, (energy, *figures), partition, offset, start
+    )
 
 
 class ReadingStore(Protocol):
@@ -119,18 +145,7 @@ class InfluxStore:
                 " |> map(fn: (r) => ({r with t: int(v: r._time)}))"
                 f" |> group() |> keep(columns: [{columns}])"
             )
-            for row in await self.sink.query(flux):
-                out.append(
-                    StoredReading(
-                        row[schema.METER],
-                        int(row["t"]) // 1_000_000,
-                        # a gas of 0 is not written (nor by workers before the gases)
-                        tuple(int(row.get(f) or 0) for f in schema.READING_FIGURES),
-                        int(row[schema.KAFKA_PARTITION]),
-                        int(row[schema.KAFKA_OFFSET]),
-                        int(row.get(schema.INTERVAL_START) or -1),
-                    )
-                )
+            out.extend(stored_reading(row) for row in await self.sink.query(flux))
         return out
 
     async def site_windows(

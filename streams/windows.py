@@ -31,6 +31,7 @@ from streams.transfers import site_views
 
 QUALITY_NAMES = sorted(QUALITIES)
 RESOLUTIONS: dict[str, int] = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000}
+METER_RESOLUTIONS = frozenset(schema.METER_RESOLUTIONS)
 FINEST = "1m"
 NFIG = 1 + len(SCOPES) + len(GASES)  # MWh, tCO2e per scope, t of each gas (scope 1 by gas)
 # value vector layout: [mwh, s1, s2_location, s2_market, s3_upstream, *GASES, readings]
@@ -122,7 +123,8 @@ class SiteState:
     def loads(cls, raw: bytes) -> SiteState:
         d = orjson.loads(raw)
         s = cls(d["cluster"], d["site"], d["p"], d["off"], d["wm"], d["closed"], d["last"])
-        s.mw = {(r[0], r[1], r[2]): padded(r[3:]) for r in d["mw"]}
+        # (a state from before METER_RESOLUTIONS also kept finer meter windows: dropped)
+        s.mw = {(r[0], r[1], r[2]): padded(r[3:]) for r in d["mw"] if r[1] in METER_RESOLUTIONS}
         s.sw = {(r[0], r[1], r[2]): padded(r[3:]) for r in d["sw"]}
         s.ytd = {(r[0], r[1]): padded(r[2:]) for r in d["ytd"]}
         s.seen = d.get("seen", {})
@@ -556,9 +558,9 @@ def split_intervals(
 def window_sums(
     meter: np.ndarray, ts: np.ndarray, figs_in: np.ndarray, catalog: MeterVectors
 ) -> Iterator[tuple[str, int, str, int, list[int]]]:
-    """Every window of every resolution the readings fall in, summed:
-    ``(level, key, res, start, vec)``, level ``meter`` (key = meter index) or ``site``
-    (key = carrier code of ``_meter_columns``).
+    """Every window the readings fall in, summed: ``(level, key, res, start, vec)``, level
+    ``meter`` (key = meter index; the resolutions of ``METER_RESOLUTIONS``) or ``site``
+    (key = carrier code of ``_meter_columns``; every resolution).
 
     One sort by (meter, time): every window of every resolution is then a contiguous run,
     and each coarser resolution is summed from the finer one's window sums (1 h = 4 x 15
@@ -577,6 +579,8 @@ def window_sums(
         new_key = np.r_[True, key[1:] != key[:-1]]
         if minute is None:
             minute = (key, start_ms, sums)
+        if res not in METER_RESOLUTIONS:
+            continue
         for m, w, add in zip(key.tolist(), start_ms.tolist(), sums.tolist(), strict=True):
             yield "meter", m, res, w, add
     # site x carrier level, from the 1-min meter windows
@@ -600,8 +604,9 @@ def fold_windows(
     catalog: MeterVectors,
     start: np.ndarray,
 ) -> list[WindowUpdate]:
-    """Add readings to the state's open windows and its year to date."""
-    meter_names, carriers, _, carrier_names = _meter_columns(catalog)
+    """Add readings to the state's open windows and its year to date: the updates to write
+    are the site windows' (a meter window is written once closed, by ``close_windows``)."""
+    meter_names, _, _, carrier_names = _meter_columns(catalog)
     mw, sw, ytd = state.mw, state.sw, state.ytd
     cluster, site = state.cluster, state.site
     updates: list[WindowUpdate] = []
@@ -612,13 +617,10 @@ def fold_windows(
             mk = (name, res, w)
             vec = mw.get(mk)
             if vec is None:
-                mw[mk] = vec = add
+                mw[mk] = add
             else:
                 vec[:] = map(_add, vec, add)
-            updates.append(
-                WindowUpdate("meter", cluster, site, name, carriers[k], res, w, vec, False)
-            )
-            continue
+            continue  # an open meter window is not written (influx_schema.METER_WINDOW)
         carrier = carrier_names[k]
         sk = (carrier, res, w)
         vec = sw.get(sk)

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.influx_schema import CO2_CAPTURED_T, GAS_FIELDS, TCO2E_S1_GROSS
+from streams.influx_schema import CO2_CAPTURED_T, GAS_FIELDS, METER_RESOLUTIONS, TCO2E_S1_GROSS
 from streams.meter_vectors import NANO, MeterSpec, MeterVectors, offline_price
 from streams.transfers import cluster_share, site_views
 from streams.windows import NFIG, RESOLUTIONS
@@ -85,7 +85,7 @@ class Expected:
     nano-units.
 
     Also the year-to-date per (level, id, carrier, year) and each meter's last reading, which
-    the worker writes as ``twin_ytd`` and ``meter_latest``.
+    the worker writes as ``twin_ytd`` and the newest ``meter_reading``.
     """
 
     windows: dict[tuple[str, str, str, str, int], list[int]] = field(
@@ -96,6 +96,7 @@ class Expected:
     )
     latest: dict[str, tuple[int, float]] = field(default_factory=dict)
     readings: int = 0
+    meter_site: dict[str, str] = field(default_factory=dict)
 
     def add(
         self, catalog: MeterVectors, meter: str, unit: str, ts: int, value: float, start: int = -1
@@ -105,15 +106,17 @@ class Expected:
         spec = catalog.specs[catalog.index[meter]]
         figures = offline_price(catalog, meter, unit, value)
         self.readings += 1
+        self.meter_site[meter] = spec.site
         for minute, part in reference_parts(start, ts, figures).items():
             for res, width in RESOLUTIONS.items():
                 w = minute - minute % width
                 key = spec.window_key or spec.carrier
                 keyed = [
-                    (("meter", meter, spec.carrier, res, w), part),
                     # a transfer counts its energy only at cluster level
                     (("cluster", spec.cluster, spec.carrier, res, w), cluster_share(key, part)),
                 ]
+                if res in METER_RESOLUTIONS:
+                    keyed.append((("meter", meter, spec.carrier, res, w), part))
                 # a transfer's site window is the sender's and the receiver's view
                 keyed += [
                     (("site", site, _carrier_key(carrier, tag), res, w), view)
@@ -325,10 +328,22 @@ from(bucket: "{bucket}")
 
 
 def compare(expected: Expected, actual: dict[Any, dict[str, Any]]) -> list[str]:
-    """Every expected window present with exactly the offline figures, and nothing extra."""
+    """Every expected window present with exactly the offline figures, and nothing extra.
+
+    A meter window is written once closed (``influx_schema.METER_WINDOW``): it must be
+    there when its site's windows of that hour are complete, and absent until then."""
     problems = []
+    closed = {
+        (k[1], k[4])
+        for k, v in actual.items()
+        if k[0] == "site" and k[3] == "1h" and v.get("complete") is True
+    }
     for key, vec in expected.windows.items():
         got = actual.get(key)
+        if key[0] == "meter" and (expected.meter_site[key[1]], key[4]) not in closed:
+            if got is not None:
+                problems.append(f"{key} written while its hour is open")
+            continue
         if got is None:
             problems.append(f"missing {key}")
             continue
@@ -357,12 +372,13 @@ def _want(vec: list[int]) -> dict[str, Any]:
 
 def compare_ytd_latest(expected: Expected, client: Any, bucket: str, twin: str) -> list[str]:
     """The newest ``twin_ytd`` point of every site and cluster equals the offline
-    year-to-date, and every meter's newest ``meter_latest`` point is its last reading."""
+    year-to-date, and every meter's newest ``meter_reading`` point is its last reading."""
     query = f'''
 from(bucket: "{bucket}")
   |> range(start: 0)
   |> filter(fn: (r) => r.twin == "{twin}")
-  |> filter(fn: (r) => r._measurement == "twin_ytd" or r._measurement == "meter_latest")
+  |> filter(fn: (r) => r._measurement == "twin_ytd"
+                    or (r._measurement == "meter_reading" and r._field == "value"))
   |> last()
 '''
     ytd: dict[tuple[str, str, str, int], dict[str, Any]] = defaultdict(dict)
@@ -370,7 +386,7 @@ from(bucket: "{bucket}")
     for table in client.query_api().query(query):
         for rec in table.records:
             v = rec.values
-            if rec.get_measurement() == "meter_latest":
+            if rec.get_measurement() == "meter_reading":
                 latest[v["meter"]][rec.get_field()] = rec.get_value()
                 latest[v["meter"]]["ts"] = int(rec.get_time().timestamp() * 1000)
             else:

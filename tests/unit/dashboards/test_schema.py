@@ -7,7 +7,7 @@ import pytest
 from streams import influx_schema as s
 from streams.meter_vectors import NANO
 from streams.progress_series import Plan, progress_fields
-from streams.sink import latest_line, window_line, ytd_line
+from streams.sink import window_line, ytd_line
 from streams.windows import NFIG, WindowUpdate
 
 
@@ -40,10 +40,7 @@ def test_window_points(level: str, measurement: str, tags: set[str]) -> None:
     assert got_tags[s.RES] in s.RESOLUTIONS
 
 
-def test_latest_and_ytd_points() -> None:
-    m, tags, fields = _parse(latest_line("live", "c", "site", "m1", 0, 1.0, "measured"))
-    assert (m, fields) == (s.METER_LATEST, {s.VALUE, s.QUALITY})
-    assert {s.TWIN, s.CLUSTER, s.SITE, s.METER} == set(tags)
+def test_ytd_points() -> None:
     m, tags, fields = _parse(ytd_line("live", "c", "", "coal", 2026, [NANO] * NFIG + [1], 0))
     assert m == s.TWIN_YTD and s.SITE not in tags and s.YEAR in tags
     assert fields == set(s.FIGURE_FIELDS)
@@ -72,12 +69,26 @@ def test_progress_fields() -> None:
 
 def test_stored_reading_and_restatement_points() -> None:
     from streams.sink import reading_line, restatement_line
+    from streams.stored import stored_reading
+    from tests.unit.streams.linestore import parse_line
 
-    m, tags, fields = _parse(
-        reading_line("live", "c", "site", "m1", 5, 1.0, "measured", [1] * NFIG, 0, 7, 2)
+    vec = [10**12 + k for k in range(NFIG)]
+    line = reading_line("live", "c", "site", "m1", "coal", 5, 1.0, "measured", vec, 3, 7, 2)
+    m, tags, raw, ts = parse_line(line)
+    assert m == s.METER_READING and {s.TWIN, s.CLUSTER, s.SITE, s.METER, s.CARRIER} == set(tags)
+    # four field values: what InfluxDB's write cost is counted in (influx_schema)
+    assert set(raw) == {s.VALUE, s.QUALITY, s.READING_ENERGY, s.READING_PACKED}
+    # the one reader of the packed field gives back what was written
+    row = {k: v.rstrip("i").strip('"') for k, v in raw.items()}
+    back = stored_reading({**row, s.METER: tags[s.METER], "t": str(ts * 10**6)})
+    assert (back.meter, back.ts, back.vec, back.partition, back.offset, back.start) == (
+        "m1",
+        5,
+        tuple(vec),
+        3,
+        7,
+        2,
     )
-    assert m == s.METER_READING and {s.TWIN, s.CLUSTER, s.SITE, s.METER} == set(tags)
-    assert {s.VALUE, s.QUALITY} <= fields
     m, tags, fields = _parse(
         restatement_line("live", "c", "site", "coal", 0, [0] * 6, [1] * 6, 2, "late", 9)
     )

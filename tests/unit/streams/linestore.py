@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from streams.influx_schema import GAS_FIELDS, READING_FIGURES
+from streams.influx_schema import GAS_FIELDS
 from streams.influx_schema import METER_READING as READING_MEASUREMENT
 from streams.meter_vectors import NANO
 from streams.restate import StoredReading
-from streams.stored import SiteWindows
+from streams.stored import SiteWindows, stored_reading
 from streams.transfers import key_of_tag
 from streams.windows import RESOLUTIONS
 
@@ -84,17 +84,9 @@ class LineStore:
             if (tags["twin"], tags["cluster"], tags["site"]) != (twin, cluster, site):
                 continue
             if any(a <= ts < b for a, b in spans):
-                vec = tuple(int(f.get(k, "0").rstrip("i")) for k in READING_FIGURES)
-                out.append(
-                    StoredReading(
-                        tags["meter"],
-                        ts,
-                        vec,
-                        int(f["kp"].rstrip("i")),
-                        int(f["ko"].rstrip("i")),
-                        int(f.get("st", "-1").rstrip("i")),
-                    )
-                )
+                # the field values as InfluxDB's CSV answer gives them: no type suffix, no quotes
+                row = {k: v.rstrip("i").strip('"') for k, v in f.items()}
+                out.append(stored_reading({**row, "meter": tags["meter"], "t": str(ts * 10**6)}))
         return out
 
     async def site_windows(

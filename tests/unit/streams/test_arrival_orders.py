@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from streams.cluster_stage import ClusterStage
 from streams.delivery import Topics
-from streams.influx_schema import GAS_FIELDS
+from streams.influx_schema import GAS_FIELDS, METER_RESOLUTIONS
 from streams.meter_vectors import offline_price
 from streams.site_stage import SiteStage
 from streams.windows import NFIG, RESOLUTIONS, year_of
@@ -122,11 +122,13 @@ def offline(readings: list[dict[str, Any]]) -> dict[tuple[str, ...], list[int]]:
         for minute, part in reference_parts(r.get("start", -1), ts, vec).items():
             for res, width in RESOLUTIONS.items():
                 start = str(minute - minute % width)
-                for key in (
-                    ("meter_window", meter, res, start),
+                keys = [
                     ("site_window", site, carrier, res, start),
                     ("cluster_window", carrier, res, start),
-                ):
+                ]
+                if res in METER_RESOLUTIONS:
+                    keys.append(("meter_window", meter, res, start))
+                for key in keys:
                     acc = out[key]
                     for k in range(NFIG + 1):
                         acc[k] += part[k]
@@ -216,7 +218,13 @@ async def play(
         await w.deliver(envelopes, crash=rng.random() < crashes)
         if rng.random() < 0.1:
             await w.idle(NOW + rng.randrange(0, 3_600_000))
+    await close_all(w)
     return w
+
+
+async def close_all(w: Worker) -> None:
+    """A quiet month later: every window closed (meter windows are written once closed)."""
+    await w.idle(NOW + 30 * 86_400_000)
 
 
 MODES = ["in order", "shuffled", "twice", "backfill", "lagging source"]

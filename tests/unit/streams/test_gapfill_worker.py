@@ -11,7 +11,7 @@ import orjson
 
 from streams.gapfill import FillDecl, GapFiller
 from streams.windows import SiteState
-from tests.unit.streams.test_arrival_orders import Worker, offline, stored
+from tests.unit.streams.test_arrival_orders import Worker, close_all, offline, stored
 from tests.unit.streams.test_pipeline_units import T0, reading
 from twin.gapfill import MrrConservative, RefReading
 
@@ -107,6 +107,7 @@ def test_a_silent_meter_is_filled_by_mrr_then_replaced_by_its_recovered_readings
     recovered = list(missing)
     random.Random(3).shuffle(recovered)
     asyncio.run(w.deliver([("a", recovered)]))
+    asyncio.run(close_all(w))
     got = stored(w.store)
     want = offline(real + missing)
     assert {k: v for k, v in got.items() if k in want} == want

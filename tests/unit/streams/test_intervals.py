@@ -75,10 +75,12 @@ def test_the_vectorised_split_equals_the_rule_worked_in_integers(n: int, seed: i
 
 
 def _minute(h: Harness, start: int) -> list[int]:
+    """gas-a's 1-min window: its site's natural gas window (the only gas meter that reads
+    here; meter windows are stored hourly only)."""
     (f,) = [
         f
-        for t, ts, f in h.store.series("meter_window")
-        if ts == start and t["res"] == "1m" and t["meter"] == "gas-a"
+        for t, ts, f in h.store.series("site_window")
+        if ts == start and t["res"] == "1m" and (t["site"], t["carrier"]) == ("a", "natural_gas")
     ]
     return [nano(f["energy_mwh"]), int(f["readings"].rstrip("i"))]
 
@@ -93,7 +95,8 @@ def test_an_interval_reading_is_shared_among_its_minutes():
         [round(0.6 * NANO), 0],
         [round(0.3 * NANO), 1],
     ]
-    assert h.state("a").mw[("gas-a", "15m", T0)][0] == round(1.2 * NANO)
+    assert h.state("a").sw[("natural_gas", "15m", T0)][0] == round(1.2 * NANO)
+    assert h.state("a").mw[("gas-a", "1h", T0)][0] == round(1.2 * NANO)
 
 
 def test_a_readings_1_reading_stays_an_instant_whatever_it_carries():
@@ -101,7 +104,7 @@ def test_a_readings_1_reading_stays_an_instant_whatever_it_carries():
     r = {**reading("gas-a", T0 + 150_000, 1.2), "start": T0 + 30_000}
     h.run([record("a", [r], 0)])
     assert _minute(h, T0 + 2 * MINUTE) == [round(1.2 * NANO), 1]
-    assert not [ts for t, ts, _ in h.store.series("meter_window") if ts == T0 and t["res"] == "1m"]
+    assert not [ts for t, ts, _ in h.store.series("site_window") if ts == T0 and t["res"] == "1m"]
 
 
 def test_bad_intervals_are_dead_lettered_naming_the_rule():

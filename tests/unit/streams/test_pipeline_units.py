@@ -152,7 +152,7 @@ def test_one_bad_reading_goes_to_deadletter_with_reason_and_neighbours_survive()
     assert dl[0][2] == rec.value
     st = h.state("a")
     assert st.accepted == 2
-    assert st.mw[("gas-a", "1m", T0)][:2] == [4_000_000_000, 800_000_000]
+    assert st.sw[("natural_gas", "1m", T0)][:2] == [4_000_000_000, 800_000_000]
 
 
 @pytest.mark.parametrize(
@@ -226,7 +226,7 @@ def test_other_units_of_the_carrier_are_converted_and_priced_exactly():
         ]
     )
     st = h.state("a")
-    vec = st.mw[("elec-a", "1m", T0)]
+    vec = st.sw[("electricity", "1m", T0)]
     assert vec[0] == 1_750_000_000  # 1.75 MWh in nano-MWh
     assert vec[2] == round(1500.0 * 0.00005 * NANO) + round(0.25 * 0.05 * NANO)
     assert len(h.topic("dl")) == 1
@@ -238,8 +238,8 @@ def test_replayed_records_are_not_counted_twice():
     h.run(recs[:6])
     h.run(recs[3:])  # a crash replays 3..5
     st = h.state("a")
-    assert st.mw[("gas-a", "1m", T0)][-1] == 10
-    assert st.mw[("gas-a", "1m", T0)][0] == sum(round((1.0 + i) * NANO) for i in range(10))
+    assert st.sw[("natural_gas", "1m", T0)][-1] == 10
+    assert st.sw[("natural_gas", "1m", T0)][0] == sum(round((1.0 + i) * NANO) for i in range(10))
     assert h.stage.counters.replayed == 3
 
 
@@ -251,7 +251,7 @@ def test_a_state_older_than_the_cursor_still_skips_by_site_offset():
     # recognises the records it already holds
     h.table.delete(SiteStage.cursor_key(0), 0)
     h.run(recs)
-    assert h.state("a").mw[("gas-a", "1m", T0)][-1] == 4
+    assert h.state("a").sw[("natural_gas", "1m", T0)][-1] == 4
 
 
 def test_a_gap_in_offsets_is_held_back_and_sought_again():
@@ -269,7 +269,7 @@ def test_a_gap_in_offsets_is_held_back_and_sought_again():
         ]
     )
     assert not held and not seeks
-    assert h.state("a").mw[("gas-a", "1m", T0)][-1] == 3
+    assert h.state("a").sw[("natural_gas", "1m", T0)][-1] == 3
 
 
 def test_a_repeat_is_a_duplicate_and_an_older_reading_counts():
@@ -283,7 +283,7 @@ def test_a_repeat_is_a_duplicate_and_an_older_reading_counts():
     )
     st = h.state("a")
     # T0+1000 once, T0+500 (older than the newest, not a repeat), T0+2000 once
-    assert st.mw[("gas-a", "1m", T0)][-1] == 3
+    assert st.sw[("natural_gas", "1m", T0)][-1] == 3
     assert st.duplicates == 2
     assert st.last["gas-a"][0] == T0 + 2000  # the newest stays the newest
     assert h.topic("dl") == []  # a repeat loses nothing: it is counted, not dead-lettered
@@ -305,7 +305,7 @@ def test_a_late_reading_restates_its_closed_windows_and_the_year_to_date():
     # the elec meter lags; gas moves 2 minutes on: the first minute closes (grace 30 s)
     h.run([record("a", [reading("gas-a", T0 + 125_000, 1.0)], 1)])
     st = h.state("a")
-    assert ("gas-a", "1m", T0) not in st.mw
+    assert ("natural_gas", "1m", T0) not in st.sw
     assert any(
         "complete=true" in line and "res=1m" in line and line.endswith(str(T0)) for line in h.lines
     )
@@ -314,12 +314,14 @@ def test_a_late_reading_restates_its_closed_windows_and_the_year_to_date():
     st = h.state("a")
     assert st.late == 1 and st.accepted == 3
     # the closed 1-min windows are rewritten (same series, same time), final
-    meter_1m = _point(h, "meter_window", T0, meter="elec-a", res="1m")
-    assert meter_1m["complete"] == "true" and meter_1m["readings"] == "1i"
     site_1m = _point(h, "site_window", T0, site="a", carrier="electricity", res="1m")
+    assert site_1m["complete"] == "true" and site_1m["readings"] == "1i"
     assert nano(site_1m["energy_mwh"]) == round(0.005 * NANO)
+    # the meter's hour holds it too, and is written once that hour closes
+    assert st.mw[("elec-a", "1h", T0)][-1] == 1
+    assert not h.store.series("meter_window")
     # the open 15-min window now holds the three readings
-    assert st.mw[("elec-a", "15m", T0)][-1] == 1 and st.mw[("gas-a", "15m", T0)][-1] == 2
+    assert st.sw[("electricity", "15m", T0)][-1] == 1 and st.sw[("natural_gas", "15m", T0)][-1] == 2
     # the year to date has it, and the restatement is recorded with old and new figures
     year = [v for (_, c), v in st.ytd.items() if c == "electricity"]
     assert year and year[0][0] == round(0.005 * NANO)
@@ -334,7 +336,7 @@ def test_a_late_repeat_of_a_stored_reading_is_a_duplicate():
     h.run([record("a", [reading("gas-a", T0 + 10_000, 1.0)], 2)])  # its minute has closed
     st = h.state("a")
     assert st.duplicates == 1 and st.late == 0
-    assert st.mw[("gas-a", "15m", T0)][-1] == 2
+    assert st.sw[("natural_gas", "15m", T0)][-1] == 2
 
 
 def test_a_reading_beyond_the_horizon_is_dead_lettered_saying_so():
@@ -359,7 +361,7 @@ def test_idle_flush_closes_a_silent_sites_windows_by_its_clusters_event_time():
     assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: False, now_ms=NOW)) == 0
     assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: True, now_ms=NOW)) == 1
     st = h.state("a")
-    assert ("gas-a", "1m", T0) not in st.mw and ("gas-a", "15m", T0) in st.mw
+    assert ("natural_gas", "1m", T0) not in st.sw and ("natural_gas", "15m", T0) in st.sw
 
 
 def test_a_paused_replay_sees_time_pass_at_the_wall_clocks_pace():
@@ -370,7 +372,7 @@ def test_a_paused_replay_sees_time_pass_at_the_wall_clocks_pace():
     # the record came at NOW for a reading at T0 + 10 s: the lag stays, the clock moves
     assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: True, now_ms=NOW + 20_000)) == 0
     assert asyncio.run(h.stage.flush_idle(10, caught_up=lambda p: True, now_ms=NOW + 90_000)) == 1
-    assert ("gas-a", "1m", T0) not in h.state("a").mw
+    assert ("natural_gas", "1m", T0) not in h.state("a").sw
 
 
 def test_cluster_windows_are_the_sum_of_site_windows_and_replays_overwrite():
