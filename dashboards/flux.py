@@ -23,6 +23,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import runtime as cogruntime
@@ -181,7 +182,11 @@ class Flux:
 
     def scale(self, factor: float) -> Flux:
         """Multiply ``_value`` (unit changes such as t to kt) without losing its type."""
-        return self._then(f"map(fn: (r) => ({{r with _value: float(v: r._value) * {factor!r}}}))")
+        # Flux has no exponent notation ("6e-08" does not compile): positional digits
+        literal = format(Decimal(repr(float(factor))), "f")
+        if "." not in literal:
+            literal += ".0"
+        return self._then(f"map(fn: (r) => ({{r with _value: float(v: r._value) * {literal}}}))")
 
     def rename(self, mapping: Mapping[str, str]) -> Flux:
         pairs = ", ".join(f"{_column(k)}: {string(v)}" for k, v in mapping.items())
