@@ -34,7 +34,8 @@ const tonnes = (v) => (v === null || v === undefined) ? "–" : v === 0 ? "0"
   : Math.abs(v) >= 10 ? fmt(v, 1) : Number(v).toLocaleString("en-GB", { maximumSignificantDigits: 3 });
 const GASES = [["co2_t", "CO2 (fossil)", "t CO2"], ["ch4_t", "CH4", "t CH4"], ["n2o_t", "N2O", "t N2O"],
   ["co2e_other_t", "Other gases (given as CO2e)", "t CO2e"]];
-const QUALITIES = [["measured", "Measured"], ["estimated", "Estimated"], ["gap_filled", "Gap filled"]];
+// data qualities: the JSON's own keys (the contract's vocabulary), never a list of our own
+const label = (id) => words(id).replace(/^./, (c) => c.toUpperCase());
 const pct = (v) => (v === null || v === undefined) ? "–" : `${fmt(v, 1)} %`;
 const share = (v) => (v === null || v === undefined) ? "–" : pct(100 * v);
 const when = (ms) => (ms === null || ms === undefined || ms < 0) ? "–"
@@ -232,9 +233,9 @@ function renderQuality(q, how) {
   document.getElementById("quality").replaceChildren(
     el("table", { id: "table-quality" },
       el("thead", {}, el("tr", {}, ["Readings", "t CO2e", "Share"].map((h, i) => el("th", { class: i ? "num" : "" }, h)))),
-      el("tbody", {}, QUALITIES.map(([k, label]) => el("tr", { "data-quality": k },
-        el("td", { class: `quality-${k}` }, label),
-        num("tco2e", q[k].tco2e, fmt(q[k].tco2e)), num("share", q[k].share, share(q[k].share)))))),
+      el("tbody", {}, Object.entries(q).map(([k, v]) => el("tr", { "data-quality": k },
+        el("td", { class: `quality-${k}` }, label(k)),
+        num("tco2e", v.tco2e, fmt(v.tco2e)), num("share", v.share, share(v.share)))))),
     el("p", { class: "sub" }, `Shares of the year to date's t CO2e (scope 1 + 2 location) by the quality of the readings; ${how}. A transfer between sites counts where it is metered, without its tonnes.`));
 }
 
@@ -273,13 +274,13 @@ function renderSites(c) {
     GASES.map(([k]) => num(k, s.ytd_by_gas[k], tonnes(s.ytd_by_gas[k]))),
     num("tco2e_s1_gross", s.ytd_by_gas.tco2e_s1_gross, tonnes(s.ytd_by_gas.tco2e_s1_gross), "total"),
     num("co2_captured_t", s.ytd_by_gas.co2_captured_t, tonnes(s.ytd_by_gas.co2_captured_t)),
-    QUALITIES.map(([k]) => num(`${k}_share`, s.ytd_quality[k].share, share(s.ytd_quality[k].share))),
+    Object.entries(s.ytd_quality).map(([k, v]) => num(`${k}_share`, v.share, share(v.share))),
     num("co2_biogenic_t", s.ytd_by_gas.co2_biogenic_t, tonnes(s.ytd_by_gas.co2_biogenic_t), "memo")));
   document.getElementById("site-gases").replaceChildren(
     el("table", { id: "table-site-gases" },
       el("thead", {}, el("tr", {}, ["Site", "CO2 (t)", "CH4 (t)", "N2O (t)", "Other (t CO2e)", "Scope 1 gross (t CO2e)",
-        "CO2 captured (t)", "Measured", "Estimated", "Gap filled", "Memo: biogenic CO2 (t)"]
-        .map((h, i) => el("th", { class: (i ? "num" : "") + (i === 10 ? " memo" : "") }, h)))),
+        "CO2 captured (t)", ...Object.keys(c.ytd_quality).map(label)].map((h, i) => el("th", { class: i ? "num" : "" }, h)),
+        el("th", { class: "num memo" }, "Memo: biogenic CO2 (t)"))),
       el("tbody", {}, gasRows)),
     el("p", { class: "sub" }, "Gases in t of each gas (other gases as t CO2e); gross scope 1 before the CO2 captured is taken out. Shares: of each site's t CO2e by the quality of its readings. Biogenic CO2 is a memo item, in no scope. Same page as the table above."));
 }
