@@ -30,7 +30,7 @@ import aiohttp
 from streams import influx_schema as schema
 from streams.meter_vectors import GASES, NANO, SCOPES
 from streams.transfers import site_views
-from streams.windows import NFIG, WindowUpdate
+from streams.windows import NFIG, WindowUpdate, tco2e_shares
 
 log = logging.getLogger(__name__)
 
@@ -214,14 +214,14 @@ def ytd_line(
 def quality_fields(by_quality: Mapping[str, Sequence[int]]) -> str:
     """The completeness fields of a twin_ytd point (``schema.quality_field``), comma first,
     from figure vectors per quality name (nano-units, the count last)."""
-    tco2e = sum(int(v[1]) + int(v[2]) for v in by_quality.values())
+    shares = tco2e_shares(by_quality)
     out = []
     for q, v in by_quality.items():
         out.append(f",{schema.quality_field(q, schema.TCO2E)}={int(v[1]) + int(v[2])}e-9")
         out.append(f",{schema.quality_field(q, schema.ENERGY_MWH)}={int(v[0])}e-9")
         out.append(f",{schema.quality_field(q, schema.READINGS)}={int(v[-1])}i")
-        if tco2e:
-            share = (int(v[1]) + int(v[2])) / tco2e
+        share = shares[q]
+        if share is not None:
             out.append(f",{schema.quality_field(q, schema.QUALITY_SHARE)}={share!r}")
     return "".join(out)
 

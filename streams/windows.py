@@ -17,7 +17,7 @@ All figures are integer nano-units (see ``streams.meter_vectors``): exact and or
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +27,7 @@ import orjson
 
 from streams import influx_schema as schema
 from streams.meter_vectors import GASES, NANO, QUALITIES, SCOPES, MeterVectors
-from streams.transfers import site_views
+from streams.transfers import cluster_share, site_views
 
 QUALITY_NAMES = sorted(QUALITIES)
 RESOLUTIONS: dict[str, int] = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000}
@@ -480,14 +480,29 @@ def add_quality(
 def by_quality(
     qytd: dict[tuple[int, str, int], list[int]], year: int, carrier: str | None = None
 ) -> dict[str, list[int]]:
-    """A year's figures per quality name, of one carrier or (None) all of them."""
+    """A year's figures per quality name, of one key (a carrier) or (None) all of them.
+
+    A transfer's readings count their energy and their number where they are metered, not
+    their tonnes (``streams.transfers.cluster_share``): those are another site's, or a
+    credit. So a site's quality figures hold the tonnes of its own meters, and the sum of
+    its sites' is the cluster's: tCO2e by quality adds up to the cluster's tCO2e."""
     out = {q: [0] * (NFIG + 1) for q in QUALITY_NAMES}
     for (y, c, code), vec in qytd.items():
         if y == year and (carrier is None or c == carrier):
             acc = out[QUALITY_NAMES[code]]
-            for k in range(NFIG + 1):
-                acc[k] += vec[k]
+            for k, v in enumerate(cluster_share(c, vec)):
+                acc[k] += v
     return out
+
+
+def tco2e_shares(by: Mapping[str, Sequence[int]]) -> dict[str, float | None]:
+    """Each quality's share of the tCO2e (scope 1 + 2 location) of all of them, from the
+    figure vectors per quality (``by_quality``; for a cluster, its sites' summed first: the
+    share of the sums, never a mean of the sites' shares, which would weigh a small site
+    like a big one). None when the total is zero."""
+    tonnes = {q: int(v[1]) + int(v[2]) for q, v in by.items()}
+    total = sum(tonnes.values())
+    return {q: (t / total if total else None) for q, t in tonnes.items()}
 
 
 def completeness(qytd: dict[tuple[int, str, int], list[int]]) -> dict[str, dict[str, Any]]:
@@ -497,12 +512,12 @@ def completeness(qytd: dict[tuple[int, str, int], list[int]]) -> dict[str, dict[
     out: dict[str, dict[str, Any]] = {}
     for year in sorted({y for y, _, _ in qytd}):
         by = by_quality(qytd, year)
-        tco2e = sum(v[1] + v[2] for v in by.values())
+        shares = tco2e_shares(by)
         mwh = sum(v[0] for v in by.values())
         out[str(year)] = {
             q: {
                 **figures(v),
-                "share_tco2e": (v[1] + v[2]) / tco2e if tco2e else None,
+                "share_tco2e": shares[q],
                 "share_energy": v[0] / mwh if mwh else None,
             }
             for q, v in by.items()

@@ -15,10 +15,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams import influx_schema as schema
-from streams.meter_vectors import QUALITIES, MeterVectors
+from streams.meter_vectors import NANO, QUALITIES, MeterVectors
 from streams.progress_series import Plan, progress_fields
 from streams.transfers import attributed, cluster_view
-from streams.windows import QUALITY_NAMES, SiteState, figures, sum_vecs
+from streams.windows import (
+    NFIG,
+    QUALITY_NAMES,
+    SiteState,
+    by_quality,
+    figures,
+    sum_vecs,
+    tco2e_shares,
+)
 from twin.drift import hours_in_year as year_hours
 
 HOUR_MS = 3_600_000
@@ -155,7 +163,43 @@ def completeness(facts: ClusterFacts, catalog: MeterVectors) -> dict[str, Any]:
     }
 
 
-def by_site(facts: ClusterFacts, catalog: MeterVectors) -> list[dict[str, Any]]:
+def _quality_vecs(state: SiteState | None, year: int | None) -> dict[str, list[int]]:
+    """A site's year to date by data quality (``streams.windows.by_quality``: the tonnes of
+    its own meters, the rule of the twin_ytd completeness fields)."""
+    if state is None or year is None:
+        return {q: [0] * (NFIG + 1) for q in QUALITY_NAMES}
+    return by_quality(state.qytd, year)
+
+
+def quality_ytd(vecs: Mapping[str, Sequence[int]]) -> dict[str, dict[str, Any]]:
+    """Per data quality: its tCO2e (scope 1 + 2 location) and its share of them all
+    (``streams.windows.tco2e_shares``; None when there are no tonnes)."""
+    shares = tco2e_shares(vecs)
+    return {
+        q: {"tco2e": (int(v[1]) + int(v[2])) / NANO, "share": shares[q]} for q, v in vecs.items()
+    }
+
+
+def site_qualities(facts: ClusterFacts) -> dict[str, dict[str, list[int]]]:
+    """Each site's year to date by quality (nano-units), computed once per update."""
+    year = year_of_ms(facts.clock_ms) if facts.clock_ms >= 0 else None
+    return {site: _quality_vecs(facts.states.get(site), year) for site in facts.sites}
+
+
+def cluster_quality(per_site: Mapping[str, Mapping[str, Sequence[int]]]) -> dict[str, Any]:
+    """The cluster's year to date by quality: its sites' figures summed, then shared (the
+    share of the sums, as the twin_ytd fields say; not a mean of the sites' shares)."""
+    total = {q: sum_vecs(vecs[q] for vecs in per_site.values()) for q in QUALITY_NAMES}
+    return quality_ytd(total)
+
+
+def by_site(
+    facts: ClusterFacts,
+    catalog: MeterVectors,
+    qualities: Mapping[str, Mapping[str, Sequence[int]]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per site; ``qualities``: ``site_qualities(facts)``, when already computed."""
+    qualities = site_qualities(facts) if qualities is None else qualities
     year = year_of_ms(facts.clock_ms) if facts.clock_ms >= 0 else None
     held = facts.ytd.get(year, {}) if year is not None else {}
     hour = last_complete_hour(facts)
@@ -176,6 +220,7 @@ def by_site(facts: ClusterFacts, catalog: MeterVectors) -> list[dict[str, Any]]:
                 "ytd_tco2e": ytd["tco2e"],
                 # scope 1 by gas (t), the biogenic CO2 memo, CO2 captured, gross scope 1
                 "ytd_by_gas": {k: v for k, v in ytd.items() if k in _GAS_KEYS},
+                "ytd_quality": quality_ytd(qualities[site]),
                 "now_tco2e_per_h": now["tco2e"] if now else None,
                 "late": state.late if state else 0,
                 "duplicates": state.duplicates if state else 0,
@@ -198,16 +243,19 @@ def by_carrier(facts: ClusterFacts) -> list[dict[str, Any]]:
 def cluster_summary(facts: ClusterFacts, catalog: MeterVectors, twin: str) -> dict[str, Any]:
     """Everything the cluster overview shows, in one JSON object (also what it streams)."""
     ytd = ytd_figure(facts)
+    qualities = site_qualities(facts)
     return {
         "twin": twin,
         "cluster": facts.cluster,
         "clock_ms": facts.clock_ms,
         "now": now_figure(facts),
         "ytd": ytd,
-        "by_scope": {k: v for k, v in ytd.get("figures", {}).items() if k.startswith("tco2e_")},
+        # the scopes only: gross scope 1 is a line of ``by_gas``, not a scope
+        "by_scope": {k: v for k, v in ytd.get("figures", {}).items() if k in schema.SCOPE_FIELDS},
         "by_gas": {k: v for k, v in ytd.get("figures", {}).items() if k in _GAS_KEYS},
         "completeness": completeness(facts, catalog),
-        "by_site": by_site(facts, catalog),
+        "ytd_quality": cluster_quality(qualities),
+        "by_site": by_site(facts, catalog, qualities),
         "by_carrier": by_carrier(facts),
         "alerts": list(facts.alerts),
     }
@@ -285,7 +333,13 @@ def site_summary(
         "readings_accepted": state.accepted if state else 0,
         "late": state.late if state else 0,
         "duplicates": state.duplicates if state else 0,
-        "ytd": {"figures": figures(sum_vecs(ytd.values())), "by_carrier": _by(ytd)},
+        "ytd": {
+            "figures": figures(sum_vecs(ytd.values())),
+            "by_carrier": _by(ytd),
+            "quality": quality_ytd(
+                _quality_vecs(state, year_of_ms(clock_ms) if clock_ms >= 0 else None)
+            ),
+        },
         "meters": {"total": len(ids), "page": page, "pages": pages, "size": size, "rows": rows},
     }
 

@@ -29,7 +29,15 @@ const sig = (v) => (v === null || v === undefined) ? "–"
 const SCOPE_LABELS = { tco2e_s1: "Scope 1", tco2e_s2_location: "Scope 2 (location-based)",
   tco2e_s2_market: "Scope 2 (market-based)", tco2e_s3_upstream: "Scope 3 (upstream of fuels and power)" };
 const words = (id) => String(id).replaceAll("_", " ");
+// tonnes: one decimal from 10 t, three significant digits below (CH4 and N2O are small)
+const tonnes = (v) => (v === null || v === undefined) ? "–" : v === 0 ? "0"
+  : Math.abs(v) >= 10 ? fmt(v, 1) : Number(v).toLocaleString("en-GB", { maximumSignificantDigits: 3 });
+const GASES = [["co2_t", "CO2 (fossil)", "t CO2"], ["ch4_t", "CH4", "t CH4"], ["n2o_t", "N2O", "t N2O"],
+  ["co2e_other_t", "Other gases (given as CO2e)", "t CO2e"]];
+// data qualities: the JSON's own keys (the contract's vocabulary), never a list of our own
+const label = (id) => words(id).replace(/^./, (c) => c.toUpperCase());
 const pct = (v) => (v === null || v === undefined) ? "–" : `${fmt(v, 1)} %`;
+const share = (v) => (v === null || v === undefined) ? "–" : pct(100 * v);
 const when = (ms) => (ms === null || ms === undefined || ms < 0) ? "–"
   : new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC";
 const age = (s) => s === null || s === undefined ? "–"
@@ -140,12 +148,17 @@ function skeleton(r) {
   const parts = [el("h1", { id: "title" }, r.site ? `${r.site} (${r.cluster})` : r.cluster),
     el("div", { class: "cards", id: "figures" }, el("p", { class: "empty" }, "waiting for the first update…")),
     el("div", { class: "card" }, el("h2", {}, r.site ? "Hourly emissions of the site (t/h)" : "Hourly emissions against the pathway (t/h)"),
-      el("div", { class: "chart", id: "chart" }))];
+      el("div", { class: "chart", id: "chart" })),
+    el("div", { class: "cards" },
+      el("div", { class: "card" }, el("h2", {}, "Scope 1 by gas (year to date)"), el("div", { id: "gases" })),
+      el("div", { class: "card" }, el("h2", {}, "Data quality of the year to date"), el("div", { id: "quality" })))];
   if (r.site) {
     parts.push(el("div", { class: "card" }, el("h2", {}, "Meters"), el("div", { id: "meters" })));
   } else {
     parts.push(el("div", { class: "card" }, el("h2", {}, "Open alerts"), el("div", { id: "alerts" })));
     parts.push(el("div", { class: "card" }, el("h2", {}, "By site (year to date)"), el("div", { id: "sites" })));
+    parts.push(el("div", { class: "card" }, el("h2", {}, "By site: scope 1 by gas and data quality (year to date)"),
+      el("div", { id: "site-gases" })));
     parts.push(el("div", { class: "cards" },
       el("div", { class: "card" }, el("h2", {}, "By carrier (year to date)"), el("div", { id: "carriers" })),
       el("div", { class: "card" }, el("h2", {}, "By scope (year to date)"), el("div", { id: "scopes" }))));
@@ -179,6 +192,8 @@ function onCluster(c) {
       Object.entries(comp.quality).map(([q, n]) => `${words(q)} ${n}`).join(" · ")),
     figure("clock_ms", "Cluster clock (event time)", c.clock_ms, when(c.clock_ms),
       `${c.alerts.length} open alert(s)`));
+  renderGases(ytd.figures || {});
+  renderQuality(c.ytd_quality, "the cluster's: its sites' tonnes summed, then shared");
   renderAlerts(c.alerts);
   renderSites(c);
   document.getElementById("carriers").replaceChildren(table(["Carrier", "t CO2e (scope 1 + 2 location)", "MWh"],
@@ -194,6 +209,34 @@ function table(headers, rows, id) {
     el("tbody", {}, rows.map((r) => el("tr", {}, r.map((v, i) => Array.isArray(v)
       ? el("td", { class: "num", "data-value": v[0] ?? "" }, fmt(v[0], v[1]))
       : el("td", { class: i ? "num" : "" }, v))))));
+}
+
+// A figure cell whose exact number a test can read (data-field, data-value).
+const num = (field, v, text, cls) => el("td", { class: "num" + (cls ? ` ${cls}` : ""), "data-field": field, "data-value": v ?? "" }, text);
+
+function renderGases(f) {
+  const row = (field, label, unit, cls) => el("tr", { class: cls || null }, el("td", {}, label),
+    num(field, f[field], tonnes(f[field])), el("td", {}, unit));
+  document.getElementById("gases").replaceChildren(
+    el("table", { id: "table-gases" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Gas"), el("th", { class: "num" }, "Quantity"), el("th", {}, "Unit"))),
+      el("tbody", {}, GASES.map(([k, label, unit]) => row(k, label, unit)),
+        row("tco2e_s1_gross", "Scope 1 gross (all gases)", "t CO2e", "total"),
+        row("co2_captured_t", "CO2 captured (sent to storage), a separate line", "t CO2", "apart"),
+        row("tco2e_s1", "Scope 1 net of the captured CO2", "t CO2e")),
+      el("tbody", { class: "memo" },
+        el("tr", {}, el("td", { colspan: 3, class: "memo-head" }, "Memo item, outside the scopes: in no total above")),
+        row("co2_biogenic_t", "Biogenic CO2 (biomass)", "t CO2"))));
+}
+
+function renderQuality(q, how) {
+  document.getElementById("quality").replaceChildren(
+    el("table", { id: "table-quality" },
+      el("thead", {}, el("tr", {}, ["Readings", "t CO2e", "Share"].map((h, i) => el("th", { class: i ? "num" : "" }, h)))),
+      el("tbody", {}, Object.entries(q).map(([k, v]) => el("tr", { "data-quality": k },
+        el("td", { class: `quality-${k}` }, label(k)),
+        num("tco2e", v.tco2e, fmt(v.tco2e)), num("share", v.share, share(v.share)))))),
+    el("p", { class: "sub" }, `Shares of the year to date's t CO2e (scope 1 + 2 location) by the quality of the readings; ${how}. A transfer between sites counts where it is metered, without its tonnes.`));
 }
 
 function renderAlerts(alerts) {
@@ -227,6 +270,19 @@ function renderSites(c) {
         .map((h, i) => el("th", { class: i ? "num" : "" }, h)))),
       el("tbody", {}, body)),
     pager(state.sitePage, pages, rows.length, (p) => { state.sitePage = p; renderSites(c); }));
+  const gasRows = shown.map((s) => el("tr", { "data-site": s.site }, el("td", {}, s.site),
+    GASES.map(([k]) => num(k, s.ytd_by_gas[k], tonnes(s.ytd_by_gas[k]))),
+    num("tco2e_s1_gross", s.ytd_by_gas.tco2e_s1_gross, tonnes(s.ytd_by_gas.tco2e_s1_gross), "total"),
+    num("co2_captured_t", s.ytd_by_gas.co2_captured_t, tonnes(s.ytd_by_gas.co2_captured_t)),
+    Object.entries(s.ytd_quality).map(([k, v]) => num(`${k}_share`, v.share, share(v.share))),
+    num("co2_biogenic_t", s.ytd_by_gas.co2_biogenic_t, tonnes(s.ytd_by_gas.co2_biogenic_t), "memo")));
+  document.getElementById("site-gases").replaceChildren(
+    el("table", { id: "table-site-gases" },
+      el("thead", {}, el("tr", {}, ["Site", "CO2 (t)", "CH4 (t)", "N2O (t)", "Other (t CO2e)", "Scope 1 gross (t CO2e)",
+        "CO2 captured (t)", ...Object.keys(c.ytd_quality).map(label)].map((h, i) => el("th", { class: i ? "num" : "" }, h)),
+        el("th", { class: "num memo" }, "Memo: biogenic CO2 (t)"))),
+      el("tbody", {}, gasRows)),
+    el("p", { class: "sub" }, "Gases in t of each gas (other gases as t CO2e); gross scope 1 before the CO2 captured is taken out. Shares: of each site's t CO2e by the quality of its readings. Biogenic CO2 is a memo item, in no scope. Same page as the table above."));
 }
 
 function pager(page, pages, total, go) {
@@ -245,6 +301,8 @@ function onSite(s) {
     figure("readings_accepted", "Readings accepted", s.readings_accepted, fmt(s.readings_accepted, 0),
       `${s.late} late · ${s.duplicates} repeats`),
     figure("watermark", "Newest reading", s.watermark, when(s.watermark), `cluster clock ${when(s.clock_ms)}`));
+  renderGases(f);
+  renderQuality(s.ytd.quality, "of the site's own meters");
   const m = s.meters;
   document.getElementById("meters").replaceChildren(
     el("table", { id: "table-meters" },

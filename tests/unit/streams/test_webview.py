@@ -20,11 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.meter_vectors import MeterSpec, MeterVectors
+from streams.influx_schema import SCOPE_FIELDS
+from streams.meter_vectors import QUALITIES, MeterSpec, MeterVectors, offline_price
 from streams.progress_series import Plan
 from streams.webview import figures, queries
 from streams.webview.routes import STATIC, ViewSource
-from streams.windows import NFIG, SiteState
+from streams.windows import NFIG, QUALITY_NAMES, SiteState, by_quality
 from streams.windows import figures as named
 from tests.unit.streams.test_arrival_orders import (
     METERS,
@@ -34,7 +35,7 @@ from tests.unit.streams.test_arrival_orders import (
     offline,
     play,
 )
-from tests.unit.streams.test_pipeline_units import T0
+from tests.unit.streams.test_pipeline_units import T0, reading
 
 HOUR = 3_600_000
 NANO_T = 1_000_000_000  # one tonne in nano-units
@@ -287,3 +288,92 @@ def test_a_year_to_date_covering_part_of_the_year_is_not_set_against_the_budget(
     # the figures themselves are the same: only whether they compare with the budget changes
     assert late_start["ytd_tco2e"] == whole["ytd_tco2e"] == 1.0
     assert ytd(None)["comparable"] is False
+
+
+def _quality_of(k: int, site: str) -> str:
+    """Site a (big) is mostly measured; site b (small) mostly estimated or gap filled."""
+    if site == "a":
+        return "estimated" if k % 10 == 0 else "measured"
+    return "gap_filled" if k % 2 == 0 else "estimated" if k % 3 == 0 else "measured"
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    mode=st.sampled_from(MODES),
+    repeats=st.floats(0, 0.3),
+    crashes=st.sampled_from([0.0, 0.2]),
+)
+def test_the_clusters_quality_shares_are_the_shares_of_its_sites_sums(
+    seed: int, mode: str, repeats: float, crashes: float
+) -> None:
+    """In every arrival order, with repeats, crashes, and gap fills a real reading replaces
+    later: each site's tonnes by quality are those of the readings that stand, and the
+    cluster's shares are of their sums."""
+    rng = random.Random(seed)
+    readings = []
+    for k in range(90):
+        ts = T0 + k * 60_000
+        for meter, value in (
+            ("gas-a", 5_000.0 + k),
+            ("elec-a", 800_000.0 + k),
+            ("gas-b", 1 + k / 8),
+        ):
+            site, carrier, unit = METERS[meter]
+            r = reading(meter, ts, value, unit, carrier)
+            r["quality"] = _quality_of(k, site)
+            readings.append(r)
+    sent = arrive(rng, readings, mode)
+    for r in rng.sample(readings, int(len(readings) * repeats)):
+        sent.insert(rng.randrange(len(sent) + 1), dict(r))
+    # some measured readings of the small site were first missing and filled: the fill
+    # comes before the real reading (any time before), which then replaces it
+    for r in [r for r in readings if r["meter"] == "gas-b" and r["quality"] == "measured"][::2]:
+        fill = {**r, "quality": "gap_filled", "value": r["value"] * 3}
+        sent.insert(rng.randrange(sent.index(r) + 1), fill)
+    w = asyncio.run(play(rng, sent, 30_000, 6 * HOUR, crashes))
+    summary = asyncio.run(view_of(w).cluster("c"))
+
+    # offline: each site's tCO2e (nano-units) by quality, from the distinct readings
+    tonnes: dict[str, dict[str, int]] = {s: dict.fromkeys(QUALITIES, 0) for s in ("a", "b")}
+    for r in readings:
+        site, _carrier, unit = METERS[r["meter"]]
+        vec = offline_price(w.catalog, r["meter"], unit, r["value"])
+        tonnes[site][r["quality"]] += vec[1] + vec[2]
+    rows = {row["site"]: row for row in summary["by_site"]}
+    shares = {}
+    for site, by in tonnes.items():
+        total = sum(by.values())
+        shares[site] = {q: by[q] / total for q in by}
+        assert rows[site]["ytd_quality"] == {
+            q: {"tco2e": by[q] / NANO_T, "share": by[q] / total} for q in by
+        }
+        assert view_of(w).site("c", site, 0)["ytd"]["quality"] == rows[site]["ytd_quality"]
+    whole = {q: tonnes["a"][q] + tonnes["b"][q] for q in QUALITIES}
+    assert summary["ytd_quality"] == {
+        q: {"tco2e": whole[q] / NANO_T, "share": whole[q] / sum(whole.values())} for q in whole
+    }
+    assert set(summary["by_scope"]) == set(SCOPE_FIELDS)  # gross scope 1 is no scope
+    # the tonnes by quality add up to the cluster's year to date (no transfers here)
+    assert sum(whole.values()) == round(summary["ytd"]["figures"]["tco2e"] * NANO_T)
+    # two sites of very different size: the mean of their shares is another figure
+    gap = summary["ytd_quality"]["gap_filled"]["share"]
+    mean = (shares["a"]["gap_filled"] + shares["b"]["gap_filled"]) / 2
+    assert tonnes["a"]["measured"] > 1000 * tonnes["b"]["measured"]
+    assert mean - gap > 0.2, (mean, gap)
+
+
+def test_a_transfers_tonnes_are_in_no_sites_quality_figures() -> None:
+    """They are another site's (or a credit): counted there, the cluster's tonnes by
+    quality would exceed the cluster's tonnes."""
+    state = SiteState("c", "a", 0, wm=T0, seen_at=T0)
+    own = [10 * NANO_T, 2 * NANO_T, NANO_T, 0, 0, *[0] * (NFIG - 5), 4]
+    sent = [5 * NANO_T, 0, 3 * NANO_T, 3 * NANO_T, 0, *[0] * (NFIG - 5), 2]
+    measured = QUALITY_NAMES.index("measured")
+    state.qytd = {(2026, "natural_gas", measured): own, (2026, "steam>internal>b", measured): sent}
+    vecs = by_quality(state.qytd, 2026)
+    assert vecs["measured"][1:3] == [2 * NANO_T, NANO_T]  # the own meter's tonnes only
+    assert vecs["measured"][0] == 15 * NANO_T and vecs["measured"][-1] == 6  # energy, count: both
+    got = state.twin()["completeness"]["2026"]["measured"]
+    assert got["tco2e"] == 3.0 and got["share_tco2e"] == 1.0
+    assert figures.quality_ytd(vecs)["measured"] == {"tco2e": 3.0, "share": 1.0}
