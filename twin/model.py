@@ -150,8 +150,8 @@ class Meter(_Strict):
     ``calorific_basis``: whether the meter's energy units count gross (GCV, as gas is usually
     billed) or net (NCV, the default: the twin's and the IPCC's basis) calorific value.
     ``bidirectional``: the meter may read below zero (a grid connection that also exports);
-    a negative reading is a flow the other way and is priced as such (an import meter's
-    negative electricity is exported: negative scope 2, see ``twin.emissions``).
+    a negative reading is a flow the other way (an import meter's negative electricity is
+    exported: no deduction from scope 2, see ``twin.emissions``).
     """
 
     id: str = Field(pattern=_ID)
