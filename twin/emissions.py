@@ -251,11 +251,14 @@ def _decl_to_factor(decl: FactorDecl) -> Factor:
         version=decl.version,
         source=decl.source,
         gases={"CO2e": decl.tco2e_per_unit},
+        valid_from=decl.valid_from,
+        valid_to=decl.valid_to,
     )
 
 
 def library_for(cluster: Cluster, base: FactorLibrary | None = None) -> FactorLibrary:
-    """The shipped library plus the cluster's own declared factors."""
+    """The shipped library plus the cluster's own declared factors (every version; a base
+    that already holds them, or pins one of their ids, is given them again harmlessly)."""
     lib = base if base is not None else default_library()
     if not cluster.factors:
         return lib
