@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from twin.carriers import CalorificBasis, Carrier, HydrogenRoute, UnitError, scale_to_canonical
 from twin.factors import default_library, period_problem, revision_problem
-from twin.gapfill import GapFill
+from twin.gapfill import FillMethod, GapFill, inherited
 from twin.targets import TargetPlan
 from twin.validation import Loc, Problems, error_lines
 from twin.yaml_loader import load_yaml
@@ -231,6 +231,8 @@ class Site(_Strict):
     grid_zone: str | None = None
     plan: TargetPlan | None = None
     notes: str = ""
+    #: the default gap filling of the site's meters (``twin.gapfill``; a meter's own wins)
+    gap_fill: GapFill | None = None
     assets: tuple[Asset, ...] = ()
 
 
@@ -258,6 +260,8 @@ class Cluster(_Strict):
     plan: TargetPlan | None = None
     factors: tuple[FactorDecl, ...] = ()
     reconciliation_tolerance_pct: float = Field(default=1.0, gt=0)
+    #: the default gap filling of every meter (``twin.gapfill``; a site's, a meter's own win)
+    gap_fill: GapFill | None = None
     sites: tuple[Site, ...] = Field(min_length=1)
 
     _index: dict[str, MeterRef] | None = PrivateAttr(default=None)
@@ -420,6 +424,11 @@ class Cluster(_Strict):
     def meters(self) -> list[tuple[Site, Asset, Meter]]:
         """Every meter with its site and asset, in index order."""
         return [(s, a, m) for s in self.sites for a in s.assets for m in a.meters]
+
+    def gap_fill_of(self, site: Site, meter: Meter) -> FillMethod | None:
+        """How ``meter`` of ``site`` is gap filled: its own declaration, else its site's,
+        else the cluster's (``twin.gapfill``); None: never."""
+        return inherited(meter.gap_fill, site.gap_fill, self.gap_fill)
 
     def site(self, site_id: str) -> Site:
         for s in self.sites:
