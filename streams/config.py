@@ -83,7 +83,7 @@ class StreamSettings(BaseSettings):
         None,
         description="gap-fill declarations by meter id (``meters: {id: {method: ...}}``, "
         "``twin.gapfill``), for a worker on a compiled catalog; with the twin's cluster files "
-        "the meters' own ``gap_fill`` is used",
+        "the meters' own ``gap_fill`` (or their site's or cluster's) is used",
     )
     datadir: Path | None = Field(
         None,

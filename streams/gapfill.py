@@ -17,7 +17,8 @@ When it does not fill (why):
   Kafka is down or readings wait in it, every meter would look silent.
 * Not for a meter the worker has never seen a reading of (nothing says when it started),
   and not before the stage's first batch since (re)start.
-* Not where the method has too little reference data (MRR: two measured readings).
+* Not where the method has too little reference data (MRR: two measured readings; a
+  profile: one in the interval's slot of the day), nor, but for a profile, after it.
 
 Idempotent: the grid ends, and the values (a function of the stored readings of the
 reference period), are the same on every pass and after a restart; a fill sent twice is a
@@ -45,7 +46,7 @@ from streams.sink import InfluxSink
 from streams.stored import _flux_time, flux_string
 from streams.windows import SiteState
 from twin.contract import SCHEMA_HEADER, SCHEMA_V2
-from twin.gapfill import LastGood, MrrConservative, RefReading, fill_ends, fill_values
+from twin.gapfill import FillMethod, NoFill, RefReading, fill_ends, fill_values
 
 log = logging.getLogger("streams.gapfill")
 
@@ -62,7 +63,7 @@ class FillDecl:
     meter: str
     carrier: str
     unit: str
-    method: MrrConservative | LastGood
+    method: FillMethod
 
 
 class ReferenceStore(Protocol):
@@ -103,19 +104,19 @@ class InfluxReference:
 
 
 def declarations_from_twin(names: Sequence[str]) -> dict[str, list[FillDecl]]:
-    """Per site, the gap-fill declarations of the twin's cluster files ``names``."""
+    """Per site, the gap-fill declarations of the twin's cluster files ``names``: each
+    meter's own, or its site's or cluster's default (``Cluster.gap_fill_of``)."""
     from twin.model import load_cluster
 
     out: dict[str, list[FillDecl]] = {}
     for name in names:
         cluster = load_cluster(name)
-        for site in cluster.sites:
-            for asset in site.assets:
-                for m in asset.meters:
-                    if m.gap_fill is not None:
-                        out.setdefault(site.id, []).append(
-                            FillDecl(cluster.id, site.id, m.id, m.carrier.value, m.unit, m.gap_fill)
-                        )
+        for site, _asset, m in cluster.meters():
+            method = cluster.gap_fill_of(site, m)
+            if method is not None:
+                out.setdefault(site.id, []).append(
+                    FillDecl(cluster.id, site.id, m.id, m.carrier.value, m.unit, method)
+                )
     return out
 
 
@@ -134,7 +135,7 @@ def declarations_from_file(path: Path, catalog: MeterVectors) -> dict[str, list[
     meters = raw.get("meters") if isinstance(raw, dict) else None
     if not isinstance(meters, dict):
         raise GapFillFileError(f"{path}: expected a mapping 'meters: {{meter id: gap_fill}}'")
-    adapter: TypeAdapter[MrrConservative | LastGood] = TypeAdapter(GapFill)
+    adapter: TypeAdapter[FillMethod | NoFill] = TypeAdapter(GapFill)
     out: dict[str, list[FillDecl]] = {}
     problems = []
     for meter, body in meters.items():
@@ -149,6 +150,8 @@ def declarations_from_file(path: Path, catalog: MeterVectors) -> dict[str, list[
                 f"meter {meter!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}"
                 for err in e.errors()
             ]
+            continue
+        if isinstance(method, NoFill):
             continue
         spec = catalog.specs[i]
         decl = FillDecl(
@@ -234,7 +237,9 @@ class GapFiller:
         out = []
         for end, value in zip(ends, fill_values(decl.method, ends, reference), strict=True):
             if value is None:
-                break  # a later interval has no more reference than this one
+                if decl.method.STOP_AT_UNFILLED:
+                    break  # a later interval has no more reference than this one
+                continue  # left missing (a profile's slot without reference)
             out.append(
                 {
                     "meter": decl.meter,

@@ -72,10 +72,20 @@ class MeterSpec:
     # the key its site windows are kept under: its carrier, or for a transfer between sites
     # ``streams.transfers.transfer_key`` (whose tonnes they are is decided from it)
     window_key: str = ""
+    #: the scopes (of SCOPES) a reading below zero does not carry: the twin's rule that an
+    #: import meter's exports are not netted against scope 2 (``twin.emissions``), set by
+    #: ``streams.twinlink`` from ``EmissionsCalculator.unpriced_below_zero``
+    unpriced_below_zero: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.units:
             raise CatalogError(f"meter {self.meter!r}: no accepted unit")
+        unknown = [s for s in self.unpriced_below_zero if s not in SCOPES]
+        if unknown:
+            raise CatalogError(
+                f"meter {self.meter!r}: unpriced_below_zero: unknown scope(s) "
+                f"{', '.join(unknown)} (known: {', '.join(SCOPES)})"
+            )
         for unit, (mwh, factors) in self.units.items():
             if len(factors) not in (len(SCOPES), EMISSION_FIGURES):
                 raise CatalogError(
@@ -106,6 +116,9 @@ class MeterVectors:
     factors: np.ndarray = field(init=False)
     unit_rows: dict[tuple[int, str], int] = field(init=False)
     allow_negative: np.ndarray = field(init=False)
+    # the factor matrix a reading below zero is priced with (MeterSpec.unpriced_below_zero
+    # zeroed), row for row; used only when some meter has such scopes
+    below_zero: np.ndarray = field(init=False)
     is_transfer: np.ndarray = field(init=False)
     max_value: np.ndarray = field(init=False)
 
@@ -148,10 +161,22 @@ class MeterVectors:
                     self.unit_rows[(i, unit)] = len(rows)
                     rows.append([mwh, *full_figures(f)])
         self.factors = np.array(rows, dtype=np.float64).reshape(-1, 1 + EMISSION_FIGURES)
+        self.below_zero = self.factors.copy()
+        for (i, _unit), row in self.unit_rows.items():
+            if self.specs[i].unpriced_below_zero:
+                self.below_zero[row] *= self._below_zero_mask(i)
+        self._gross_only = any(s.unpriced_below_zero for s in self.specs)
         self.allow_negative = np.array([s.allow_negative for s in self.specs], dtype=bool)
         # meters of a transfer between sites (their site windows are kept apart)
         self.is_transfer = np.array([bool(s.window_key) for s in self.specs], dtype=bool)
         self.max_value = np.array([s.max_value for s in self.specs], dtype=np.float64)
+
+    def _below_zero_mask(self, meter: int) -> np.ndarray:
+        """1 for each column a reading of ``meter`` below zero carries, 0 for the others."""
+        mask = np.ones(1 + EMISSION_FIGURES, dtype=np.float64)
+        for scope in self.specs[meter].unpriced_below_zero:
+            mask[1 + SCOPES.index(scope)] = 0.0
+        return mask
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -179,6 +204,7 @@ class MeterVectors:
             [[mwh * scale, *(f * scale for f in full_figures(factors))]], dtype=np.float64
         )
         self.factors = np.vstack([self.factors, new])
+        self.below_zero = np.vstack([self.below_zero, new * self._below_zero_mask(meter)])
         row = self.factors.shape[0] - 1
         self.unit_rows[(meter, unit)] = row
         return row
@@ -205,6 +231,7 @@ class MeterVectors:
                     "factors": [list(f) for f in s.factors],
                     "calorific_basis": s.calorific_basis,
                     "window_key": s.window_key,
+                    "unpriced_below_zero": list(s.unpriced_below_zero),
                 }
                 for s in self.specs
             ],
@@ -236,6 +263,9 @@ class MeterVectors:
                             for a, b, c, d, e, v in rec.get("factors", ())
                         ),
                         window_key=str(rec.get("window_key", "")),
+                        unpriced_below_zero=tuple(
+                            str(x) for x in rec.get("unpriced_below_zero", ())
+                        ),
                     )
                 )
             except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -262,9 +292,15 @@ class MeterVectors:
 
         Each reading is rounded to the quantum on its own (round half to even), so sums are
         exact and order-independent; ``offline_price`` below is the same rule reading by
-        reading, for tests and audits.
+        reading, for tests and audits. A reading below zero is priced with ``below_zero``
+        (an import meter's export carries no scope 2: ``MeterSpec.unpriced_below_zero``).
         """
-        out: np.ndarray = np.rint(values[:, None] * self.factors[rows] * NANO).astype(np.int64)
+        factors = self.factors[rows]
+        if self._gross_only:
+            below = values < 0
+            if below.any():
+                factors = np.where(below[:, None], self.below_zero[rows], factors)
+        out: np.ndarray = np.rint(values[:, None] * factors * NANO).astype(np.int64)
         return out
 
 
@@ -284,4 +320,8 @@ def offline_price(catalog: MeterVectors, meter: str, unit: str, value: float) ->
     i = catalog.index[meter]
     spec = catalog.specs[i]
     mwh, factors = spec.units[unit]
-    return [round(value * f * NANO) for f in (mwh, *full_figures(factors))]
+    figures = list(full_figures(factors))
+    if value < 0:  # an export is no deduction from the scopes it does not carry
+        for scope in spec.unpriced_below_zero:
+            figures[SCOPES.index(scope)] = 0.0
+    return [round(value * f * NANO) for f in (mwh, *figures)]

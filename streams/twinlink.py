@@ -98,6 +98,7 @@ def catalog_from_clusters(clusters: Sequence[Any]) -> MeterVectors:
                         canonical,
                     ),
                     window_key=key,
+                    unpriced_below_zero=tuple(SCOPES[k] for k in calc.unpriced_below_zero(i)),
                 )
             )
     return MeterVectors(specs, unit_scale=_unit_scale)

@@ -11,9 +11,18 @@ Scopes (rows of the matrix and of every result):
     2 ``scope2_market``    the same at the supplier (contract) factor
     3 ``scope3_upstream``  production of hydrogen brought in, by route
 
-A negative quantity (only a meter declared ``bidirectional`` reads one) is priced at the same
-coefficient: an electricity import meter running backwards is an export credited as negative
-scope 2 (location and market) at the factor its imports pay, i.e. net metering.
+Exports are not netted against scope 2 (``BELOW_ZERO_UNPRICED``). A negative quantity (only a
+meter declared ``bidirectional`` reads one) of an IMPORT meter is electricity, steam, heat or
+hydrogen sold back: it carries no scope 2 (location or market) and no scope 3 upstream, because
+the GHG Protocol Scope 2 Guidance (2015, ch. 5 and 7.1) counts scope 2 on the gross energy
+purchased and does not let sold or exported energy be deducted (a sale is at most reported
+apart). Each reading is judged on its own: a reading is the meter's net flow over its interval,
+so an interval that imported 3 MWh and exported 5 MWh reads -2 MWh and carries 0 of scope 2.
+Its energy (MWh) stays signed: the MWh figures are the net flow the meter measured, so energy
+totals and completeness add up as metered, while a site's scope 2 is priced on imports only.
+Scope 1 of a negative reading keeps its sign (a fuel sent back is carbon that left unburned).
+The rule lives here, as ``below_zero_coef`` (the coefficients a reading below zero is priced
+at) and ``unpriced_below_zero`` (the figures it does not carry, handed to the worker's index).
 Gases (rows of ``gas_coef`` and of ``Totals.gas_sites`` / ``gas_cluster``): scope 1 by gas,
 in tonnes of the gas, with the same signs and attribution as scope 1 (``GASES``):
     0 ``co2``           fossil CO2, t
@@ -61,6 +70,7 @@ from twin.factors import (
 from twin.model import FUELS, SECONDARY, Boundary, Cluster, FactorDecl, Meter
 
 __all__ = [
+    "BELOW_ZERO_UNPRICED",
     "GASES",
     "SCOPES",
     "EmissionsBatch",
@@ -72,6 +82,13 @@ __all__ = [
 
 SCOPES: tuple[str, ...] = ("scope1", "scope2_location", "scope2_market", "scope3_upstream")
 S1, S2L, S2M, S3 = 0, 1, 2, 3
+#: the scopes a reading below zero of a bidirectional import meter does not carry: exported
+#: energy is no deduction from scope 2 (or from the upstream scope 3 of what was bought)
+BELOW_ZERO_UNPRICED: tuple[int, ...] = (S2L, S2M, S3)
+_BELOW_ZERO_NOTE = (
+    "a reading below zero (exported) carries none: scope 2 counts gross purchases "
+    "(GHG Protocol Scope 2 Guidance)"
+)
 GASES: tuple[str, ...] = _CONTRACT_GASES  # named once, in twin.contract
 G_CO2, G_CH4, G_N2O, G_OTHER, G_BIO, G_CAPTURED = range(len(GASES))
 
@@ -167,6 +184,26 @@ class _Resolution:
     entries: list[_Entry] = field(default_factory=list)
     internal: bool = False
     moves: bool = False
+    unpriced_below_zero: bool = False  # BELOW_ZERO_UNPRICED apply to its readings below 0
+
+    def gross_only(self) -> None:
+        """Its readings below zero carry none of ``BELOW_ZERO_UNPRICED`` (module docstring);
+        the entries say so, for the explanations shown to operators."""
+        self.unpriced_below_zero = True
+        self.entries = [
+            _Entry(
+                e.scope,
+                e.value,
+                e.factor_id,
+                e.version,
+                e.source,
+                (e.note + "; " if e.note else "") + _BELOW_ZERO_NOTE,
+                e.gases,
+            )
+            if e.scope in BELOW_ZERO_UNPRICED
+            else e
+            for e in self.entries
+        ]
 
     def add(
         self,
@@ -199,6 +236,11 @@ def _gas_rows(f: Factor, gwp: GwpSet, sign: float) -> tuple[tuple[int, float, fl
     return tuple(rows)
 
 
+def _gross_only(meter: Meter) -> bool:
+    """Whether the meter's readings below zero are exports not netted against scope 2/3."""
+    return meter.bidirectional and meter.boundary is Boundary.IMPORT
+
+
 def _decl_to_factor(decl: FactorDecl) -> Factor:
     return Factor(
         id=decl.id,
@@ -209,11 +251,14 @@ def _decl_to_factor(decl: FactorDecl) -> Factor:
         version=decl.version,
         source=decl.source,
         gases={"CO2e": decl.tco2e_per_unit},
+        valid_from=decl.valid_from,
+        valid_to=decl.valid_to,
     )
 
 
 def library_for(cluster: Cluster, base: FactorLibrary | None = None) -> FactorLibrary:
-    """The shipped library plus the cluster's own declared factors."""
+    """The shipped library plus the cluster's own declared factors (every version; a base
+    that already holds them, or pins one of their ids, is given them again harmlessly)."""
     lib = base if base is not None else default_library()
     if not cluster.factors:
         return lib
@@ -281,6 +326,7 @@ class EmissionsCalculator:
                 meter.factor_id,
                 meter.supplier_factor_id,
                 meter.route,
+                _gross_only(meter),
             )
             k = kind_pos.get(key)
             if k is None:
@@ -288,6 +334,8 @@ class EmissionsCalculator:
                     res = self._resolve(meter, category, zone)
                 except FactorError as e:
                     raise FactorError(f"meter {meter.id!r} (site {site.id!r}): {e}") from None
+                if _gross_only(meter):
+                    res.gross_only()
                 k = kind_pos[key] = len(self._kinds)
                 self._kinds.append(res)
             self._kind_of[i] = k
@@ -317,6 +365,12 @@ class EmissionsCalculator:
         self.gas_gwp: FloatArray = kind_gwp[:, kinds]
         # every figure per canonical unit at once (scopes, then gases): one gather per batch
         self.figure_coef: FloatArray = np.vstack([self.coef, self.gas_coef])
+        # the same for a reading below zero (module docstring: exports are not netted)
+        gross_only = np.array([r.unpriced_below_zero for r in self._kinds], dtype=bool)[kinds]
+        self.below_zero_coef: FloatArray = self.figure_coef.copy()
+        rows = np.asarray(BELOW_ZERO_UNPRICED, dtype=np.intp)
+        self.below_zero_coef[np.ix_(rows, np.flatnonzero(gross_only))] = 0.0
+        self._any_gross_only = bool(gross_only.any())
         self.internal: npt.NDArray[np.bool_] = np.array(
             [r.internal for r in self._kinds], dtype=bool
         )[kinds]
@@ -332,6 +386,23 @@ class EmissionsCalculator:
     @property
     def gwp_set(self) -> GwpSet:
         return self._gwp
+
+    def unpriced_below_zero(self, meter: int) -> tuple[int, ...]:
+        """The scopes (rows of SCOPES) a reading of ``meter`` below zero does not carry: what
+        the worker's index is told, so both paths apply the module docstring's one rule."""
+        if not self._kinds[self._kind_of[meter]].unpriced_below_zero:
+            return ()
+        return BELOW_ZERO_UNPRICED
+
+    def _coef_for(self, idx: IntArray, q: FloatArray) -> FloatArray:
+        """Per reading, the figures per canonical unit: ``below_zero_coef`` for a reading
+        below zero, ``figure_coef`` otherwise."""
+        coef: FloatArray = self.figure_coef[:, idx]
+        if self._any_gross_only:
+            below = q < 0
+            if below.any():
+                coef = np.where(below, self.below_zero_coef[:, idx], coef)
+        return coef
 
     # ---- resolution (once per kind of meter) --------------------------------------------
 
@@ -434,7 +505,7 @@ class EmissionsCalculator:
         """tCO2e per reading for readings already in canonical units (MWh, or t for CO2)."""
         idx = np.asarray(meter_idx, dtype=np.intp)
         q = np.asarray(quantity_canonical, dtype=np.float64)
-        return EmissionsBatch(self.coef[:, idx] * q)
+        return EmissionsBatch(self._coef_for(idx, q)[: len(SCOPES)] * q)
 
     def compute_in_meter_units(
         self, meter_idx: npt.ArrayLike, quantity: npt.ArrayLike
@@ -442,16 +513,17 @@ class EmissionsCalculator:
         """Same, for quantities in each meter's declared unit."""
         idx = np.asarray(meter_idx, dtype=np.intp)
         q = np.asarray(quantity, dtype=np.float64) * self.scale[idx]
-        return EmissionsBatch(self.coef[:, idx] * q)
+        return EmissionsBatch(self._coef_for(idx, q)[: len(SCOPES)] * q)
 
     def compute_figures(
         self, meter_idx: npt.ArrayLike, quantity_canonical: npt.ArrayLike
     ) -> FloatArray:
         """Every figure per reading, (len(SCOPES) + len(GASES), n): tCO2e per scope, then
-        scope 1 by gas (``GASES``); one gather and one multiply."""
+        scope 1 by gas (``GASES``); one gather and one multiply (two gathers when a batch
+        has a reading below zero of a bidirectional import meter)."""
         idx = np.asarray(meter_idx, dtype=np.intp)
         q = np.asarray(quantity_canonical, dtype=np.float64)
-        out: FloatArray = self.figure_coef[:, idx] * q
+        out: FloatArray = self._coef_for(idx, q) * q
         return out
 
     def _by_site(self, idx: IntArray, m: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:

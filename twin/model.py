@@ -18,6 +18,7 @@ generation) are industrial symbiosis and accepted.
 from __future__ import annotations
 
 import re
+from datetime import date
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -27,8 +28,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from twin.carriers import CalorificBasis, Carrier, HydrogenRoute, UnitError, scale_to_canonical
-from twin.factors import default_library
-from twin.gapfill import GapFill
+from twin.factors import default_library, period_problem, revision_problem
+from twin.gapfill import FillMethod, GapFill, inherited
 from twin.targets import TargetPlan
 from twin.validation import Loc, Problems, error_lines
 from twin.yaml_loader import load_yaml
@@ -131,7 +132,15 @@ class Source(_Strict):
 
 class FactorDecl(_Strict):
     """A cluster-specific factor (supplier contract, internal transfer) in tCO2e per canonical
-    unit of its carrier (MWh, or t for process CO2)."""
+    unit of its carrier (MWh, or t for process CO2).
+
+    Versions as in the library (``twin.factors``, the same rules, checked by the cluster):
+    several entries may share an id, each with its own ``version`` and ``valid_from`` (none:
+    from the beginning), valid until the next version's ``valid_from`` or its own
+    ``valid_to`` (exclusive). The live pricing uses the newest, as for library factors;
+    ``clustertwin restate CLUSTER --factor ID`` restates the stored readings of a version's
+    period (``twin.revision``).
+    """
 
     id: str
     carrier: Carrier
@@ -141,6 +150,8 @@ class FactorDecl(_Strict):
     year: int
     version: str = "1"
     region: str = ""
+    valid_from: date | None = None
+    valid_to: date | None = None
 
 
 class Meter(_Strict):
@@ -150,8 +161,8 @@ class Meter(_Strict):
     ``calorific_basis``: whether the meter's energy units count gross (GCV, as gas is usually
     billed) or net (NCV, the default: the twin's and the IPCC's basis) calorific value.
     ``bidirectional``: the meter may read below zero (a grid connection that also exports);
-    a negative reading is a flow the other way and is priced as such (an import meter's
-    negative electricity is exported: negative scope 2, see ``twin.emissions``).
+    a negative reading is a flow the other way (an import meter's negative electricity is
+    exported: no deduction from scope 2, see ``twin.emissions``).
     """
 
     id: str = Field(pattern=_ID)
@@ -220,6 +231,8 @@ class Site(_Strict):
     grid_zone: str | None = None
     plan: TargetPlan | None = None
     notes: str = ""
+    #: the default gap filling of the site's meters (``twin.gapfill``; a meter's own wins)
+    gap_fill: GapFill | None = None
     assets: tuple[Asset, ...] = ()
 
 
@@ -247,6 +260,8 @@ class Cluster(_Strict):
     plan: TargetPlan | None = None
     factors: tuple[FactorDecl, ...] = ()
     reconciliation_tolerance_pct: float = Field(default=1.0, gt=0)
+    #: the default gap filling of every meter (``twin.gapfill``; a site's, a meter's own win)
+    gap_fill: GapFill | None = None
     sites: tuple[Site, ...] = Field(min_length=1)
 
     _index: dict[str, MeterRef] | None = PrivateAttr(default=None)
@@ -261,21 +276,40 @@ class Cluster(_Strict):
                     (("sites", i, "id"), f"duplicate site id {site.id!r} in cluster {self.id!r}")
                 )
             site_pos.setdefault(site.id, i)
-        factor_at: dict[str, int] = {}
-        for i, f in enumerate(self.factors):
-            if f.id in factor_at:
-                problems.append(
-                    (
-                        ("factors", i, "id"),
-                        f"duplicate factor id {f.id!r} (first factors[{factor_at[f.id]}])",
-                    )
-                )
-            factor_at.setdefault(f.id, i)
+        problems += self._factor_problems()
         problems += self._meter_problems(site_pos)
         problems += self._transfer_cycles()
         if problems:
             raise Problems(problems)
         return self
+
+    def _factor_problems(self) -> list[tuple[Loc, str]]:
+        """The library's version rules (``twin.factors``) on the cluster's own factors, each
+        problem naming the cluster, the factor id and the version."""
+        problems: list[tuple[Loc, str]] = []
+        library = default_library()
+        versions: dict[str, list[tuple[str, date | None, int]]] = {}
+        for i, f in enumerate(self.factors):
+            here = f"factor {f.id!r} version {f.version!r} in cluster {self.id!r}"
+            period = period_problem(f.valid_from, f.valid_to)
+            if period:
+                problems.append((("factors", i, "valid_to"), f"{here}: {period}"))
+            known = versions.setdefault(f.id, [])
+            clash = revision_problem(((v, start) for v, start, _ in known), f.version, f.valid_from)
+            if clash:
+                first = next(j for v, start, j in known if v == f.version or start == f.valid_from)
+                problems.append(
+                    (("factors", i, "version"), f"{here}: {clash}, first factors[{first}]")
+                )
+            elif f.id in library:
+                shipped = [(g.version, g.valid_from) for g in library.versions(f.id)]
+                clash = revision_problem(shipped, f.version, f.valid_from)
+                if clash:
+                    problems.append(
+                        (("factors", i, "version"), f"{here}: {clash}, in the shipped library")
+                    )
+            known.append((f.version, f.valid_from, i))
+        return problems
 
     def _meter_problems(self, site_pos: dict[str, int]) -> list[tuple[Loc, str]]:
         problems: list[tuple[Loc, str]] = []
@@ -390,6 +424,11 @@ class Cluster(_Strict):
     def meters(self) -> list[tuple[Site, Asset, Meter]]:
         """Every meter with its site and asset, in index order."""
         return [(s, a, m) for s in self.sites for a in s.assets for m in a.meters]
+
+    def gap_fill_of(self, site: Site, meter: Meter) -> FillMethod | None:
+        """How ``meter`` of ``site`` is gap filled: its own declaration, else its site's,
+        else the cluster's (``twin.gapfill``); None: never."""
+        return inherited(meter.gap_fill, site.gap_fill, self.gap_fill)
 
     def site(self, site_id: str) -> Site:
         for s in self.sites:

@@ -91,6 +91,10 @@ class MeterRevision:
     carrier: str
     old: tuple[float, ...]
     new: tuple[float, ...]
+    # the same for a reading below zero (``twin.emissions``: exports are not netted); None:
+    # priced like the others
+    old_below_zero: tuple[float, ...] | None = None
+    new_below_zero: tuple[float, ...] | None = None
 
 
 def affected_meters(
@@ -110,7 +114,17 @@ def affected_meters(
         before = tuple(float(x) for x in old.figure_coef[:, i])
         after = tuple(float(x) for x in new.figure_coef[:, i])
         if before != after:
-            out[meter.id] = MeterRevision(meter.id, site.id, meter.carrier.value, before, after)
+            below = (
+                (
+                    tuple(float(x) for x in old.below_zero_coef[:, i]),
+                    tuple(float(x) for x in new.below_zero_coef[:, i]),
+                )
+                if new.unpriced_below_zero(i)
+                else (None, None)
+            )
+            out[meter.id] = MeterRevision(
+                meter.id, site.id, meter.carrier.value, before, after, *below
+            )
     return out
 
 
@@ -142,9 +156,13 @@ class SiteRestatement:
 
 def restated_figures(vec: tuple[int, ...], meter: MeterRevision) -> list[int]:
     """One stored reading's figures at the new version: from its energy where the revision
-    changes a coefficient, as stored elsewhere."""
+    changes a coefficient, as stored elsewhere; a reading below zero at the coefficients
+    of one (``MeterRevision.new_below_zero``)."""
+    old, new = meter.old, meter.new
+    if int(vec[0]) < 0 and meter.old_below_zero is not None and meter.new_below_zero is not None:
+        old, new = meter.old_below_zero, meter.new_below_zero
     out = [int(vec[0])]
-    for k, (a, b) in enumerate(zip(meter.old, meter.new, strict=True)):
+    for k, (a, b) in enumerate(zip(old, new, strict=True)):
         out.append(round(int(vec[0]) * b) if a != b else int(vec[1 + k]))
     return out
 

@@ -1,7 +1,8 @@
 """``clustertwin restate CLUSTER --factor ID``: restate a factor revision over stored data.
 
-A revision is a new version of a factor with a ``valid_from`` (in the shipped library, or in
-a library file given with ``--factors``). The readings the twin stored in its validity
+A revision is a new version of a factor with a ``valid_from`` (in the shipped library, in
+a library file given with ``--factors``, or among the cluster file's own ``factors``). The
+readings the twin stored in its validity
 period are recomputed with it (``twin.revision``) and the change is recorded per site,
 carrier and year (``streams.factor_restate``); ``clustertwin report`` then shows the
 restated year to date (``--edition previous``: as it was) and lists the restatement.
@@ -16,6 +17,7 @@ from pathlib import Path
 import click
 
 from clustertwin_base.settings import MissingCredentialError, Settings
+from twin.emissions import library_for
 from twin.factors import FactorError, FactorLibrary, default_library
 from twin.model import Cluster, load_cluster
 from twin.revision import Revision, SiteRestatement, revision_of
@@ -34,7 +36,9 @@ def _library(files: tuple[Path, ...]) -> FactorLibrary:
 
 @click.command()
 @click.argument("cluster")
-@click.option("--factor", "factor_id", required=True, help="The revised factor's id.")
+@click.option(
+    "--factor", "factor_id", required=True, help="The revised factor's id (library or cluster)."
+)
 @click.option("--version", default=None, help="The revision (default: the newest version).")
 @click.option(
     "--factors",
@@ -60,7 +64,7 @@ def restate(
     """
     try:
         model = load_cluster(cluster)
-        library = _library(files)
+        library = library_for(model, _library(files))
         revision = revision_of(library, factor_id, version)
     except (FactorError, OSError) as exc:
         click.echo(f"clustertwin restate: {exc}", err=True)

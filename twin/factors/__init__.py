@@ -54,6 +54,8 @@ __all__ = [
     "GwpSet",
     "default_library",
     "load_gwp_sets",
+    "period_problem",
+    "revision_problem",
 ]
 
 FactorKind = Literal[
@@ -120,10 +122,9 @@ class Factor(BaseModel):
 
     @model_validator(mode="after")
     def _period_ordered(self) -> Factor:
-        if self.valid_from and self.valid_to and self.valid_to <= self.valid_from:
-            raise ValueError(
-                f"valid_to: {self.valid_to} must be after valid_from {self.valid_from}"
-            )
+        problem = period_problem(self.valid_from, self.valid_to)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @field_validator("uncertainty_pct")
@@ -178,6 +179,27 @@ class Factor(BaseModel):
         return gwp.co2e(self.gases, self.biogenic)
 
 
+def period_problem(valid_from: date | None, valid_to: date | None) -> str | None:
+    """Why a version's validity period is void (None: it is not): it must end after it
+    starts. The rule for library and cluster-file factors alike."""
+    if valid_from and valid_to and valid_to <= valid_from:
+        return f"valid_to: {valid_to} must be after valid_from {valid_from}"
+    return None
+
+
+def revision_problem(
+    known: Iterable[tuple[str, date | None]], version: str, valid_from: date | None
+) -> str | None:
+    """Why a version cannot join the (version, valid_from) of its id's other versions (None:
+    it can): a revision needs a new version and its own ``valid_from``, or two versions would
+    claim one day. The rule for library and cluster-file factors alike."""
+    for v, start in known:
+        if v == version or start == valid_from:
+            clash = f"version {v!r}" if v == version else f"valid_from {start} of version {v!r}"
+            return f"a revision needs a new version and its own valid_from (same {clash})"
+    return None
+
+
 def _per_unit(value: float, unit: str, carrier: Carrier) -> float:
     """A factor ``value`` in ``unit`` (e.g. kg/TJ, g/kWh, kg/kg) -> t per canonical unit."""
     num, _, den = unit.partition("/")
@@ -207,6 +229,7 @@ class FactorLibrary:
     def __init__(self, factors: Iterable[Factor]) -> None:
         self._by_id: dict[str, Factor] = {}  # the newest version of each id
         self._versions: dict[str, list[Factor]] = {}  # every version, oldest first
+        self._pinned: frozenset[str] = frozenset()  # ids held at one version (``pinned``)
         for f in factors:
             self._add(f)
 
@@ -272,11 +295,11 @@ class FactorLibrary:
 
     def _add(self, f: Factor) -> None:
         known = self._versions.setdefault(f.id, [])
-        if any(k.version == f.version or k.valid_from == f.valid_from for k in known):
-            raise FactorError(
-                f"duplicate factor id {f.id!r}: a revision needs a new version and its own "
-                "valid_from"
-            )
+        problem = revision_problem(
+            ((k.version, k.valid_from) for k in known), f.version, f.valid_from
+        )
+        if problem:
+            raise FactorError(f"duplicate factor id {f.id!r}: {problem}")
         known.append(f)
         known.sort(key=_start)
         self._by_id[f.id] = known[-1]
@@ -299,13 +322,20 @@ class FactorLibrary:
         what figures at that version are computed with."""
         lib = FactorLibrary(f for fs in self._versions.values() for f in fs if f.id != factor.id)
         lib._add(factor)
+        lib._pinned = self._pinned | {factor.id}
         return lib
 
     def with_factors(self, extra: Iterable[Factor]) -> FactorLibrary:
         """A copy with cluster-specific factors added (supplier contracts, transfers) or
-        revisions of its own (new versions with a validity period)."""
+        revisions of its own (new versions with a validity period). A factor it already holds
+        (equal in every field) is not added twice, and a pinned id keeps its one version: so
+        a library that already has a cluster's factors (``twin.emissions.library_for``, a
+        revision's pinned copies) may be given them again."""
         lib = FactorLibrary(f for fs in self._versions.values() for f in fs)
+        lib._pinned = self._pinned
         for f in extra:
+            if f.id in lib._pinned or f in lib._versions.get(f.id, ()):
+                continue
             lib._add(f)
         return lib
 

@@ -3,8 +3,9 @@
 One meter of a small cluster falls silent while the others go on. The worker (its gap-fill
 file declares the MRR conservative substitute on a 1-min grid, 5 minutes' delay) fills the
 missing minutes as ``gap_filled`` readings through Kafka: each fill must be the offline
-mean + 2 sample σ of the meter's measured readings in the day before it, and every window
-must equal the offline figures of the real readings plus those fills. Then the meter's data
+mean + 2 sample σ of the meter's measured readings in the day before it (or, declared
+``profile``, the mean of its readings of the same minute on the two days before), and every
+window must equal the offline figures of the real readings plus those fills. Then the meter's data
 is recovered, shuffled and hours late, with a fill sent again on top (a replay): every
 window, the year to date and the latest readings must equal the offline figures of the real
 readings alone, as if they had come on time, and the site's gap-filled share must be zero.
@@ -19,6 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import TypeAdapter
 
 from tests.integration.streams.harness import (
     HEADERS,
@@ -30,12 +32,15 @@ from tests.integration.streams.harness import (
     summarize,
     wait_equal,
 )
-from twin.gapfill import MrrConservative, RefReading, fill_values
+from twin.gapfill import GapFill, RefReading, fill_values
 
 pytestmark = pytest.mark.integration
 
 MIN = 60_000
+DAY = 24 * 60 * MIN
 DECL = {"method": "mrr_conservative", "every": "1m", "after": "5m", "reference_days": 1}
+#: the same minutes of the two days before: the profile's reference (``twin.gapfill``)
+PROFILE = {"method": "profile", "every": "1m", "after": "5m", "reference_days": 2}
 
 
 def _envelope(cluster: str, site: str, items: list[dict[str, Any]]) -> bytes:
@@ -95,14 +100,17 @@ from(bucket: "{bucket}")
     return None
 
 
+@pytest.mark.parametrize("declared", [DECL, PROFILE], ids=lambda d: d["method"])
 def test_a_silent_meter_is_filled_then_its_recovered_readings_replace_the_fills(
-    stack: Any, unique_name: str, tmp_path: Path
+    stack: Any, unique_name: str, tmp_path: Path, declared: dict[str, Any]
 ) -> None:
     cluster = unique_name.replace("_", "")[:20] + "c"
     catalog = make_catalog(cluster, 2, 2)
     (tmp_path / "catalog.json").write_text(catalog.to_json())
     silent = catalog.specs[0]  # a natural-gas meter of site 0
-    (tmp_path / "gapfill.yaml").write_text(orjson.dumps({"meters": {silent.meter: DECL}}).decode())
+    (tmp_path / "gapfill.yaml").write_text(
+        orjson.dumps({"meters": {silent.meter: declared}}).decode()
+    )
     now = int(time.time() * 1000)
     base = now - 3 * 60 * MIN
     base -= base % MIN
@@ -112,6 +120,10 @@ def test_a_silent_meter_is_filled_then_its_recovered_readings_replace_the_fills(
         for spec in catalog.specs:
             real.append((spec, base + k * MIN, round(rng.uniform(10.0, 20.0), 3)))
     cut = base + 60 * MIN  # the silent meter's readings after this come only at the end
+    if declared is PROFILE:  # the silent meter's minutes of the gap, one and two days before
+        for day in (2, 1):
+            for k in range(61, 91):
+                real.append((silent, base - day * DAY + k * MIN, round(rng.uniform(10, 20), 3)))
     withheld = [r for r in real if r[0] is silent and r[1] > cut]
     first = [r for r in real if not (r[0] is silent and r[1] > cut)]
 
@@ -154,7 +166,7 @@ def test_a_silent_meter_is_filled_then_its_recovered_readings_replace_the_fills(
             assert len(fills) >= 25, worker.tail()
             ends = sorted(fills)
             assert ends[0] == cut + MIN and ends == [cut + MIN * (k + 1) for k in range(len(ends))]
-            decl = MrrConservative(**DECL)
+            decl = TypeAdapter(GapFill).validate_python(declared)
             reference = [RefReading(ts, v, "measured") for s, ts, v in first if s is silent]
             assert [fills[t] for t in ends] == fill_values(decl, ends, reference)
             expected = Expected()

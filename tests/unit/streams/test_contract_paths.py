@@ -324,15 +324,16 @@ def test_both_paths_built_from_the_twin_judge_bidirectional_and_rate_meters_alik
     assert "cannot run backwards" in dict(refused)[3] and "cannot run backwards" in dict(refused)[9]
     quantities = {i: v for i, _, v in accepted}
     assert quantities == {0: 500.0, 1: -200.0, 2: -0.2, 5: 900.0, 6: 900.0, 10: 1000.0}
-    # priced: the grid's export is a negative scope 2; the gas rate and quantity agree (a
+    # priced: the grid's export carries no scope 2 (not netted); the gas rate and quantity agree (a
     # volume is converted with the NCV), and its energy units are gross (0.90 to NCV)
     batch = decode_batch(records, catalog)
     priced = catalog.price(batch.row, batch.value) / 1e9
     by_index = dict(zip(batch.reading_index.tolist(), priced.tolist(), strict=True))
     assert by_index[0][0] == pytest.approx(0.5, rel=1e-9)  # MWh
     assert by_index[1][0] == pytest.approx(-0.2, rel=1e-9)
-    assert by_index[1][2] < 0  # s2_location credited for the export
-    assert by_index[1][2] == pytest.approx(-0.4 * by_index[0][2], rel=1e-6)
+    assert by_index[0][2] > 0  # s2_location of the import
+    assert by_index[1][2] == by_index[1][3] == 0  # an export is no credit (gross scope 2)
+    assert by_index[2][2] == by_index[2][3] == 0
     assert by_index[5][0] == pytest.approx(900 * 0.75e-3 * 48.0 / 3.6, rel=1e-9)
     assert by_index[6] == by_index[5]
     assert by_index[10][0] == pytest.approx(0.9, rel=1e-9)

@@ -13,9 +13,10 @@ from streams.gapfill import FillDecl, GapFiller
 from streams.windows import SiteState
 from tests.unit.streams.test_arrival_orders import Worker, close_all, offline, stored
 from tests.unit.streams.test_pipeline_units import T0, reading
-from twin.gapfill import MrrConservative, RefReading
+from twin.gapfill import MrrConservative, Profile, RefReading
 
 H = 3_600_000
+DAY = 24 * H
 
 
 class Reference:
@@ -146,3 +147,91 @@ def test_a_gap_fill_file_names_the_bad_meter(tmp_path: Any) -> None:
     path.write_text("meters:\n  gas-a: {method: last_good, every: 15m, after: 1h}\n")
     (decl,) = declarations_from_file(path, catalog())["a"]
     assert (decl.meter, decl.unit, decl.method.every_ms) == ("gas-a", "MWh", 15 * 60_000)
+
+
+def test_a_silent_meter_is_filled_by_its_daily_profile_then_replaced() -> None:
+    """Four days of hourly readings with a daily shape, 10 + hour + 2 x day, then three
+    silent hours. Each fill is the mean of the same hour on the three days before
+    (``profile``, reference_days 3): by hand, 10 + hour + 2 x (day - 2). The fills are
+    published, stand as gap_filled, and the recovered readings replace them exactly."""
+    w = Worker(30_000, 600_000)
+    base = T0 - 96 * H
+
+    def shape(ts: int) -> float:
+        day, hour = divmod((ts - H - base) // H, 24)  # the interval [ts - 1h, ts)
+        return 10.0 + hour + 2.0 * day
+
+    real = [
+        reading("gas-a", base + k * H, shape(base + k * H)) | {"start": base + (k - 1) * H}
+        for k in range(1, 97)
+    ]
+    asyncio.run(w.deliver([("a", real)]))
+    last = real[-1]["ts"]
+    sent: list[dict[str, Any]] = []
+
+    async def send(topic: str, key: Any, value: bytes, headers: Any) -> None:
+        assert topic == "readings" and key == b"a"
+        body = orjson.loads(value)
+        assert body["source"] == "clustertwin-gapfill"
+        sent.extend(body["readings"])
+
+    decl = Profile(method="profile", every="1h", after="2h", reference_days=3)
+    filler = GapFiller(
+        {"a": [FillDecl("c", "a", "gas-a", "natural_gas", "MWh", decl)]},
+        Reference(w),
+        send,
+        "readings",
+        "t",
+    )
+    clocks = {"a": ("c", last, last)}
+    n = asyncio.run(filler.run(lambda s: _state(w), clocks, lambda p: True, now_ms=last + 5 * H))
+    assert n == 3 and [r["ts"] for r in sent] == [last + H, last + 2 * H, last + 3 * H]
+    for r in sent:
+        day, hour = divmod((r["ts"] - H - base) // H, 24)
+        assert r["value"] == 10.0 + hour + 2.0 * (day - 2)  # by hand
+        same_hour = [x["value"] for x in real if (r["ts"] - x["ts"]) in (DAY, 2 * DAY, 3 * DAY)]
+        assert len(same_hour) == 3 and r["value"] == sum(same_hour) / 3  # the rule, offline
+        assert (r["quality"], r["start"], r["unit"]) == ("gap_filled", r["ts"] - H, "MWh")
+    asyncio.run(w.deliver([("a", sent)]))
+    share = _state(w).twin()["completeness"]
+    assert sum(y["gap_filled"]["readings"] for y in share.values()) == 3
+    recovered = [
+        reading("gas-a", last + k * H, shape(last + k * H)) | {"start": last + (k - 1) * H}
+        for k in (3, 1, 2)
+    ]
+    asyncio.run(w.deliver([("a", recovered)]))
+    got = stored(w.store)
+    want = offline(real + recovered)
+    assert {k: v for k, v in got.items() if k in want} == want
+    assert not {k: v for k, v in got.items() if k not in want and any(v)}
+    assert _state(w).replaced == 3 and not _state(w).fills
+
+
+def test_a_profile_slot_without_reference_is_left_missing_and_the_next_filled() -> None:
+    """The hour of the second silent interval was never measured on the days before: it is
+    left missing, and the third is filled all the same (another slot of the day)."""
+    w = Worker(30_000, 600_000)
+    base = T0 - 72 * H
+    real = [
+        reading("gas-a", base + k * H, 5.0 + k % 24) | {"start": base + (k - 1) * H}
+        for k in range(1, 73)
+        if (T0 + 2 * H - (base + k * H)) % DAY  # no reading in the slot of T0 + 2h
+    ]
+    asyncio.run(w.deliver([("a", real)]))
+    sent: list[dict[str, Any]] = []
+
+    async def send(topic: str, key: Any, value: bytes, headers: Any) -> None:
+        sent.extend(orjson.loads(value)["readings"])
+
+    decl = Profile(method="profile", every="1h", after="2h", reference_days=2)
+    filler = GapFiller(
+        {"a": [FillDecl("c", "a", "gas-a", "natural_gas", "MWh", decl)]},
+        Reference(w),
+        send,
+        "readings",
+        "t",
+    )
+    clocks = {"a": ("c", T0, T0)}
+    assert asyncio.run(filler.run(lambda s: _state(w), clocks, lambda p: True, now_ms=T0 + 5 * H))
+    assert [r["ts"] for r in sent] == [T0 + H, T0 + 3 * H]
+    assert [r["value"] for r in sent] == [5.0 + (73 % 24), 5.0 + (75 % 24)]

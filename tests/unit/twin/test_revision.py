@@ -179,3 +179,22 @@ def test_restate_refuses_a_factor_without_a_revision_naming_it(tmp_path: Path) -
     r = CliRunner().invoke(main, ["restate", "dunkirk", "--factor", FR, "--factors", str(bad)])
     assert r.exit_code == 2
     assert f"{bad}: factors[0]({FR}): values.CO2: must not be negative" in r.output
+
+
+def test_a_revision_leaves_an_export_of_a_bidirectional_meter_without_scope2() -> None:
+    """An export carries no scope 2 at either version (``twin.emissions``: not netted): the
+    restatement of a reading below zero changes nothing, the imports are restated."""
+    lib = _revised()
+    rev = revision_of(lib, FR)
+    cluster = make_cluster([site("steel", meter("grid", "electricity", bidirectional=True))])
+    meters = affected_meters(cluster, lib, rev)
+    export = ("grid", _ms(2026, 7, 2), (-1_000_000_000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    assert restated_figures(export[2], meters["grid"]) == list(export[2])
+    [row] = restate_readings(
+        [_reading("grid", _ms(2026, 7, 1), 2_000_000_000, rev.old.gases["CO2"]), export],
+        meters,
+        rev,
+    )
+    assert row.readings == 2 and row.new[0] == 1_000_000_000  # energy: net
+    assert row.new[2] == row.new[3] == 80_000_000  # the import's alone, at the new version
+    assert row.tco2e_changed_nano == 8_000_000

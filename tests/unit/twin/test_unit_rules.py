@@ -177,15 +177,20 @@ def test_a_rate_of_a_gas_volume_keeps_its_reference_conditions() -> None:
         scale_to_canonical("natural_gas", "m3/h")
 
 
-def test_bidirectional_meters_are_declarable_and_their_export_is_negative_scope2() -> None:
+def test_bidirectional_meters_are_declarable_and_their_export_carries_no_scope2() -> None:
+    """GHG Protocol Scope 2 Guidance: scope 2 is gross purchases; an export is no credit."""
     c = make_cluster([site("s", meter("grid", "electricity", bidirectional=True))])
     assert c.meters()[0][2].bidirectional
     calc = EmissionsCalculator(c)
     grid = float(calc.coef[1, 0])
     assert grid > 0
-    batch = calc.compute_in_meter_units([0, 0], [10.0, -4.0])
-    assert list(batch.scope1) == [0.0, 0.0]
-    assert list(batch.scope2_location) == [10.0 * grid, -4.0 * grid]  # an export is credited
+    batch = calc.compute_in_meter_units([0, 0, 0], [10.0, -4.0, 3.0])
+    assert list(batch.scope1) == [0.0, 0.0, 0.0]
+    assert list(batch.scope2_location) == [10.0 * grid, 0.0, 3.0 * grid]  # not netted
+    assert list(batch.scope2_market) == [10.0 * grid, 0.0, 3.0 * grid]
+    figures = calc.compute_figures([0, 0], [10.0, -4.0])
+    assert list(figures[1]) == [10.0 * grid, 0.0]
+    assert "carries none" in calc.provenance(0)[0].note
 
 
 def test_bidirectional_is_only_for_a_boundary_meter() -> None:
