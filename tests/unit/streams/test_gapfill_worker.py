@@ -200,6 +200,7 @@ def test_a_silent_meter_is_filled_by_its_daily_profile_then_replaced() -> None:
         for k in (3, 1, 2)
     ]
     asyncio.run(w.deliver([("a", recovered)]))
+    asyncio.run(close_all(w))
     got = stored(w.store)
     want = offline(real + recovered)
     assert {k: v for k, v in got.items() if k in want} == want
