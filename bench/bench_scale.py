@@ -230,6 +230,16 @@ def counters(ports: list[int]) -> tuple[int, int, int]:
     return records, accepted, points
 
 
+def points_by_measurement(port: int, accepted: int) -> str:
+    """Points per reading of each measurement (the sink counts what it stored)."""
+    by = twin(port)["sink"].get("by_measurement", {})
+    return (
+        ", ".join(f"{m} {n / accepted:.3f}" for m, n in sorted(by.items(), key=lambda kv: -kv[1]))
+        if accepted
+        else "n/a"
+    )
+
+
 def per_reading(points: int, accepted: int) -> str:
     return f"{points / accepted:.2f}" if accepted else "n/a"
 
@@ -470,7 +480,9 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--intervals", type=int, default=3, help="backlog: intervals of every meter")
     ap.add_argument("--live-interval-s", type=int, default=60, help="metering interval, live")
-    ap.add_argument("--live-seconds", type=float, default=60.0)
+    # 12 minutes: a site's year to date is rewritten at most every 10 minutes and its 15-min
+    # windows once closed, so a shorter run would leave them out of the points per reading
+    ap.add_argument("--live-seconds", type=float, default=720.0)
     ap.add_argument(
         "--stop-grace-s",
         type=float,
@@ -556,6 +568,7 @@ def main() -> None:
             f"{per_reading(points, accepted)} ({points:,} points)",
             flush=True,
         )
+        print(f"live: points per reading by measurement: {points_by_measurement(port, accepted)}")
     finally:
         live_stop = stop([proc], grace)
     print(f"  {stops_text(live_stop, grace)}", flush=True)

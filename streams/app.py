@@ -224,6 +224,7 @@ def build_twin(
         cfg.grace_ms,
         limits=Limits(horizon_years=cfg.horizon_years),
         store=store,
+        ytd_every_ms=cfg.ytd_every_ms,
     )
     commits = OverlappedCommits(site_stage)
     cluster_stage = ClusterStage(
@@ -352,6 +353,7 @@ def install_twin_views(app: faust.App, twin: Twin) -> None:
                 "latency_ms": twin.site_stage.latency_summary(),
                 "sink": {
                     "lines": sink.stats.lines,
+                    "by_measurement": dict(sink.stats.by_measurement),
                     "retries": sink.stats.retries,
                     "last_error": sink.stats.last_error,
                     "down_for_s": (

@@ -22,8 +22,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -85,6 +86,7 @@ _METER = f",{schema.METER}="
 _CARRIER = f",{schema.CARRIER}="
 _TRANSFER = f",{schema.TRANSFER}="
 _YEAR = f",{schema.YEAR}="
+_SITE_OPEN = frozenset(schema.SITE_OPEN_RESOLUTIONS)
 _VALUE = f" {schema.VALUE}="  # the first field: after the space that ends the tags
 _QUALITY = f",{schema.QUALITY}="
 _F_ENERGY = f"{schema.ENERGY_MWH}="
@@ -160,8 +162,13 @@ def window_line(twin: str, u: WindowUpdate) -> str:
 
 def window_lines(twin: str, updates: Iterable[WindowUpdate]) -> Iterator[str]:
     """The points of window updates: a transfer's site window is two, the sender's and the
-    receiver's view (``streams.transfers.site_views``), each tagged with the transfer."""
+    receiver's view (``streams.transfers.site_views``), each tagged with the transfer.
+
+    An open site window coarser than ``SITE_OPEN_RESOLUTIONS`` is not written: the state
+    holds it, and it is written once closed (``influx_schema.SITE_WINDOW``)."""
     for u in updates:
+        if u.level == "site" and not u.complete and u.res not in _SITE_OPEN:
+            continue
         if u.level != "site" or ">" not in u.carrier:
             yield window_line(twin, u)
             continue
@@ -353,6 +360,8 @@ def check_write_access(url: str, token: str, org: str, bucket: str, timeout: flo
 @dataclass
 class SinkStats:
     lines: int = 0
+    # lines stored per measurement: where the write load goes (``bench/bench_scale.py``)
+    by_measurement: Counter[str] = field(default_factory=Counter)
     requests: int = 0
     retries: int = 0
     rejected_requests: int = 0
@@ -424,6 +433,7 @@ class InfluxSink:
                 ) as resp:
                     if resp.status in (200, 204):
                         self.stats.lines += len(chunk)
+                        self.stats.by_measurement.update(line[: line.find(",")] for line in chunk)
                         self.stats.requests += 1
                         if self.stats.outage_started is not None:
                             log.warning(

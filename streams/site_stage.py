@@ -77,6 +77,7 @@ class SiteStage:
         grace_ms: int,
         limits: Limits | None = None,
         store: ReadingStore | None = None,
+        ytd_every_ms: int = 0,
     ) -> None:
         self.catalog = catalog
         self.table = table
@@ -86,6 +87,10 @@ class SiteStage:
         self.twin = twin
         self.grace_ms = grace_ms
         self.limits = limits or Limits()
+        # a site's twin_ytd points are rewritten at most this often (wall clock; 0: with
+        # every batch that changes them); ``SiteState.ytd_since`` holds what waits
+        self.ytd_every_ms = ytd_every_ms
+        self.wall_ms: Callable[[], int] = _wall_ms  # the clock ``ytd_since`` is told in
         # Where late readings' hours are read back (None: late readings are counted
         # against the batch alone, for unit tests of the live path only).
         self.store = store
@@ -292,6 +297,7 @@ class SiteStage:
         updates: list[WindowUpdate] = []
         lines: list[str] = []
         now = time.monotonic()
+        wall_ms = self.wall_ms()
 
         # group envelopes (and their readings) by site
         env_site = [e.site for e in decoded.envelopes]
@@ -353,7 +359,9 @@ class SiteStage:
             if result.applied:
                 lines.extend(self._reading_lines(state, batch, result.keep, result.priced))
             if result.applied or late_result is not None:
-                lines.extend(self._ytd_lines(state))
+                if state.ytd_since < 0:
+                    state.ytd_since = wall_ms
+                lines.extend(self._ytd_due(state, wall_ms))
         c.deadletters += len(deadletters)
         lines.extend(window_lines(self.twin, updates))
         cursors: dict[int, int] = {}
@@ -483,6 +491,14 @@ class SiteStage:
             )
         ]
 
+    def _ytd_due(self, state: SiteState, wall_ms: int) -> list[str]:
+        """The site's year-to-date points if a change has waited ``ytd_every_ms`` (and then
+        nothing waits any more), else none."""
+        if not self._ytd_waits(state, wall_ms):
+            return []
+        state.ytd_since = -1
+        return self._ytd_lines(state)
+
     def _ytd_lines(self, state: SiteState) -> list[str]:
         """The site's year to date, for every year it holds (a late reading may restate the
         previous one), stamped at the hour of the watermark or the year's last hour."""
@@ -525,8 +541,10 @@ class SiteStage:
             return 0
         closed_sites = 0
         updates: list[WindowUpdate] = []
+        ytd: list[str] = []
         states: dict[str, SiteState] = {}
         clocks = cluster_clocks(self.clock_inputs.values(), cap_ms)
+        wall_ms = self.wall_ms()
         for key in list(self.table.all_keys()):
             if key.startswith(b"\x00"):
                 continue
@@ -538,31 +556,44 @@ class SiteStage:
                 continue
             live = self._live.get(site)
             decoded = live[1] if live is not None and live[0] is raw else None
-            if decoded is not None and not _closes_any(
-                decoded, clocks.get(decoded.cluster, decoded.wm), self
+            if (
+                decoded is not None
+                and not _closes_any(decoded, clocks.get(decoded.cluster, decoded.wm), self)
+                and not self._ytd_waits(decoded, wall_ms)
             ):
                 # the decoded state says nothing would close: no need to decode it again
                 # (with thousands of sites, decoding them all every second is the whole cost)
-                if not (decoded.mw or decoded.sw):
+                if not (decoded.mw or decoded.sw) and decoded.ytd_since < 0:
                     self.quiet.add(site)
                 continue
             state = SiteState.loads(raw)
             self.clock_inputs.setdefault(site, (state.cluster, state.wm, state.seen_at))
-            if not (state.mw or state.sw):
-                self.quiet.add(site)  # nothing open: not worth decoding again until it speaks
+            if not (state.mw or state.sw or self._ytd_waits(state, wall_ms)):
+                if state.ytd_since < 0:
+                    self.quiet.add(site)  # nothing open: not worth decoding until it speaks
                 continue
             if not caught_up(state.partition):
                 continue
             state.wm = max(state.wm, clocks.get(state.cluster, state.wm))
             closing = close_windows(state, self.grace_ms, self.catalog)
-            if closing:
+            due = self._ytd_due(state, wall_ms)
+            if closing or due:
                 updates.extend(closing)
+                ytd.extend(due)
                 states[site] = state
                 closed_sites += 1
         if states:
-            lines = list(window_lines(self.twin, updates))
+            lines = [*window_lines(self.twin, updates), *ytd]
             await self.commit(self._prepared([], lines, [], [], updates, states, {}, Counters()))
         return closed_sites
+
+    def _ytd_waits(self, state: SiteState, wall_ms: int) -> bool:
+        """A change of the site's year to date has waited long enough to be written."""
+        return state.ytd_since >= 0 and wall_ms - state.ytd_since >= self.ytd_every_ms
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @contextmanager

@@ -93,6 +93,10 @@ class SiteState:
     # the key as in ``ytd``: the carrier, a transfer's apart)
     qytd: dict[tuple[int, str, int], list[int]] = field(default_factory=dict)
     replaced: int = 0  # fills replaced by real readings
+    # wall-clock ms of the oldest change of the year to date not yet written (-1: none): the
+    # twin_ytd points are rewritten at most every ``ytd_every_ms`` (``streams.site_stage``);
+    # stored with the state, so a change a stop or crash left unwritten is written after it
+    ytd_since: int = -1
 
     # -- (de)serialisation: the changelog value ------------------------------------------
     def dumps(self) -> bytes:
@@ -116,6 +120,7 @@ class SiteState:
                 "gf": [[m, t, *v] for m, by in self.fills.items() for t, v in by.items()],
                 "q": [[*k, *v] for k, v in self.qytd.items()],
                 "rp": self.replaced,
+                "ys": self.ytd_since,
             }
         )
 
@@ -135,6 +140,7 @@ class SiteState:
             s.fills.setdefault(r[0], {})[r[1]] = r[2:]
         s.qytd = {(r[0], r[1], r[2]): r[3:] for r in d.get("q", ())}
         s.replaced = d.get("rp", 0)
+        s.ytd_since = d.get("ys", -1)
         return s
 
     def twin(self, catalog: MeterVectors | None = None) -> dict[str, Any]:

@@ -31,19 +31,32 @@ def bucket_every(span_ms: int, max_points: int = MAX_POINTS) -> int:
 
 
 def series_flux(
-    bucket: str, twin: str, cluster: str, site: str | None, start_ms: int, stop_ms: int
+    bucket: str,
+    twin: str,
+    cluster: str,
+    site: str | None,
+    start_ms: int,
+    stop_ms: int,
+    open_from_ms: int | None = None,
 ) -> str:
-    """Hourly tCO2e (all carriers) of a cluster or site, summed into buckets of whole hours."""
+    """Hourly tCO2e (all carriers) of a cluster or site, summed into buckets of whole hours.
+
+    A site's hourly windows are written once closed (``influx_schema.SITE_OPEN_RESOLUTIONS``):
+    from ``open_from_ms`` (its state's first hour not closed) on, its hours are summed from
+    its 1-min windows, which are written as they grow."""
     every = bucket_every(stop_ms - start_ms)
     if site is None:
-        measurement, extra = s.CLUSTER_WINDOW, ""
+        measurement, extra, res = s.CLUSTER_WINDOW, "", f'r.{s.RES} == "1h"'
     else:
         measurement, extra = s.SITE_WINDOW, f" and r.{s.SITE} == {_q(site)}"
+        split = stop_ms if open_from_ms is None else max(start_ms, min(open_from_ms, stop_ms))
+        at = f"time(v: {split * 1_000_000})"
+        res = f'(r.{s.RES} == "1h" and r._time < {at} or r.{s.RES} == "1m" and r._time >= {at})'
     return f"""
 from(bucket: {_q(bucket)})
   |> range(start: time(v: {start_ms * 1_000_000}), stop: time(v: {stop_ms * 1_000_000}))
   |> filter(fn: (r) => r._measurement == {_q(measurement)} and r.{s.TWIN} == {_q(twin)}
-       and r.{s.CLUSTER} == {_q(cluster)} and r.{s.RES} == "1h"{extra}
+       and r.{s.CLUSTER} == {_q(cluster)} and {res}{extra}
        and r._field == {_q(s.TCO2E)})
   |> group()
   |> aggregateWindow(every: {every // 1000}s, fn: sum, createEmpty: false, timeSrc: "_start")

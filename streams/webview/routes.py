@@ -224,10 +224,14 @@ class Routes:
         # up to the last hour that is over: the hour under way would show as a drop
         stop = (clock if clock >= 0 else int(time.time() * 1000)) // queries.HOUR_MS
         stop_ms, start_ms = stop * queries.HOUR_MS, (stop - hours) * queries.HOUR_MS
+        state = states.get(site) if site is not None else None
+        open_from = state.closed.get("1h", -1) if state is not None else None
         flux = queries.series_flux(
-            self.source.bucket, self.source.twin, cluster, site, start_ms, stop_ms
+            self.source.bucket, self.source.twin, cluster, site, start_ms, stop_ms, open_from
         )
-        rows = await self.source.cached(f"series|{cluster}|{site}|{start_ms}|{hours}", flux)
+        rows = await self.source.cached(
+            f"series|{cluster}|{site}|{start_ms}|{hours}|{open_from}", flux
+        )
         out = queries.parse_series(rows, queries.bucket_every(stop_ms - start_ms))
         plan = self.source.plans.get((cluster, site or ""))
         out["pathway_tco2e_per_h"] = [

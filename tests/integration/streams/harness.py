@@ -24,7 +24,13 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.influx_schema import CO2_CAPTURED_T, GAS_FIELDS, METER_RESOLUTIONS, TCO2E_S1_GROSS
+from streams.influx_schema import (
+    CO2_CAPTURED_T,
+    GAS_FIELDS,
+    METER_RESOLUTIONS,
+    SITE_OPEN_RESOLUTIONS,
+    TCO2E_S1_GROSS,
+)
 from streams.meter_vectors import NANO, MeterSpec, MeterVectors, offline_price
 from streams.transfers import cluster_share, site_views
 from streams.windows import NFIG, RESOLUTIONS
@@ -232,6 +238,8 @@ class WorkerProc:
             "CLUSTERTWIN_STREAMS_IDLE_FLUSH_S": "8",
             "CLUSTERTWIN_STREAMS_PROGRESS_EVERY_S": "2",
             "CLUSTERTWIN_STREAMS_STALL_S": "20",
+            # twin_ytd rewritten at most every 3 s (600 s in production): the waiting path
+            "CLUSTERTWIN_STREAMS_YTD_EVERY_S": "3",
             **overrides,
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -327,23 +335,44 @@ from(bucket: "{bucket}")
     return out
 
 
+def _window_owner(site: str, carrier_key: str) -> str:
+    """The site whose state holds a site window: a receiver's view of a transfer
+    ("<mode><<sender>") is its sender's window."""
+    tag = carrier_key.partition("|")[2]
+    return tag.rsplit("<", 1)[1] if "<" in tag else site
+
+
 def compare(expected: Expected, actual: dict[Any, dict[str, Any]]) -> list[str]:
     """Every expected window present with exactly the offline figures, and nothing extra.
 
     A meter window is written once closed (``influx_schema.METER_WINDOW``): it must be
-    there when its site's windows of that hour are complete, and absent until then."""
+    there when its site's windows of that hour are complete, and absent until then. A site
+    window coarser than ``SITE_OPEN_RESOLUTIONS`` is written once closed too: it must be
+    there when a later 1-min window of its site is complete (the site's watermark has then
+    passed it by the grace period), and written only complete."""
     problems = []
     closed = {
         (k[1], k[4])
         for k, v in actual.items()
         if k[0] == "site" and k[3] == "1h" and v.get("complete") is True
     }
+    # per site, the end of its newest complete 1-min window: what has surely closed
+    minute_closed: dict[str, int] = {}
+    for k, v in actual.items():
+        if k[0] == "site" and k[3] == "1m" and v.get("complete") is True:
+            minute_closed[k[1]] = max(minute_closed.get(k[1], -1), k[4] + RESOLUTIONS["1m"])
     for key, vec in expected.windows.items():
         got = actual.get(key)
         if key[0] == "meter" and (expected.meter_site[key[1]], key[4]) not in closed:
             if got is not None:
                 problems.append(f"{key} written while its hour is open")
             continue
+        if key[0] == "site" and key[3] not in SITE_OPEN_RESOLUTIONS:
+            if got is not None and got.get("complete") is not True:
+                problems.append(f"{key} written while open")
+            owner = _window_owner(key[1], key[2])
+            if got is None and minute_closed.get(owner, -1) <= key[4] + RESOLUTIONS[key[3]]:
+                continue  # not closed yet, or not known to be
         if got is None:
             problems.append(f"missing {key}")
             continue
@@ -370,9 +399,22 @@ def _want(vec: list[int]) -> dict[str, Any]:
     }
 
 
-def compare_ytd_latest(expected: Expected, client: Any, bucket: str, twin: str) -> list[str]:
+def compare_ytd_latest(
+    expected: Expected, client: Any, bucket: str, twin: str, timeout: float = 45.0
+) -> list[str]:
     """The newest ``twin_ytd`` point of every site and cluster equals the offline
-    year-to-date, and every meter's newest ``meter_reading`` point is its last reading."""
+    year-to-date, and every meter's newest ``meter_reading`` point is its last reading,
+    within ``timeout``: a site's year to date is rewritten at most every ``YTD_EVERY_S``, its
+    last change by the idle flush once the site has been silent ``IDLE_FLUSH_S``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        problems = _ytd_latest_problems(expected, client, bucket, twin)
+        if not problems or time.monotonic() > deadline:
+            return problems
+        time.sleep(2)
+
+
+def _ytd_latest_problems(expected: Expected, client: Any, bucket: str, twin: str) -> list[str]:
     query = f'''
 from(bucket: "{bucket}")
   |> range(start: 0)
@@ -439,8 +481,10 @@ def wait_equal(
     timeout: float,
     supervise: WorkerProc | None = None,
 ) -> list[str]:
-    """Poll InfluxDB until it matches; meanwhile restart the worker if it exited, as the
-    production supervisor (compose restart policy) does."""
+    """Poll InfluxDB until it matches (windows, then the year to date and latest readings:
+    a site's ``twin_ytd`` may wait ``YTD_EVERY_S`` and the idle flush after its windows);
+    meanwhile restart the worker if it exited, as the production supervisor (compose
+    restart policy) does."""
     deadline = time.monotonic() + timeout
     problems: list[str] = ["not checked"]
     while time.monotonic() < deadline:
@@ -450,6 +494,8 @@ def wait_equal(
             supervise.start()
             supervise.wait_ready()
         problems = compare(expected, influx_windows(client, bucket, twin))
+        if not problems:
+            problems = _ytd_latest_problems(expected, client, bucket, twin)
         if not problems:
             return []
         time.sleep(2)

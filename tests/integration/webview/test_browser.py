@@ -286,6 +286,28 @@ def test_every_view_shows_the_twins_figures_and_a_new_reading_within_5_s(
         f" |> filter(fn: (r) => r._time == time(v: {hour * 1_000_000})) |> group() |> sum()",
     )
     assert math.isclose(influx_hour[0]["_value"], sent.hour(hour)["tco2e"], rel_tol=1e-9)
+    # a site's hours: its closed hourly windows, then (its hourly windows are written once
+    # closed) the open hours summed from its 1-min windows; every hour is the sum of its
+    # 1-min windows, none counted twice or left out at the seam
+    for site in sorted(sent.catalog.clusters[CLUSTER])[:3]:
+        got = _get(worker, f"/view/api/clusters/{CLUSTER}/series?hours=168&site={site}")
+        minutes = _influx_rows(
+            stack,
+            f'from(bucket: "{stack.influx_bucket}") |> range(start: 0)'
+            f' |> filter(fn: (r) => r._measurement == "site_window" and r.twin == "{twin}"'
+            f' and r.site == "{site}" and r.res == "1m" and r._field == "tco2e")'
+            f" |> group() |> aggregateWindow(every: 1h, fn: sum, createEmpty: false,"
+            f' timeSrc: "_start")',
+        )
+        want = {
+            int(r["_time"].timestamp()): r["_value"]
+            for r in minutes
+            if int(r["_time"].timestamp() * 1000) < got["stop_ms"]
+        }
+        shown = dict(zip((int(t) for t in got["t"]), got["tco2e_per_h"], strict=True))
+        assert set(shown) == set(want), site
+        for t, v in want.items():
+            assert math.isclose(shown[t], v, rel_tol=1e-9, abs_tol=1e-9), (site, t)
     alert_css = "#table-alerts tr[data-alert=a-browser-test]"
     _until(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, alert_css))
     alert_text = _read(lambda: browser.find_element(By.CSS_SELECTOR, alert_css).text)

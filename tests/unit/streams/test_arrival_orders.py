@@ -49,14 +49,18 @@ FIGURES = (
 class Worker:
     """Both stages over one store, as the worker wires them."""
 
-    def __init__(self, grace_ms: int, retention_ms: int) -> None:
+    def __init__(self, grace_ms: int, retention_ms: int, ytd_every_ms: int = 0) -> None:
         self.catalog = catalog()
         self.store = LineStore()
         self.site_table = DictTable()
         self.cluster_updates: list[tuple[int, bytes]] = []
+        self.lines: list[str] = []  # every line written, in order
+        self.clock = 1_800_000_000_000  # the wall clock the year to date waits on (ms)
 
         async def write(lines: Any) -> None:
-            self.store.feed(list(lines))
+            lines = list(lines)
+            self.lines.extend(lines)
+            self.store.feed(lines)
 
         async def send(topic: str, key: Any, value: bytes, headers: Any) -> None:
             if topic == "cu":
@@ -71,7 +75,9 @@ class Worker:
             "t",
             grace_ms,
             store=self.store,
+            ytd_every_ms=ytd_every_ms,
         )
+        self.sites.wall_ms = lambda: self.clock
         self.clusters = ClusterStage(
             self.catalog, DictTable(), write, "t", retention_ms, store=self.store
         )
@@ -203,10 +209,13 @@ async def play(
     grace_ms: int,
     retention_ms: int,
     crashes: float = 0.0,
+    ytd_every_ms: int = 0,
 ) -> Worker:
-    w = Worker(grace_ms, retention_ms)
+    w = Worker(grace_ms, retention_ms, ytd_every_ms)
     i = 0
     while i < len(readings):
+        if ytd_every_ms:
+            w.clock += rng.randrange(0, 120_000)
         size = rng.randint(1, 12)
         chunk = readings[i : i + size]
         i += size
@@ -223,8 +232,19 @@ async def play(
 
 
 async def close_all(w: Worker) -> None:
-    """A quiet month later: every window closed (meter windows are written once closed)."""
+    """A quiet month later: every window closed (meter windows are written once closed),
+    and the year to date that waited written."""
+    w.clock += 30 * 86_400_000
     await w.idle(NOW + 30 * 86_400_000)
+
+
+def open_coarse_site_windows(lines: list[str]) -> list[str]:
+    """Site windows coarser than 1 min written while open (``SITE_OPEN_RESOLUTIONS``)."""
+    return [
+        line
+        for line in lines
+        if line.startswith("site_window,") and ",res=1m" not in line and "complete=false" in line
+    ]
 
 
 MODES = ["in order", "shuffled", "twice", "backfill", "lagging source"]
@@ -240,6 +260,7 @@ MODES = ["in order", "shuffled", "twice", "backfill", "lagging source"]
     retention_s=st.sampled_from([60, 600, 6 * 3600]),
     crashes=st.sampled_from([0.0, 0.2]),
     intervals=st.sampled_from([0.0, 0.5]),
+    ytd_every_s=st.sampled_from([0, 600]),
 )
 def test_every_window_equals_the_offline_figure_in_any_arrival_order(
     seed: int,
@@ -250,6 +271,7 @@ def test_every_window_equals_the_offline_figure_in_any_arrival_order(
     retention_s: int,
     crashes: float,
     intervals: float,
+    ytd_every_s: int,
 ) -> None:
     rng = random.Random(seed)
     readings = make_readings(rng, n, intervals)
@@ -257,12 +279,15 @@ def test_every_window_equals_the_offline_figure_in_any_arrival_order(
     # random repeats of random readings, anywhere in the stream
     for r in rng.sample(readings, int(len(readings) * repeats)):
         sent.insert(rng.randrange(len(sent) + 1), dict(r))
-    w = asyncio.run(play(rng, sent, grace_s * 1000, retention_s * 1000, crashes))
+    w = asyncio.run(
+        play(rng, sent, grace_s * 1000, retention_s * 1000, crashes, ytd_every_s * 1000)
+    )
     want = offline(readings)
     got = stored(w.store)
     assert {k: v for k, v in got.items() if k in want} == want
     extra = {k: v for k, v in got.items() if k not in want and any(v)}
     assert not extra
+    assert not open_coarse_site_windows(w.lines)
 
 
 def test_the_five_arrival_orders_of_one_stream_give_one_figure() -> None:

@@ -377,3 +377,16 @@ def test_a_transfers_tonnes_are_in_no_sites_quality_figures() -> None:
     got = state.twin()["completeness"]["2026"]["measured"]
     assert got["tco2e"] == 3.0 and got["share_tco2e"] == 1.0
     assert figures.quality_ytd(vecs)["measured"] == {"tco2e": 3.0, "share": 1.0}
+
+
+def test_a_sites_open_hours_come_from_its_minute_windows() -> None:
+    """Site hourly windows are written once closed: the series reads them up to the site's
+    first open hour and the 1-min windows from there (the cluster's are written as they
+    grow)."""
+    site = queries.series_flux("b", "t", "c", "s", 0, 10 * HOUR, open_from_ms=7 * HOUR)
+    at = f"time(v: {7 * HOUR * 1_000_000})"
+    assert f'r.res == "1h" and r._time < {at} or r.res == "1m" and r._time >= {at}' in site
+    never_closed = queries.series_flux("b", "t", "c", "s", 0, 10 * HOUR, open_from_ms=-1)
+    assert 'r.res == "1m" and r._time >= time(v: 0)' in never_closed
+    cluster = queries.series_flux("b", "t", "c", None, 0, 10 * HOUR, open_from_ms=7 * HOUR)
+    assert 'r.res == "1h"' in cluster and '"1m"' not in cluster
