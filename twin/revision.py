@@ -31,10 +31,13 @@ from twin.model import Cluster
 
 __all__ = [
     "MeterRevision",
+    "RestatedReading",
     "Revision",
     "SiteRestatement",
     "affected_meters",
+    "by_year",
     "restate_readings",
+    "restated_readings",
     "revision_of",
 ]
 
@@ -167,31 +170,62 @@ def restated_figures(vec: tuple[int, ...], meter: MeterRevision) -> list[int]:
     return out
 
 
+@dataclass(frozen=True)
+class RestatedReading:
+    """One stored reading the revision covers: its figures as stored and at the new
+    version (``NFIG`` figures each), with its time and interval start (-1: an instant),
+    which say which windows it was added to."""
+
+    meter: MeterRevision
+    ts: int
+    start: int
+    old: tuple[int, ...]
+    new: tuple[int, ...]
+
+
+def restated_readings(
+    readings: Iterable[tuple[str, int, tuple[int, ...], int]],
+    meters: Mapping[str, MeterRevision],
+    revision: Revision,
+) -> list[RestatedReading]:
+    """The readings (meter, ts ms, figures, interval start) the revision covers, each once
+    (a repeat of a meter and time is the same stored point), with their restated figures:
+    what both the year to date and the windows are restated from, so they cannot disagree.
+    Readings of other meters or outside the period are left alone."""
+    out: list[RestatedReading] = []
+    seen: set[tuple[str, int]] = set()
+    for meter_id, ts, vec, start in readings:
+        meter = meters.get(meter_id)
+        if meter is None or not revision.covers(ts) or (meter_id, ts) in seen:
+            continue
+        seen.add((meter_id, ts))
+        old = tuple(int(x) for x in vec[:NFIG])
+        out.append(RestatedReading(meter, ts, start, old, tuple(restated_figures(old, meter))))
+    return out
+
+
+def by_year(restated: Iterable[RestatedReading]) -> list[SiteRestatement]:
+    """Per site, carrier and year (of each reading's own time), the old and new figures."""
+    by: dict[tuple[str, str, int], SiteRestatement] = {}
+    for r in restated:
+        year = datetime.fromtimestamp(r.ts / 1000, tz=UTC).year
+        key = (r.meter.site, r.meter.carrier, year)
+        acc = by.get(key)
+        if acc is None:
+            acc = by[key] = SiteRestatement(*key)
+        for k in range(NFIG):
+            acc.old[k] += r.old[k]
+            acc.new[k] += r.new[k]
+        acc.old[NFIG] += 1
+        acc.new[NFIG] += 1
+    return sorted(by.values(), key=lambda r: (r.year, r.site, r.carrier))
+
+
 def restate_readings(
     readings: Iterable[tuple[str, int, tuple[int, ...]]],
     meters: Mapping[str, MeterRevision],
     revision: Revision,
 ) -> list[SiteRestatement]:
     """Per site, carrier and year, the stored figures of the readings (meter, ts ms,
-    figures) the revision covers and their restated figures. Readings of other meters or
-    outside the period are left alone; each reading counts once (a repeat of a meter and
-    time is the same stored point)."""
-    by: dict[tuple[str, str, int], SiteRestatement] = {}
-    seen: set[tuple[str, int]] = set()
-    for meter_id, ts, vec in readings:
-        meter = meters.get(meter_id)
-        if meter is None or not revision.covers(ts) or (meter_id, ts) in seen:
-            continue
-        seen.add((meter_id, ts))
-        year = datetime.fromtimestamp(ts / 1000, tz=UTC).year
-        key = (meter.site, meter.carrier, year)
-        acc = by.get(key)
-        if acc is None:
-            acc = by[key] = SiteRestatement(*key)
-        new = restated_figures(vec, meter)
-        for k in range(NFIG):
-            acc.old[k] += int(vec[k])
-            acc.new[k] += new[k]
-        acc.old[NFIG] += 1
-        acc.new[NFIG] += 1
-    return sorted(by.values(), key=lambda r: (r.year, r.site, r.carrier))
+    figures) the revision covers and their restated figures (``restated_readings``)."""
+    return by_year(restated_readings(((m, t, v, -1) for m, t, v in readings), meters, revision))

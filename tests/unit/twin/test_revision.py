@@ -198,3 +198,31 @@ def test_a_revision_leaves_an_export_of_a_bidirectional_meter_without_scope2() -
     assert row.readings == 2 and row.new[0] == 1_000_000_000  # energy: net
     assert row.new[2] == row.new[3] == 80_000_000  # the import's alone, at the new version
     assert row.tco2e_changed_nano == 8_000_000
+
+
+def test_the_readings_restated_are_the_same_whatever_their_order_and_repeats() -> None:
+    """The store holds a repeated reading once: a shuffled read-back with repeats restates
+    each reading once, with the same figures as the ordered one."""
+    import random
+
+    from twin.revision import by_year, restated_readings
+
+    lib = _revised()
+    rev = revision_of(lib, FR)
+    cluster = make_cluster([site("steel", meter("grid", "electricity"))])
+    meters = affected_meters(cluster, lib, rev)
+    old = rev.old.gases["CO2"]
+    rng = random.Random(16)
+    t0 = _ms(2026, 6, 30, 20)
+    readings = [
+        (*_reading("grid", t0 + k * 900_000, rng.randrange(1, 10**10), old), -1) for k in range(40)
+    ]
+    ordered = restated_readings(readings, meters, rev)
+    assert 0 < len(ordered) < len(readings)  # the readings before July are not covered
+    shuffled = readings + rng.sample(readings, 15)
+    rng.shuffle(shuffled)
+    again = restated_readings(shuffled, meters, rev)
+    assert sorted(again, key=lambda r: r.ts) == ordered
+    assert [(r.old, r.new) for r in by_year(again)] == [(r.old, r.new) for r in by_year(ordered)]
+    for r in ordered:
+        assert r.new[2] == round(r.old[0] * rev.new.gases["CO2"]) and r.ts >= _ms(2026, 7, 1)
