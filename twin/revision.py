@@ -10,12 +10,21 @@ and equal to an offline computation. A figure whose coefficient the revision doe
 keeps its stored value. A reading belongs to the period by its own time (an interval
 reading: its end), in UTC.
 
-What is not restated here (named so nobody assumes it): transfers between sites (their site
-views split the tonnes), process CO2 meters (no energy is stored for them), and hydrogen
-made with grid electricity (the grid factor is folded into the hydrogen coefficient).
+Hydrogen made with grid electricity is restated by a grid revision: its upstream
+coefficient folds in the grid factor (``twin.emissions``), so its coefficients at the two
+versions differ like a grid meter's.
 
-Plain data in, plain data out: the stream side (``streams.factor_restate``) reads the
-stored readings and writes the restated year to date and the restatement records.
+What is not restated here (named so nobody assumes it): transfers between sites (their site
+views split the tonnes between sender and receiver, which a change per site cannot follow),
+and process CO2 meters: they measure tonnes of CO2, priced by the identity factor
+``process:co2`` (1 t/t, kept for provenance), and store no energy to recompute from, so a
+factor revision does not touch them.
+
+The year to date and the windows are restated from the same readings
+(``restated_readings``), so they cannot disagree. Plain data in, plain data out: the stream
+side reads the stored readings and writes the changes, per site, carrier and year
+(``streams.factor_restate``) and per site, carrier and hour (``streams.factor_windows``);
+``streams.editions`` reads the current edition back.
 """
 
 from __future__ import annotations
@@ -111,7 +120,11 @@ def affected_meters(
     prefix = f"{revision.factor_id}@"
     out: dict[str, MeterRevision] = {}
     for i, (site, _asset, meter) in enumerate(cluster.meters()):
-        uses = any(refs[s][i].startswith(prefix) for s in SCOPES)
+        # grid-made hydrogen names its own factor, with the grid factor folded in: its
+        # coefficients at both versions say whether the revision changes it
+        uses = meter.carrier is Carrier.HYDROGEN or any(
+            refs[s][i].startswith(prefix) for s in SCOPES
+        )
         if not uses or new.internal[i] or new.moves[i] or meter.carrier is Carrier.PROCESS_CO2:
             continue
         before = tuple(float(x) for x in old.figure_coef[:, i])

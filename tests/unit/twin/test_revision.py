@@ -226,3 +226,35 @@ def test_the_readings_restated_are_the_same_whatever_their_order_and_repeats() -
     assert [(r.old, r.new) for r in by_year(again)] == [(r.old, r.new) for r in by_year(ordered)]
     for r in ordered:
         assert r.new[2] == round(r.old[0] * rev.new.gases["CO2"]) and r.ts >= _ms(2026, 7, 1)
+
+
+def test_a_grid_revision_restates_hydrogen_made_with_grid_electricity() -> None:
+    """Grid-made hydrogen's upstream is its electricity per MWh of hydrogen at the grid
+    factor (``twin.emissions``): 1.5605 MWh_e/MWh_H2 x 0.036 -> x 0.040. 2 MWh of it on 2 July
+    go from round(2e9 x 0.0561787) to round(2e9 x 0.0624208) nano-t of scope 3 upstream; the
+    hydrogen made by reforming gas does not move."""
+    from twin.carriers import HydrogenRoute
+    from twin.revision import by_year, restated_readings
+
+    lib = _revised()
+    rev = revision_of(lib, FR)
+    cluster = make_cluster(
+        [
+            site(
+                "steel",
+                meter("h2", "hydrogen", unit="t", route="electrolysis_grid"),
+                meter("h2-smr", "hydrogen", unit="t", route="smr"),
+            )
+        ]
+    )
+    meters = affected_meters(cluster, lib, rev)
+    assert set(meters) == {"h2"}
+    per_mwh = lib.hydrogen(HydrogenRoute.ELECTROLYSIS_GRID).electricity_per_unit
+    assert per_mwh is not None and abs(per_mwh - 0.052 / 0.033322) < 1e-3
+    e = 2_000_000_000
+    old_s3 = round(e * per_mwh * 0.036)
+    stored = (e, 0, 0, 0, old_s3, 0, 0, 0, 0, 0, 0)
+    [row] = by_year(restated_readings([("h2", _ms(2026, 7, 2), stored, -1)], meters, rev))
+    assert (row.site, row.carrier) == ("steel", "hydrogen")
+    assert row.new[4] == round(e * per_mwh * 0.040) and row.new[4] - old_s3 > 12_000_000
+    assert row.new[1:4] == [0, 0, 0]  # upstream only: no scope 1 or 2 appears
