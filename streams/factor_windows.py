@@ -46,6 +46,9 @@ def hourly_changes(restated: Sequence[RestatedReading]) -> HourChanges:
     out: HourChanges = {}
     if not restated:
         return out
+    keys = sorted({(r.meter.site, r.meter.carrier) for r in restated})
+    code_of = {k: i for i, k in enumerate(keys)}
+    code = np.array([code_of[(r.meter.site, r.meter.carrier)] for r in restated], np.int64)
     idx = np.arange(len(restated), dtype=np.int64)
     ts = np.array([r.ts for r in restated], np.int64)
     start = np.array([r.start for r in restated], np.int64)
@@ -55,15 +58,18 @@ def hourly_changes(restated: Sequence[RestatedReading]) -> HourChanges:
     _, _, new_parts = split_intervals(idx, ts, start, new)
     change = new_parts.copy()
     change[:, :NFIG] -= old_parts[:, :NFIG]  # the count column stays: readings restated
-    hours = lo - lo % HOUR_MS
-    for i, hour, vec in zip(which.tolist(), hours.tolist(), change.tolist(), strict=True):
-        meter = restated[i].meter
-        key = (meter.site, meter.carrier, hour)
-        acc = out.get(key)
-        if acc is None:
-            out[key] = vec
-        else:
-            acc[:] = [a + b for a, b in zip(acc, vec, strict=True)]
+    # summed per (site x carrier, hour): one sort, then a contiguous run per window
+    part_code, hours = code[which], lo // HOUR_MS
+    order = np.lexsort((hours, part_code))
+    part_code, hours, change = part_code[order], hours[order], change[order]
+    first = np.flatnonzero(
+        np.r_[True, (part_code[1:] != part_code[:-1]) | (hours[1:] != hours[:-1])]
+    )
+    sums = np.add.reduceat(change, first, axis=0)
+    for c, hour, vec in zip(
+        part_code[first].tolist(), hours[first].tolist(), sums.tolist(), strict=True
+    ):
+        out[(*keys[c], hour * HOUR_MS)] = vec
     return out
 
 
