@@ -33,6 +33,7 @@ from streams import influx_schema
 from streams.cluster_stage import ClusterStage
 from streams.config import StreamSettings
 from streams.delivery import OverlappedCommits, PreparedBatch, Topics
+from streams.editions import YtdChanges
 from streams.end_offsets import EndOffsets
 from streams.envelope import Limits
 from streams.gapfill import (
@@ -150,6 +151,8 @@ class Twin:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     liveness: Liveness = field(default_factory=Liveness)
     gapfill: GapFiller | None = None
+    # the factor restatements' changes of the year to date, folded into progress
+    restated: YtdChanges | None = None
 
     async def flush_idle(self, caught_up: CaughtUp) -> None:
         """Close the windows of silent sites, once the batch being stored is stored."""
@@ -165,6 +168,8 @@ class Twin:
 
     async def write_progress(self) -> None:
         """The progress series and the worker's counters, one point per 10 s."""
+        if self.restated is not None:  # read outside the lock: it may wait on InfluxDB
+            self.progress.changes = await self.restated.refresh()
         async with self.lock:
             lines = self.progress.lines(self.site_stage, self.cluster_stage)
             c = self.site_stage.counters
@@ -247,6 +252,7 @@ def build_twin(
         cluster_stage=cluster_stage,
         progress=ProgressWriter(catalog, cfg.twin, plans=_plans(cfg)),
         commits=commits,
+        restated=YtdChanges(sink, cfg.twin),
     )
 
 

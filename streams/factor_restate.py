@@ -3,7 +3,8 @@
 The rule is ``twin.revision``'s; this reads the stored readings (``meter_reading``: the
 energy and figures of every accepted reading) of the affected sites in the revision's
 period and writes one ``factor_restatement`` point per site, carrier and year with the old
-and new figures and their change. The stored readings, windows and ``twin_ytd`` stay as the
+and new figures and their change, and the change of each hourly window
+(``streams.factor_windows``). The stored readings, windows and ``twin_ytd`` stay as the
 worker wrote them: they are the previous edition. The restated year to date is
 ``twin_ytd`` plus the changes (``streams.inventory_source``), so the live worker, which
 keeps writing its year to date from its own state, never overwrites the restatement.
@@ -19,6 +20,7 @@ import time
 from datetime import UTC, date, datetime
 
 from streams import influx_schema as schema
+from streams.factor_windows import hourly_changes, window_change_lines
 from streams.meter_vectors import NANO
 from streams.sink import InfluxSink, fields_line
 from streams.stored import InfluxStore
@@ -29,7 +31,8 @@ from twin.revision import (
     Revision,
     SiteRestatement,
     affected_meters,
-    restate_readings,
+    by_year,
+    restated_readings,
 )
 
 __all__ = ["day_ms", "restate_factor", "restatement_lines"]
@@ -43,7 +46,7 @@ def day_ms(d: date) -> int:
 def restatement_lines(
     twin: str, cluster: str, revision: Revision, rows: list[SiteRestatement]
 ) -> list[str]:
-    """The ``factor_restatement`` points of a revision's restatement."""
+    """The ``factor_restatement`` points of a revision's restatement (its year to date)."""
     start = day_ms(revision.start)
     stop = day_ms(revision.stop) if revision.stop else -1
     lines = []
@@ -89,12 +92,14 @@ async def restate_factor(
     store = InfluxStore(sink)
     start = day_ms(revision.start)
     stop = day_ms(revision.stop) if revision.stop else int(time.time() * 1000) + 86_400_000
-    readings: list[tuple[str, int, tuple[int, ...]]] = []
+    readings: list[tuple[str, int, tuple[int, ...], int]] = []
     for site in sorted({m.site for m in meters.values()}):
         for r in await store.readings(twin, cluster.id, site, [(start, stop)]):
-            readings.append((r.meter, r.ts, tuple(r.vec[:NFIG])))
-    rows = restate_readings(readings, meters, revision)
+            readings.append((r.meter, r.ts, tuple(r.vec[:NFIG]), r.start))
+    restated = restated_readings(readings, meters, revision)
+    rows = by_year(restated)
     lines = restatement_lines(twin, cluster.id, revision, rows)
+    lines += window_change_lines(twin, cluster.id, revision, hourly_changes(restated))
     if lines:
         await sink.write(lines)
     return rows

@@ -34,6 +34,14 @@ RESTATEMENT: Final = "restatement"
 # what the readings in the new version's validity period held and hold at the new version
 # (timestamp = the period's start: a second run overwrites the same point).
 FACTOR_RESTATEMENT: Final = "factor_restatement"
+# ... and its change of the 1-hour windows (``streams.factor_windows``): per site, carrier and
+# hour (tag LEVEL=site) and per cluster carrier and hour (LEVEL=cluster, no site tag), the
+# change of every figure (``delta_field``, with the headline's: delta_tco2e) and the restated
+# readings in the hour (timestamp = the hour's start; tags RES=1h and the revision's FACTOR,
+# OLD_VERSION, NEW_VERSION: a rerun overwrites the same points). The windows themselves are
+# left as the worker wrote them, the previous edition; the current edition of a window is
+# the window plus the changes of every revision (``streams.editions``).
+WINDOW_RESTATEMENT: Final = "window_restatement"
 # Year-to-date running totals per cluster (no site tag) and per site, per carrier.
 TWIN_YTD: Final = "twin_ytd"
 
@@ -161,11 +169,13 @@ PERIOD_FROM: Final = "period_from"  # epoch ms, inclusive
 PERIOD_TO: Final = "period_to"  # epoch ms, exclusive (-1: open-ended)
 TCO2E_CHANGED: Final = "tco2e_changed"  # new_tco2e - old_tco2e (scope 1 + 2 location)
 # the change of each scope and gas figure: ``delta_field(name)``, e.g. delta_tco2e_s2_location
+# (window_restatement also carries the headline's, ``delta_field(TCO2E)``)
 DELTA_FIELDS_OF: Final = (*SCOPE_FIELDS, *GAS_FIELDS)
 
 
 def delta_field(name: str) -> str:
-    """The factor_restatement field of the change of one figure of ``DELTA_FIELDS_OF``."""
+    """The factor_restatement (and window_restatement) field of the change of one figure of
+    ``DELTA_FIELDS_OF`` (or of the headline, ``TCO2E``)."""
     return f"delta_{name}"
 
 
@@ -190,6 +200,9 @@ YTD_VS_BUDGET_PCT: Final = "ytd_vs_budget_pct"
 PROJECTED_YEAR_END_TCO2E: Final = "projected_year_end_tco2e"
 PROJECTED_GAP_TCO2E: Final = "projected_gap_tco2e"  # projected minus pathway (> 0: overshoot)
 ON_TRACK: Final = "on_track"  # bool
+# what the factor restatements changed of ytd_tco2e (included in it; 0: none): the previous
+# edition's year to date is ytd_tco2e - restated_tco2e
+RESTATED_TCO2E: Final = "restated_tco2e"
 
 # -- the worker's own counters (streams/app.py), every 10 s per worker --------------------------
 PIPELINE: Final = "pipeline"

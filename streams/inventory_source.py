@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams import influx_schema as schema
+from streams.editions import EDITIONS
 from streams.sink import InfluxSink
 from twin.contract import QUALITIES
 from twin.inventory import Figures, Restatement
 
 __all__ = ["EDITIONS", "FIELD_OF", "StoredYear", "load_year"]
 
-EDITIONS = ("current", "previous")
 
 # Figures attribute <- InfluxDB field: the one mapping between the schema and the inventory
 FIELD_OF: Mapping[str, str] = {

@@ -4,6 +4,10 @@ Grafana should not have to re-derive a pathway from YAML: every ``progress_every
 worker writes, for each site and cluster that has a target plan in the twin, the year-to-date
 emissions next to the pathway's pro-rata budget for the same point of the year, the pathway's
 value for the whole year and a projected year end at the current year-to-date pace.
+
+The year to date is the current edition: the worker's own (which a factor revision does not
+touch) plus the revisions' changes (``changes``), so what the worker writes after a
+``clustertwin restate`` carries the restatement instead of undoing it.
 """
 
 from __future__ import annotations
@@ -59,18 +63,28 @@ def year_fraction(ms: int) -> tuple[int, float]:
     return t.year, (t - start).total_seconds() / (end - start).total_seconds()
 
 
-def progress_fields(ytd_nano: Mapping[str, int], plan: Plan | None, ms: int) -> dict[str, Any]:
+def progress_fields(
+    ytd_nano: Mapping[str, int],
+    plan: Plan | None,
+    ms: int,
+    change: tuple[int, int, int] = (0, 0, 0),
+) -> dict[str, Any]:
+    """The progress of a year to date (the worker's: the previous edition) with the factor
+    restatements' ``change`` of its (s1, s2 location, s2 market) folded in: the current
+    edition, which the worker's own state cannot know (``streams.editions``)."""
     year, frac = year_fraction(ms)
-    s1 = ytd_nano.get("s1", 0) / NANO
-    s2 = ytd_nano.get("s2_location", 0) / NANO
-    ytd = s1 + s2 if plan is not None and plan.scopes == "1+2" else s1
+    counts_s2 = plan is not None and plan.scopes == "1+2"
+    s1 = (ytd_nano.get("s1", 0) + change[0]) / NANO
+    s2 = (ytd_nano.get("s2_location", 0) + change[1]) / NANO
+    ytd = s1 + s2 if counts_s2 else s1
     f_s1, f_s2_location, f_s2_market = schema.YTD_SCOPE_FIELDS
     out: dict[str, Any] = {
         schema.YTD_TCO2E: ytd,
         f_s1: s1,
         f_s2_location: s2,
-        f_s2_market: ytd_nano.get("s2_market", 0) / NANO,
+        f_s2_market: (ytd_nano.get("s2_market", 0) + change[2]) / NANO,
         schema.YEAR_FRACTION: frac,
+        schema.RESTATED_TCO2E: (change[0] + (change[1] if counts_s2 else 0)) / NANO,
     }
     if plan is not None:
         pathway_year = plan.pathway.at(year)
@@ -96,6 +110,9 @@ class ProgressWriter:
     catalog: MeterVectors
     twin: str
     plans: dict[tuple[str, str], Plan] = field(default_factory=dict)  # (cluster, site or "")
+    # the factor restatements' changes: (cluster, site or "", year) -> (s1, s2 location,
+    # s2 market) nano (``streams.editions.YtdChanges``, which the worker refreshes)
+    changes: Mapping[tuple[str, str, int], tuple[int, int, int]] = field(default_factory=dict)
 
     def site_lines(self, states: list[SiteState]) -> list[str]:
         lines = []
@@ -111,7 +128,9 @@ class ProgressWriter:
                 ytd["s2_location"] += vec[2]
                 ytd["s2_market"] += vec[3]
             ts = state.wm - state.wm % 60_000
-            fields = progress_fields(ytd, self.plans.get((state.cluster, state.site)), state.wm)
+            plan = self.plans.get((state.cluster, state.site))
+            change = self.changes.get((state.cluster, state.site, year), (0, 0, 0))
+            fields = progress_fields(ytd, plan, state.wm, change)
             lines.append(
                 fields_line(
                     schema.PROGRESS,
@@ -153,7 +172,8 @@ class ProgressWriter:
                 "s2_location": round(total["tco2e_s2_location"] * NANO),
                 "s2_market": round(total["tco2e_s2_market"] * NANO),
             }
-            fields = progress_fields(ytd, self.plans.get((cluster, "")), wm)
+            change = self.changes.get((cluster, "", int(year)), (0, 0, 0))
+            fields = progress_fields(ytd, self.plans.get((cluster, "")), wm, change)
             lines.append(
                 fields_line(
                     schema.PROGRESS,

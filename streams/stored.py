@@ -66,6 +66,18 @@ def stored_reading(row: Mapping[str, str]) -> StoredReading:
     )
 
 
+def window_vector(row: Mapping[str, str]) -> list[int]:
+    """A window row (fields pivoted to columns) as its figure vector, nano-units then the
+    readings; KeyError or ValueError when a figure is missing (a half-written point)."""
+    vec = [round(float(row[f]) * NANO) for f in _WINDOW_FIELDS]
+    vec.extend(round(float(row.get(f) or 0) * NANO) for f in _GAS_FIELDS)
+    vec.append(int(row[schema.READINGS]))
+    return vec
+
+
+WINDOW_VECTOR_FIELDS = (*_WINDOW_FIELDS, *_GAS_FIELDS, schema.READINGS)
+
+
 class ReadingStore(Protocol):
     """Where the stages read back what was stored (InfluxDB, or a test double)."""
 
@@ -156,7 +168,7 @@ class InfluxStore:
             return out
         width = RESOLUTIONS[res]
         wanted = set(starts)
-        names = (*_WINDOW_FIELDS, *_GAS_FIELDS, schema.READINGS)
+        names = WINDOW_VECTOR_FIELDS
         fields = " or ".join(f'r._field == "{f}"' for f in names)
         columns = ", ".join(
             f'"{f}"' for f in ("t", schema.SITE, schema.CARRIER, schema.TRANSFER, *names)
@@ -178,9 +190,7 @@ class InfluxStore:
             if start not in wanted:
                 continue
             try:
-                vec = [round(float(row[f]) * NANO) for f in _WINDOW_FIELDS]
-                vec.extend(round(float(row.get(f) or 0) * NANO) for f in _GAS_FIELDS)
-                vec.append(int(row[schema.READINGS]))
+                vec = window_vector(row)
             except (KeyError, ValueError):
                 # a point missing a figure cannot be summed; the site's next update
                 # for the window restates it (and this is worth knowing)

@@ -10,12 +10,21 @@ and equal to an offline computation. A figure whose coefficient the revision doe
 keeps its stored value. A reading belongs to the period by its own time (an interval
 reading: its end), in UTC.
 
-What is not restated here (named so nobody assumes it): transfers between sites (their site
-views split the tonnes), process CO2 meters (no energy is stored for them), and hydrogen
-made with grid electricity (the grid factor is folded into the hydrogen coefficient).
+Hydrogen made with grid electricity is restated by a grid revision: its upstream
+coefficient folds in the grid factor (``twin.emissions``), so its coefficients at the two
+versions differ like a grid meter's.
 
-Plain data in, plain data out: the stream side (``streams.factor_restate``) reads the
-stored readings and writes the restated year to date and the restatement records.
+What is not restated here (named so nobody assumes it): transfers between sites (their site
+views split the tonnes between sender and receiver, which a change per site cannot follow),
+and process CO2 meters: they measure tonnes of CO2, priced by the identity factor
+``process:co2`` (1 t/t, kept for provenance), and store no energy to recompute from, so a
+factor revision does not touch them.
+
+The year to date and the windows are restated from the same readings
+(``restated_readings``), so they cannot disagree. Plain data in, plain data out: the stream
+side reads the stored readings and writes the changes, per site, carrier and year
+(``streams.factor_restate``) and per site, carrier and hour (``streams.factor_windows``);
+``streams.editions`` reads the current edition back.
 """
 
 from __future__ import annotations
@@ -31,10 +40,13 @@ from twin.model import Cluster
 
 __all__ = [
     "MeterRevision",
+    "RestatedReading",
     "Revision",
     "SiteRestatement",
     "affected_meters",
+    "by_year",
     "restate_readings",
+    "restated_readings",
     "revision_of",
 ]
 
@@ -108,7 +120,11 @@ def affected_meters(
     prefix = f"{revision.factor_id}@"
     out: dict[str, MeterRevision] = {}
     for i, (site, _asset, meter) in enumerate(cluster.meters()):
-        uses = any(refs[s][i].startswith(prefix) for s in SCOPES)
+        # grid-made hydrogen names its own factor, with the grid factor folded in: its
+        # coefficients at both versions say whether the revision changes it
+        uses = meter.carrier is Carrier.HYDROGEN or any(
+            refs[s][i].startswith(prefix) for s in SCOPES
+        )
         if not uses or new.internal[i] or new.moves[i] or meter.carrier is Carrier.PROCESS_CO2:
             continue
         before = tuple(float(x) for x in old.figure_coef[:, i])
@@ -167,31 +183,62 @@ def restated_figures(vec: tuple[int, ...], meter: MeterRevision) -> list[int]:
     return out
 
 
+@dataclass(frozen=True)
+class RestatedReading:
+    """One stored reading the revision covers: its figures as stored and at the new
+    version (``NFIG`` figures each), with its time and interval start (-1: an instant),
+    which say which windows it was added to."""
+
+    meter: MeterRevision
+    ts: int
+    start: int
+    old: tuple[int, ...]
+    new: tuple[int, ...]
+
+
+def restated_readings(
+    readings: Iterable[tuple[str, int, tuple[int, ...], int]],
+    meters: Mapping[str, MeterRevision],
+    revision: Revision,
+) -> list[RestatedReading]:
+    """The readings (meter, ts ms, figures, interval start) the revision covers, each once
+    (a repeat of a meter and time is the same stored point), with their restated figures:
+    what both the year to date and the windows are restated from, so they cannot disagree.
+    Readings of other meters or outside the period are left alone."""
+    out: list[RestatedReading] = []
+    seen: set[tuple[str, int]] = set()
+    for meter_id, ts, vec, start in readings:
+        meter = meters.get(meter_id)
+        if meter is None or not revision.covers(ts) or (meter_id, ts) in seen:
+            continue
+        seen.add((meter_id, ts))
+        old = tuple(int(x) for x in vec[:NFIG])
+        out.append(RestatedReading(meter, ts, start, old, tuple(restated_figures(old, meter))))
+    return out
+
+
+def by_year(restated: Iterable[RestatedReading]) -> list[SiteRestatement]:
+    """Per site, carrier and year (of each reading's own time), the old and new figures."""
+    by: dict[tuple[str, str, int], SiteRestatement] = {}
+    for r in restated:
+        year = datetime.fromtimestamp(r.ts / 1000, tz=UTC).year
+        key = (r.meter.site, r.meter.carrier, year)
+        acc = by.get(key)
+        if acc is None:
+            acc = by[key] = SiteRestatement(*key)
+        for k in range(NFIG):
+            acc.old[k] += r.old[k]
+            acc.new[k] += r.new[k]
+        acc.old[NFIG] += 1
+        acc.new[NFIG] += 1
+    return sorted(by.values(), key=lambda r: (r.year, r.site, r.carrier))
+
+
 def restate_readings(
     readings: Iterable[tuple[str, int, tuple[int, ...]]],
     meters: Mapping[str, MeterRevision],
     revision: Revision,
 ) -> list[SiteRestatement]:
     """Per site, carrier and year, the stored figures of the readings (meter, ts ms,
-    figures) the revision covers and their restated figures. Readings of other meters or
-    outside the period are left alone; each reading counts once (a repeat of a meter and
-    time is the same stored point)."""
-    by: dict[tuple[str, str, int], SiteRestatement] = {}
-    seen: set[tuple[str, int]] = set()
-    for meter_id, ts, vec in readings:
-        meter = meters.get(meter_id)
-        if meter is None or not revision.covers(ts) or (meter_id, ts) in seen:
-            continue
-        seen.add((meter_id, ts))
-        year = datetime.fromtimestamp(ts / 1000, tz=UTC).year
-        key = (meter.site, meter.carrier, year)
-        acc = by.get(key)
-        if acc is None:
-            acc = by[key] = SiteRestatement(*key)
-        new = restated_figures(vec, meter)
-        for k in range(NFIG):
-            acc.old[k] += int(vec[k])
-            acc.new[k] += new[k]
-        acc.old[NFIG] += 1
-        acc.new[NFIG] += 1
-    return sorted(by.values(), key=lambda r: (r.year, r.site, r.carrier))
+    figures) the revision covers and their restated figures (``restated_readings``)."""
+    return by_year(restated_readings(((m, t, v, -1) for m, t, v in readings), meters, revision))

@@ -17,6 +17,7 @@ from typing import Any
 
 from streams import influx_schema as s
 from streams.alerting.model import SEVERITY_LEVEL
+from streams.editions import changes_flux
 from streams.stored import flux_string as _q
 
 MAX_POINTS = 400
@@ -62,6 +63,39 @@ from(bucket: {_q(bucket)})
   |> aggregateWindow(every: {every // 1000}s, fn: sum, createEmpty: false, timeSrc: "_start")
   |> keep(columns: ["_time", "_value"])
 """
+
+
+def series_changes_flux(
+    bucket: str, twin: str, cluster: str, site: str | None, start_ms: int, stop_ms: int
+) -> str:
+    """The factor revisions' change of ``series_flux``'s hourly tCO2e, in its buckets: the
+    history shows the current edition (``streams.editions``) without the windows' query
+    having to know about revisions (``with_changes`` adds the two)."""
+    every = bucket_every(stop_ms - start_ms)
+    head = changes_flux(bucket, twin, cluster, site, start_ms, stop_ms, [s.delta_field(s.TCO2E)])
+    return f"""
+{head}
+  |> group()
+  |> aggregateWindow(every: {every // 1000}s, fn: sum, createEmpty: false, timeSrc: "_start")
+  |> keep(columns: ["_time", "_value"])
+"""
+
+
+def with_changes(
+    rows: Sequence[Mapping[str, str]], changes: Sequence[Mapping[str, str]]
+) -> list[dict[str, str]]:
+    """``series_flux``'s rows with ``series_changes_flux``'s added to the same buckets."""
+    out: dict[str, float] = {}
+    order: list[str] = []
+    for row in (*rows, *changes):
+        t, v = row.get("_time", ""), row.get("_value", "")
+        if not t or v == "":
+            continue
+        if t not in out:
+            order.append(t)
+            out[t] = 0.0
+        out[t] += float(v)
+    return [{"_time": t, "_value": repr(out[t])} for t in order]
 
 
 def parse_series(rows: Sequence[Mapping[str, str]], every_ms: int) -> dict[str, Any]:

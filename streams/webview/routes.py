@@ -232,6 +232,13 @@ class Routes:
         rows = await self.source.cached(
             f"series|{cluster}|{site}|{start_ms}|{hours}|{open_from}", flux
         )
+        changes = await self.source.cached(
+            f"series-changes|{cluster}|{site}|{start_ms}|{hours}",
+            queries.series_changes_flux(
+                self.source.bucket, self.source.twin, cluster, site, start_ms, stop_ms
+            ),
+        )
+        rows = queries.with_changes(rows, changes)  # the current edition
         out = queries.parse_series(rows, queries.bucket_every(stop_ms - start_ms))
         plan = self.source.plans.get((cluster, site or ""))
         out["pathway_tco2e_per_h"] = [

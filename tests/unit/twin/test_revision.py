@@ -198,3 +198,63 @@ def test_a_revision_leaves_an_export_of_a_bidirectional_meter_without_scope2() -
     assert row.readings == 2 and row.new[0] == 1_000_000_000  # energy: net
     assert row.new[2] == row.new[3] == 80_000_000  # the import's alone, at the new version
     assert row.tco2e_changed_nano == 8_000_000
+
+
+def test_the_readings_restated_are_the_same_whatever_their_order_and_repeats() -> None:
+    """The store holds a repeated reading once: a shuffled read-back with repeats restates
+    each reading once, with the same figures as the ordered one."""
+    import random
+
+    from twin.revision import by_year, restated_readings
+
+    lib = _revised()
+    rev = revision_of(lib, FR)
+    cluster = make_cluster([site("steel", meter("grid", "electricity"))])
+    meters = affected_meters(cluster, lib, rev)
+    old = rev.old.gases["CO2"]
+    rng = random.Random(16)
+    t0 = _ms(2026, 6, 30, 20)
+    readings = [
+        (*_reading("grid", t0 + k * 900_000, rng.randrange(1, 10**10), old), -1) for k in range(40)
+    ]
+    ordered = restated_readings(readings, meters, rev)
+    assert 0 < len(ordered) < len(readings)  # the readings before July are not covered
+    shuffled = readings + rng.sample(readings, 15)
+    rng.shuffle(shuffled)
+    again = restated_readings(shuffled, meters, rev)
+    assert sorted(again, key=lambda r: r.ts) == ordered
+    assert [(r.old, r.new) for r in by_year(again)] == [(r.old, r.new) for r in by_year(ordered)]
+    for r in ordered:
+        assert r.new[2] == round(r.old[0] * rev.new.gases["CO2"]) and r.ts >= _ms(2026, 7, 1)
+
+
+def test_a_grid_revision_restates_hydrogen_made_with_grid_electricity() -> None:
+    """Grid-made hydrogen's upstream is its electricity per MWh of hydrogen at the grid
+    factor (``twin.emissions``): 1.5605 MWh_e/MWh_H2 x 0.036 -> x 0.040. 2 MWh of it on 2 July
+    go from round(2e9 x 0.0561787) to round(2e9 x 0.0624208) nano-t of scope 3 upstream; the
+    hydrogen made by reforming gas does not move."""
+    from twin.carriers import HydrogenRoute
+    from twin.revision import by_year, restated_readings
+
+    lib = _revised()
+    rev = revision_of(lib, FR)
+    cluster = make_cluster(
+        [
+            site(
+                "steel",
+                meter("h2", "hydrogen", unit="t", route="electrolysis_grid"),
+                meter("h2-smr", "hydrogen", unit="t", route="smr"),
+            )
+        ]
+    )
+    meters = affected_meters(cluster, lib, rev)
+    assert set(meters) == {"h2"}
+    per_mwh = lib.hydrogen(HydrogenRoute.ELECTROLYSIS_GRID).electricity_per_unit
+    assert per_mwh is not None and abs(per_mwh - 0.052 / 0.033322) < 1e-3
+    e = 2_000_000_000
+    old_s3 = round(e * per_mwh * 0.036)
+    stored = (e, 0, 0, 0, old_s3, 0, 0, 0, 0, 0, 0)
+    [row] = by_year(restated_readings([("h2", _ms(2026, 7, 2), stored, -1)], meters, rev))
+    assert (row.site, row.carrier) == ("steel", "hydrogen")
+    assert row.new[4] == round(e * per_mwh * 0.040) and row.new[4] - old_s3 > 12_000_000
+    assert row.new[1:4] == [0, 0, 0]  # upstream only: no scope 1 or 2 appears
