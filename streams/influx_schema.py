@@ -14,12 +14,13 @@ from typing import Final
 
 # -- measurements ---------------------------------------------------------------------------
 # Tumbling-window totals (timestamp = window start), one point per window and carrier.
-# Cluster windows at every resolution of RESOLUTIONS, written as they grow; site windows
-# written as they grow only at SITE_OPEN_RESOLUTIONS (1 min), the coarser ones once closed
-# (or restated); meter windows only at METER_RESOLUTIONS and only once closed (or restated).
-# At 165,000 meters a point per meter, resolution and batch was 3 of the 4.6-5.6 points
-# written per reading (a meter's live figures are its readings, below), and every batch's
-# rewrite of a site's open 15-min and 1-hour windows 0.8 of the 2.5 left.
+# Cluster windows at every resolution of RESOLUTIONS, written as they grow (at most once a
+# second); site windows at every resolution but only once closed (or restated), as meter
+# windows at METER_RESOLUTIONS. At 165,000 meters a point per meter, resolution and batch
+# was 3 of the 4.6-5.6 points written per reading (a meter's live figures are its readings,
+# below), and rewriting a site's open windows with every batch, then once more to close
+# them, 0.95 of the 2.5 left. The live figures of a site are the worker's state (the live
+# view); the dashboards' per-minute figures lag by the grace period.
 METER_WINDOW: Final = "meter_window"
 SITE_WINDOW: Final = "site_window"
 CLUSTER_WINDOW: Final = "cluster_window"
@@ -61,9 +62,9 @@ TRANSFER: Final = "transfer"
 RESOLUTIONS: Final = ("1m", "15m", "1h")
 # the resolutions at which meter windows are kept and stored (closed windows only)
 METER_RESOLUTIONS: Final = ("1h",)
-# the resolutions at which an open site window is written; an open coarser one is the sum
-# of the 1-min windows in it (the live view's history fills a site's open hours from them)
-SITE_OPEN_RESOLUTIONS: Final = ("1m",)
+# the resolutions at which an open site window is written: none (an open window is the
+# worker's; the live view's history fills a site's open hours from its closed 1-min windows)
+SITE_OPEN_RESOLUTIONS: Final[tuple[str, ...]] = ()
 
 # The window measurement of each level of a ``streams.windows.WindowUpdate``.
 WINDOW_MEASUREMENTS: Final = {"meter": METER_WINDOW, "site": SITE_WINDOW, "cluster": CLUSTER_WINDOW}

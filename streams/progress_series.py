@@ -41,6 +41,11 @@ class SiteTables(Protocol):
     @property
     def table(self) -> ReadableTable: ...
 
+    @property
+    def clock_inputs(self) -> Mapping[str, tuple[str, int, int]]: ...
+
+    def take_changed(self) -> list[SiteState]: ...
+
 
 class ClusterTwins(Protocol):
     """The cluster stage (``streams.cluster_stage.ClusterStage``), as far as its twin."""
@@ -113,6 +118,10 @@ class ProgressWriter:
     # the factor restatements' changes: (cluster, site or "", year) -> (s1, s2 location,
     # s2 market) nano (``streams.editions.YtdChanges``, which the worker refreshes)
     changes: Mapping[tuple[str, str, int], tuple[int, int, int]] = field(default_factory=dict)
+    # the changes the site points were last all written with (None: not yet written)
+    _written_with: dict[tuple[str, str, int], tuple[int, int, int]] | None = field(
+        default=None, repr=False
+    )
 
     def site_lines(self, states: list[SiteState]) -> list[str]:
         lines = []
@@ -147,20 +156,31 @@ class ProgressWriter:
         return lines
 
     def lines(self, site_stage: SiteTables, cluster_stage: ClusterTwins) -> list[str]:
-        states = []
-        for key in list(site_stage.table.all_keys()):
-            if key.startswith(b"\x00"):
-                continue
-            raw = site_stage.table.get(key)
-            if raw is not None:
-                states.append(SiteState.loads(raw))
+        """The progress points of the sites stored since the last call, and of every
+        cluster. Every site's only on the first call and when the restatements' changes
+        moved: decoding and rewriting all 3,300 sites of 165,000 meters every 10 s was a
+        twentieth of the points and a CPU burst under the worker's lock."""
+        changed = site_stage.take_changed()
+        if self._written_with is None or self._written_with != self.changes:
+            self._written_with = dict(self.changes)
+            states = []
+            for key in list(site_stage.table.all_keys()):
+                if key.startswith(b"\x00"):
+                    continue
+                raw = site_stage.table.get(key)
+                if raw is not None:
+                    states.append(SiteState.loads(raw))
+        else:
+            states = changed
         lines = self.site_lines(states)
-        by_cluster: dict[str, list[SiteState]] = {}
+        cluster_wm: dict[str, int] = {}
+        for cl, wm, _seen in site_stage.clock_inputs.values():
+            cluster_wm[cl] = max(cluster_wm.get(cl, -1), wm)
         for s in states:
-            by_cluster.setdefault(s.cluster, []).append(s)
+            cluster_wm[s.cluster] = max(cluster_wm.get(s.cluster, -1), s.wm)
         for cluster in self.catalog.clusters:
             twin = cluster_stage.twin_json(cluster)
-            wm = max((s.wm for s in by_cluster.get(cluster, [])), default=-1)
+            wm = cluster_wm.get(cluster, -1)
             if wm < 0 or not twin["year_to_date"]:
                 continue
             year = str(datetime.fromtimestamp(wm / 1000, tz=UTC).year)

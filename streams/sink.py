@@ -164,8 +164,8 @@ def window_lines(twin: str, updates: Iterable[WindowUpdate]) -> Iterator[str]:
     """The points of window updates: a transfer's site window is two, the sender's and the
     receiver's view (``streams.transfers.site_views``), each tagged with the transfer.
 
-    An open site window coarser than ``SITE_OPEN_RESOLUTIONS`` is not written: the state
-    holds it, and it is written once closed (``influx_schema.SITE_WINDOW``)."""
+    An open site window (of a resolution not in ``SITE_OPEN_RESOLUTIONS``) is not written:
+    the state holds it, and it is written once closed (``influx_schema.SITE_WINDOW``)."""
     for u in updates:
         if u.level == "site" and not u.complete and u.res not in _SITE_OPEN:
             continue

@@ -106,6 +106,7 @@ class SiteStage:
         self.first_batch: float | None = None
         self.latencies: deque[float] = deque(maxlen=200_000)
         self.quiet: set[str] = set()  # sites with no open window since their last record
+        self._changed: set[str] = set()  # sites stored since the last ``take_changed``
         self.cursors = OffsetCursors(table)
         # site -> (the bytes last put in the table, the same state decoded): saves decoding
         # every site's state on every batch
@@ -150,6 +151,19 @@ class SiteStage:
         if live is not None and live[0] is raw:
             return live[1]
         return SiteState.loads(raw)
+
+    def take_changed(self) -> list[SiteState]:
+        """The stored states of the sites stored since the last call (the progress points
+        to rewrite), decoded once where the stage holds them decoded."""
+        out = []
+        for site in sorted(self._changed):
+            raw = self.table.get(site.encode())
+            if raw is None:
+                continue
+            live = self._live.get(site)
+            out.append(live[1] if live is not None and live[0] is raw else SiteState.loads(raw))
+        self._changed.clear()
+        return out
 
     def latency_summary(self) -> dict[str, float]:
         if not self.latencies:
@@ -258,6 +272,7 @@ class SiteStage:
         )
         # cursors after the sites: a crash in between replays records the sites skip
         await self.cursors.store(prepared.seq, prepared.cursors)
+        self._changed.update(prepared.stored)
         for site, (raw, _, state) in prepared.stored.items():
             pending = self._pending.get(site)
             if pending is not None and pending[0] == prepared.seq:

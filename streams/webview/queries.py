@@ -42,9 +42,9 @@ def series_flux(
 ) -> str:
     """Hourly tCO2e (all carriers) of a cluster or site, summed into buckets of whole hours.
 
-    A site's hourly windows are written once closed (``influx_schema.SITE_OPEN_RESOLUTIONS``):
-    from ``open_from_ms`` (its state's first hour not closed) on, its hours are summed from
-    its 1-min windows, which are written as they grow."""
+    A site's windows are written once closed (``influx_schema.SITE_OPEN_RESOLUTIONS``): from
+    ``open_from_ms`` (its state's first hour not closed) on, its hours are summed from its
+    closed 1-min windows."""
     every = bucket_every(stop_ms - start_ms)
     if site is None:
         measurement, extra, res = s.CLUSTER_WINDOW, "", f'r.{s.RES} == "1h"'

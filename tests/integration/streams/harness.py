@@ -347,9 +347,9 @@ def compare(expected: Expected, actual: dict[Any, dict[str, Any]]) -> list[str]:
 
     A meter window is written once closed (``influx_schema.METER_WINDOW``): it must be
     there when its site's windows of that hour are complete, and absent until then. A site
-    window coarser than ``SITE_OPEN_RESOLUTIONS`` is written once closed too: it must be
-    there when a later 1-min window of its site is complete (the site's watermark has then
-    passed it by the grace period), and written only complete."""
+    window (of a resolution not in ``SITE_OPEN_RESOLUTIONS``) is written once closed too: it
+    must be there when a later 1-min window of its site is complete (the site's watermark
+    has then passed it by the grace period), and written only complete."""
     problems = []
     closed = {
         (k[1], k[4])

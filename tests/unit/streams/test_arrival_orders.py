@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from streams.cluster_stage import ClusterStage
 from streams.delivery import Topics
-from streams.influx_schema import GAS_FIELDS, METER_RESOLUTIONS
+from streams.influx_schema import GAS_FIELDS, METER_RESOLUTIONS, SITE_OPEN_RESOLUTIONS
 from streams.meter_vectors import offline_price
 from streams.site_stage import SiteStage
 from streams.windows import NFIG, RESOLUTIONS, year_of
@@ -238,12 +238,14 @@ async def close_all(w: Worker) -> None:
     await w.idle(NOW + 30 * 86_400_000)
 
 
-def open_coarse_site_windows(lines: list[str]) -> list[str]:
-    """Site windows coarser than 1 min written while open (``SITE_OPEN_RESOLUTIONS``)."""
+def open_site_windows(lines: list[str]) -> list[str]:
+    """Site windows written while open, of a resolution not in ``SITE_OPEN_RESOLUTIONS``."""
     return [
         line
         for line in lines
-        if line.startswith("site_window,") and ",res=1m" not in line and "complete=false" in line
+        if line.startswith("site_window,")
+        and "complete=false" in line
+        and not any(f",res={r}," in line or f",res={r} " in line for r in SITE_OPEN_RESOLUTIONS)
     ]
 
 
@@ -287,7 +289,7 @@ def test_every_window_equals_the_offline_figure_in_any_arrival_order(
     assert {k: v for k, v in got.items() if k in want} == want
     extra = {k: v for k, v in got.items() if k not in want and any(v)}
     assert not extra
-    assert not open_coarse_site_windows(w.lines)
+    assert not open_site_windows(w.lines)
 
 
 def test_the_five_arrival_orders_of_one_stream_give_one_figure() -> None:

@@ -1,4 +1,4 @@
-"""How often the worker rewrites what it has not finished: open coarse site windows never,
+"""How often the worker rewrites what it has not finished: open site windows never,
 a site's year to date at most every ``ytd_every_ms`` of wall clock; and nothing is lost by
 waiting (a change that waited is written by a later batch, the idle flush, or, after a
 stop, the next worker's idle flush), so the figures still equal the offline ones.
@@ -15,7 +15,7 @@ from tests.unit.streams.test_arrival_orders import (
     Worker,
     close_all,
     offline,
-    open_coarse_site_windows,
+    open_site_windows,
     stored,
 )
 from tests.unit.streams.test_pipeline_units import NOW, T0, reading
@@ -57,7 +57,7 @@ def test_year_to_date_is_rewritten_at_most_every_interval_and_ends_exact() -> No
         live = _ytd_lines(w.lines, "a", "natural_gas")
         # 360 batches over an hour of wall clock: a write once 600 s have passed, not 360
         assert 1 <= len(live) <= 3600_000 // EVERY_MS + 1, (shuffle, len(live))
-        assert not open_coarse_site_windows(w.lines)
+        assert not open_site_windows(w.lines)
         asyncio.run(close_all(w))
         want = offline(readings)
         got = stored(w.store)
