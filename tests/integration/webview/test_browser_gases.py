@@ -219,7 +219,16 @@ def test_the_page_shows_scope_1_by_gas_the_memo_and_quality_shares_of_the_sums(
     assert abs(mean - gap) > 0.05, (mean, gap)
 
     # InfluxDB's twin_ytd holds the same: the sites' quality fields sum to the cluster's
-    stored = _twin_ytd(stack, twin, year)
+    # (once written: a site's twin_ytd waits up to YTD_EVERY_S and the idle flush)
+    def _stored_sums() -> Any:
+        stored = _twin_ytd(stack, twin, year)
+        fields = [schema.quality_field(q, schema.TCO2E) for q in summary["ytd_quality"]]
+        sums = [sum(f.get(x, 0.0) for site, f in stored.items() if site) for x in fields]
+        wants = [w["tco2e"] for w in summary["ytd_quality"].values()]
+        ok = all(math.isclose(g, w, rel_tol=1e-9) for g, w in zip(sums, wants, strict=True))
+        return ok and "" in stored and stored
+
+    stored = _wait("the sites' twin_ytd", _stored_sums)
     for q, want in summary["ytd_quality"].items():
         field = schema.quality_field(q, schema.TCO2E)
         got = sum(f.get(field, 0.0) for site, f in stored.items() if site)
